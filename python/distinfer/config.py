@@ -1,0 +1,195 @@
+"""The models file: one typed description of what to serve, and the Ray Serve config made from it.
+
+The same `ServeConfig` output feeds `serve deploy` on a local Ray and the `serveConfigV2` of a
+KubeRay RayService, so the two platforms can never disagree about what runs.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+APP_IMPORT_PATH = "distinfer.serve.app:build_app"
+DEFAULT_APP_NAME = "distinfer"
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,127}$")
+
+
+class ConfigError(ValueError):
+    """A models file (or an override) is wrong. The message names the field and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _ModelBase(_Strict):
+    name: str = Field(description="What clients send as `model`; unique within the file.")
+    replicas: int = Field(1, ge=1, le=1024, description="Ray Serve replicas of this model.")
+    max_ongoing_requests: int = Field(
+        32,
+        ge=1,
+        le=100_000,
+        description="Requests in flight per replica: the guide's 'batch size per replica' (32 or 256).",
+    )
+    max_queued_requests: int = Field(
+        64,
+        ge=0,
+        le=1_000_000,
+        description="Requests allowed to wait (per caller) once every replica is full; beyond it: 503.",
+    )
+    max_model_len: int | None = Field(
+        None, ge=16, description="Longest prompt + completion in tokens; defaults to the model's own limit."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError(
+                f"model name {value!r} must be 1-128 characters of letters, digits and . _ / : - "
+                "and start with a letter or digit"
+            )
+        return value
+
+    @property
+    def gpus_per_replica(self) -> float:
+        return 0.0
+
+
+class VllmModel(_ModelBase):
+    engine: Literal["vllm"]
+    model: str = Field(description="A local path or a Hugging Face hub id.")
+    tensor_parallel_size: int = Field(1, ge=1, le=64, description="GPUs per replica, kept on one node.")
+    dtype: str = Field("auto", description="vLLM dtype: auto, bfloat16, float16, float32.")
+    max_num_seqs: int | None = Field(
+        None, ge=1, description="vLLM batch size; defaults to max_ongoing_requests (the per-replica cap)."
+    )
+    gpu_memory_utilization: float = Field(0.90, gt=0.0, le=1.0)
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict, description="Further vLLM AsyncEngineArgs, passed as they are."
+    )
+
+    @property
+    def gpus_per_replica(self) -> float:
+        return float(self.tensor_parallel_size)
+
+
+class HfModel(_ModelBase):
+    engine: Literal["hf"]
+    model: str = Field(description="A local folder that AutoModelForCausalLM and AutoTokenizer load.")
+    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, mps, auto ...")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_batch_size: int | None = Field(
+        None, ge=1, description="Sequences decoded together; defaults to max_ongoing_requests."
+    )
+    num_cpus: float = Field(1.0, gt=0, description="Ray CPUs reserved per replica.")
+    num_gpus: float = Field(0.0, ge=0, description="Ray GPUs reserved per replica (0 on the CPU).")
+
+    @property
+    def gpus_per_replica(self) -> float:
+        return self.num_gpus
+
+
+class SyntheticModel(_ModelBase):
+    engine: Literal["synthetic"]
+    ttft_ms: float = Field(0.0, ge=0, description="Time from arrival to the first token.")
+    itl_ms: float = Field(0.0, ge=0, description="Time between tokens after the first.")
+    vocabulary: list[str] = Field(
+        default_factory=lambda: ["lorem", "ipsum", "dolor", "sit", "amet"],
+        min_length=1,
+        description="Words emitted in turn, one token each.",
+    )
+    eos_after: int | None = Field(
+        None, ge=1, description="Stop by itself after this many tokens unless ignore_eos is set."
+    )
+    num_cpus: float = Field(0.1, gt=0)
+
+
+ModelSpec = Annotated[VllmModel | HfModel | SyntheticModel, Field(discriminator="engine")]
+
+
+class HttpOptions(_Strict):
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=1, le=65535)
+
+
+class IngressOptions(_Strict):
+    replicas: int = Field(1, ge=1, description="Replicas of the HTTP router in front of the models.")
+    max_ongoing_requests: int = Field(
+        4096, ge=1, description="Requests one router replica holds; keep above the sum of the model caps."
+    )
+    num_cpus: float = Field(0.1, gt=0)
+
+
+class ModelsFile(_Strict):
+    models: list[ModelSpec] = Field(min_length=1)
+    ingress: IngressOptions = Field(default_factory=IngressOptions)
+    http: HttpOptions = Field(default_factory=HttpOptions)
+    api_key_env: str | None = Field(
+        None,
+        description="Name of an environment variable holding the API key; unset means no key is asked.",
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ModelsFile:
+        seen: set[str] = set()
+        for spec in self.models:
+            if spec.name in seen:
+                raise ValueError(f"model name {spec.name!r} appears twice; give each entry its own name")
+            seen.add(spec.name)
+        return self
+
+    def model(self, name: str) -> VllmModel | HfModel | SyntheticModel:
+        for spec in self.models:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def with_replicas(self, overrides: dict[str, int]) -> ModelsFile:
+        """A copy with some models' replica counts replaced (the inventory decides them on a cluster)."""
+        unknown = sorted(set(overrides) - {m.name for m in self.models})
+        if unknown:
+            raise ConfigError(
+                f"replica override names unknown model(s) {unknown}; known: {[m.name for m in self.models]}"
+            )
+        models = [
+            m.model_copy(update={"replicas": overrides[m.name]}) if m.name in overrides else m
+            for m in self.models
+        ]
+        return self.model_copy(update={"models": models})
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"{source} is not a valid models file:"]
+    for item in err.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        got = item.get("input")
+        shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+        lines.append(f"  - {where}: {item['msg']}{shown}")
+    lines.append("See files/models/*.yaml for working examples.")
+    return "\n".join(lines)
+
+
+def parse_models(data: Any, source: str = "models file") -> ModelsFile:
+    try:
+        return ModelsFile.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+
+
+def load_models_file(path: str | Path) -> ModelsFile:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read models file {path}: {err.strerror}; pass an existing YAML file") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    return parse_models(data, str(path))

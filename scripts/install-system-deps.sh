@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# System packages distinfer's tests and demo need on a Debian/Ubuntu control machine.
+# Idempotent: installs only what is missing. Run as root (make does it for you).
+set -euo pipefail
+PACKAGES=(
+  git make rsync openssh-client openssh-server sshpass iproute2 procps
+  podman runc debootstrap slirp4netns uidmap fuse-overlayfs
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "system packages: all present"
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "error: missing system packages ${missing[*]}; run as root or: sudo apt-get install ${missing[*]}" >&2
+  exit 1
+fi
+echo "system packages: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,125 @@
+"""The test hosts themselves: systemd boots, Ansible reaches every host over SSH with checked host keys,
+the hosts reach each other and nothing outside, distinfer runs inside, and teardown leaves nothing."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from testhosts import REPO_ROOT, TestHosts, TestHostsError, podman
+
+pytestmark = pytest.mark.cluster
+
+
+def test_every_host_booted_systemd(test_hosts: TestHosts) -> None:
+    for host in test_hosts.hosts:
+        state = test_hosts.ssh(host.name, "systemctl is-system-running", check=False).stdout.strip()
+        assert state in ("running", "degraded"), f"{host.name}: systemd is {state!r}"
+        assert test_hosts.ssh(host.name, "hostname").stdout.strip() == host.name
+        assert test_hosts.ssh(host.name, "systemctl is-active ssh").stdout.strip() == "active"
+
+
+def test_ansible_pings_every_host_over_ssh(
+    test_hosts: TestHosts, test_inventory: Path, ansible_env: dict[str, str]
+) -> None:
+    proc = subprocess.run(
+        ["ansible", "-i", str(test_inventory), "testhosts", "-m", "ansible.builtin.ping", "-o"],
+        cwd=REPO_ROOT,
+        env=ansible_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for host in test_hosts.hosts:
+        assert re.search(rf"^{host.name} \| SUCCESS => .*\"ping\": \"pong\"", proc.stdout, re.M), proc.stdout
+
+
+def test_inventory_carries_groups_and_vars(test_hosts: TestHosts, ansible_env: dict[str, str]) -> None:
+    path = test_hosts.write_inventory(
+        test_hosts.workdir / "grouped.yml",
+        {"head": ["node1"], "workers": ["node2", "node3"]},
+        host_vars={"node2": {"extra_var": 2}},
+        group_vars={"all": {"everyone": True}, "workers": {"worker_kind": "worker"}},
+    )
+    proc = subprocess.run(
+        ["ansible-inventory", "-i", str(path), "--list"],
+        env=ansible_env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    inventory = json.loads(proc.stdout)
+    assert inventory["head"]["hosts"] == ["node1"]
+    assert sorted(inventory["workers"]["hosts"]) == ["node2", "node3"]
+    node2 = inventory["_meta"]["hostvars"]["node2"]
+    assert node2["ansible_host"] == test_hosts.host("node2").ip
+    assert node2["extra_var"] == 2 and node2["everyone"] is True and node2["worker_kind"] == "worker"
+    assert "worker_kind" not in inventory["_meta"]["hostvars"]["node1"]
+    with pytest.raises(ValueError, match="unknown test hosts"):
+        test_hosts.write_inventory(test_hosts.workdir / "bad.yml", {"head": ["node9"]})
+
+
+def test_host_keys_are_checked(test_hosts: TestHosts, tmp_path: Path) -> None:
+    # known_hosts claiming node2's key for node1's address: ssh must refuse, not accept the real key.
+    node1, node2 = test_hosts.host("node1"), test_hosts.host("node2")
+    known = test_hosts.known_hosts.read_text().splitlines()
+    node2_key = next(line for line in known if line.startswith(f"{node2.ip},"))
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(node2_key.replace(f"{node2.ip},{node2.name}", node1.ip) + "\n")
+    argv = [a.replace(str(test_hosts.known_hosts), str(wrong)) for a in test_hosts.ssh_argv("node1")]
+    proc = subprocess.run([*argv, "true"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0
+    assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in proc.stderr
+
+
+def test_hosts_reach_each_other_but_not_outside(test_hosts: TestHosts) -> None:
+    for src in test_hosts.hosts:
+        for dst in test_hosts.hosts:
+            if dst is src:
+                continue
+            # TCP to the peer's sshd, by IP and by name (every host has the others in /etc/hosts).
+            for target in (dst.ip, dst.name):
+                test_hosts.ssh(src.name, f"timeout 5 bash -c 'echo > /dev/tcp/{target}/22'")
+    # --internal network: no default route, so nothing leaves this machine.
+    proc = test_hosts.ssh("node1", "ip route get 192.0.2.1", check=False)
+    assert proc.returncode != 0 and "unreachable" in proc.stderr.lower(), proc.stdout + proc.stderr
+
+
+def test_distinfer_and_ray_run_inside(test_hosts: TestHosts) -> None:
+    distinfer = REPO_ROOT / ".venv" / "bin" / "distinfer"
+    here = subprocess.run([distinfer, "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    for host in test_hosts.hosts:
+        inside = test_hosts.ssh(host.name, f"{REPO_ROOT}/.venv/bin/distinfer --version").stdout.strip()
+        assert inside == here
+    ray = test_hosts.ssh("node1", f"{REPO_ROOT}/.venv/bin/python -c 'import ray; print(ray.__version__)'")
+    assert re.fullmatch(r"\d+\.\d+\.\d+", ray.stdout.strip())
+    # Ray's object store lives in /dev/shm: it must be the size we asked for, not docker's 64 MiB.
+    shm_kib = int(test_hosts.ssh("node1", "df --output=size -k /dev/shm | tail -1").stdout)
+    assert shm_kib >= 1024 * 1024
+    # The repo is read-only inside; the scratch dir is shared and writable.
+    assert test_hosts.ssh("node1", f"touch {REPO_ROOT}/x", check=False).returncode != 0
+    test_hosts.ssh("node1", "echo hello > /scratch/probe")
+    assert (test_hosts.host("node1").scratch / "probe").read_text() == "hello\n"
+
+
+def test_down_removes_exactly_what_up_created(tmp_path: Path) -> None:
+    hosts = TestHosts(["solo"], tmp_path / "solo").up()
+    container, network = hosts.host("solo").container_id, hosts.network
+    assert network is not None
+    assert podman("container", "exists", container, check=False).returncode == 0
+    hosts.down()
+    assert podman("container", "exists", container, check=False).returncode == 1
+    assert podman("network", "exists", network, check=False).returncode == 1
+    hosts.down()  # idempotent
+
+
+def test_failed_up_leaves_nothing_behind(tmp_path: Path) -> None:
+    hosts = TestHosts(["solo"], tmp_path / "broken", venv=tmp_path / "no-venv")
+    with pytest.raises(TestHostsError, match="not a virtual environment"):
+        hosts.up()
+    assert hosts.network is not None  # it got as far as creating the network ...
+    assert podman("network", "exists", hosts.network, check=False).returncode == 1  # ... and removed it

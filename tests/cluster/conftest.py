@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from testhosts import REPO_ROOT, TestHosts, prune_stale_runs
+from playbook_runs import ansible_env as _ansible_env
+from testhosts import TestHosts, prune_stale_runs
 
 HOST_NAMES = ("node1", "node2", "node3")
 
@@ -45,5 +46,4 @@ def test_inventory(test_hosts: TestHosts) -> Path:
 @pytest.fixture(scope="session")
 def ansible_env() -> dict[str, str]:
     """Environment for ansible CLIs run from the repo root: the venv's tools first on PATH."""
-    venv_bin = str(REPO_ROOT / ".venv" / "bin")
-    return {**os.environ, "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}", "ANSIBLE_FORCE_COLOR": "0"}
+    return _ansible_env()

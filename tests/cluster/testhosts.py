@@ -232,12 +232,13 @@ def _run_with_progress(argv: list[str], started: float) -> None:
             words = line.split()
             if len(words) < 2 or words[0] != "I:":
                 continue
-            # "I: Retrieving libc6 2.36" / "I: Validating ..." alternate per package: one phase, counted.
-            current = "downloading" if words[1] in ("Retrieving", "Validating") else line[3:]
+            # One log line per phase ("I: Retrieving libc6", "I: Configuring curl...": per package), and
+            # one every 10 s within a long phase; Retrieving/Validating alternate, so they count as one.
+            current = "downloading" if words[1] in ("Retrieving", "Validating") else words[1]
             count += words[1] == "Retrieving"
             now = time.monotonic()
             if current != phase or now - last_log > 10:
-                shown = f"downloading packages ({count} so far)" if current == "downloading" else current
+                shown = f"downloading packages ({count} so far)" if current == "downloading" else line[3:]
                 logger.info("test hosts: debootstrap: %s [%.0f s]", shown, now - started)
                 phase, last_log = current, now
     if proc.returncode != 0:

@@ -38,6 +38,23 @@ def test_ansible_pings_every_host_over_ssh(
         assert re.search(rf"^{host.name} \| SUCCESS => .*\"ping\": \"pong\"", proc.stdout, re.M), proc.stdout
 
 
+def test_facts_say_container_guest(test_inventory: Path, ansible_env: dict[str, str]) -> None:
+    # Roles skip what a container cannot do (sysctls, kernel modules) by these facts.
+    setup = ["-m", "ansible.builtin.setup", "-a", "filter=ansible_virt*"]
+    proc = subprocess.run(
+        ["ansible", "-i", str(test_inventory), "node1", *setup],
+        cwd=REPO_ROOT,
+        env=ansible_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    facts = json.loads(proc.stdout.split("=>", 1)[1])["ansible_facts"]
+    assert facts["ansible_virtualization_type"] == "podman"
+    assert facts["ansible_virtualization_role"] == "guest"
+
+
 def test_inventory_carries_groups_and_vars(test_hosts: TestHosts, ansible_env: dict[str, str]) -> None:
     path = test_hosts.write_inventory(
         test_hosts.workdir / "grouped.yml",

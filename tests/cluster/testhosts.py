@@ -492,6 +492,9 @@ class TestHosts:
             f"--ip={ip}",
             *[f"--add-host={n}:{self._ip_for(i)}" for i, n in enumerate(self.names) if n != name],
             "--systemd=always",
+            # What systemd and Ansible's facts (virtualization_type=podman, role=guest) detect a container
+            # by; podman sets it for images but not for --rootfs.
+            "--env=container=podman",
             f"--shm-size={self.shm_size}",
             f"--memory={self.memory}",
             "--pids-limit=16384",

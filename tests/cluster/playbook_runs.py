@@ -85,7 +85,7 @@ def ansible_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def run_playbook(
     playbook: Path | str,
-    inventory: Path | str,
+    inventory: Path | str | Sequence[Path | str],
     *,
     check: bool = False,
     diff: bool = False,
@@ -97,8 +97,13 @@ def run_playbook(
     env: Mapping[str, str] | None = None,
     timeout: float = 900,
 ) -> PlaybookRun:
-    """Run `ansible-playbook` from the repo root (so its ansible.cfg and roles apply)."""
-    argv = ["ansible-playbook", "-i", str(inventory), str(playbook)]
+    """Run `ansible-playbook` from the repo root (so its ansible.cfg and roles apply).
+
+    Several inventories merge in order (a later one overrides a host's vars), e.g. the repo's
+    `inventory/poweredge` plus a file pointing its hosts at test hosts.
+    """
+    sources = [inventory] if isinstance(inventory, (str, Path)) else list(inventory)
+    argv = ["ansible-playbook", *[arg for src in sources for arg in ("-i", str(src))], str(playbook)]
     if check:
         argv.append("--check")
     if diff:

@@ -80,6 +80,37 @@ def test_inventory_carries_groups_and_vars(test_hosts: TestHosts, ansible_env: d
         test_hosts.write_inventory(test_hosts.workdir / "bad.yml", {"head": ["node9"]})
 
 
+def test_connection_overlay_points_a_real_inventory_at_test_hosts(
+    test_hosts: TestHosts, tmp_path: Path, ansible_env: dict[str, str]
+) -> None:
+    real = tmp_path / "real.yml"
+    real.write_text(
+        "all:\n  children:\n    servers:\n      hosts:\n        gpu-a: {ansible_host: 192.0.2.10, gpus: 8}\n"
+    )
+    overlay = test_hosts.write_connection_overlay(tmp_path / "overlay.yml", {"gpu-a": "node3"})
+    proc = subprocess.run(
+        [
+            "ansible",
+            "-i",
+            str(real),
+            "-i",
+            str(overlay),
+            "servers",
+            "-m",
+            "ansible.builtin.command",
+            "-a",
+            "hostname",
+        ],
+        cwd=REPO_ROOT,
+        env=ansible_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"^gpu-a \| CHANGED \| rc=0 >>\nnode3$", proc.stdout, re.M), proc.stdout
+
+
 def test_host_keys_are_checked(test_hosts: TestHosts, tmp_path: Path) -> None:
     # known_hosts claiming node2's key for node1's address: ssh must refuse, not accept the real key.
     node1, node2 = test_hosts.host("node1"), test_hosts.host("node2")

@@ -686,6 +686,26 @@ class TestHosts:
         )
         return path
 
+    def write_connection_overlay(self, path: Path | str, mapping: Mapping[str, str]) -> Path:
+        """Point an existing inventory's hosts at test hosts: {inventory hostname: test host name}.
+
+        Pass it after the real inventory (`-i inventory/poweredge -i overlay.yml`): Ansible merges the
+        sources in order, so the real groups and group_vars apply and only the connection vars change.
+        """
+        unknown = set(mapping.values()) - set(self.names)
+        if unknown:
+            raise ValueError(
+                f"overlay maps to unknown test hosts {sorted(unknown)}; the hosts are {self.names}"
+            )
+        hosts = {inv_name: self.inventory_host_vars(th_name) for inv_name, th_name in mapping.items()}
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            f"# Connection overlay written by tests/cluster/testhosts.py (run {self.run_id})\n"
+            + yaml.safe_dump({"all": {"hosts": hosts}}, sort_keys=False, default_flow_style=False)
+        )
+        return path
+
     # -- CLI support --------------------------------------------------------------------------------
     @classmethod
     def from_state(cls, workdir: Path | str) -> TestHosts:

@@ -3,13 +3,15 @@ the hosts reach each other and nothing outside, distinfer runs inside, and teard
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from testhosts import REPO_ROOT, TestHosts, TestHostsError, podman
+from testhosts import REPO_ROOT, TestHosts, TestHostsError, podman, prune_stale_runs
 
 pytestmark = pytest.mark.cluster
 
@@ -154,15 +156,42 @@ def test_distinfer_and_ray_run_inside(test_hosts: TestHosts) -> None:
     assert (test_hosts.host("node1").scratch / "probe").read_text() == "hello\n"
 
 
-def test_down_removes_exactly_what_up_created(tmp_path: Path) -> None:
+def test_down_removes_exactly_what_up_created(test_hosts: TestHosts, tmp_path: Path) -> None:
+    # A second run beside the session's: its own network and subnet, and its down() leaves the other alone.
     hosts = TestHosts(["solo"], tmp_path / "solo").up()
     container, network = hosts.host("solo").container_id, hosts.network
-    assert network is not None
+    assert network is not None and network != test_hosts.network
+    session_subnet = ipaddress.ip_network(f"{test_hosts.host('node1').ip}/24", strict=False)
+    assert ipaddress.ip_address(hosts.host("solo").ip) not in session_subnet
     assert podman("container", "exists", container, check=False).returncode == 0
+    hosts.ssh("solo", "true")
     hosts.down()
     assert podman("container", "exists", container, check=False).returncode == 1
     assert podman("network", "exists", network, check=False).returncode == 1
     hosts.down()  # idempotent
+    test_hosts.ssh("node1", "true")
+
+
+def test_leftovers_of_a_killed_run_are_pruned(tmp_path: Path) -> None:
+    # The owner dies by SIGKILL (no atexit, no finally): the next session's prune removes its hosts.
+    script = (
+        "import sys, time; from testhosts import TestHosts; "
+        f"h = TestHosts(['ghost'], {str(tmp_path / 'ghost')!r}).up(); "
+        "print(h.run_id, h.host('ghost').container_id, h.network, flush=True); time.sleep(600)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=Path(__file__).parent, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        run_id, container, network = proc.stdout.readline().split()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert podman("container", "exists", container, check=False).returncode == 0
+    assert run_id in prune_stale_runs()
+    assert podman("container", "exists", container, check=False).returncode == 1
+    assert podman("network", "exists", network, check=False).returncode == 1
 
 
 def test_failed_up_leaves_nothing_behind(tmp_path: Path) -> None:

@@ -48,7 +48,8 @@ import yaml
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CACHE_DIR = REPO_ROOT / ".cache" / "testhosts"
+# Env DISTINFER_TESTHOSTS_CACHE shares one cache between clones (the rootfs takes a minute to build).
+CACHE_DIR = Path(os.environ.get("DISTINFER_TESTHOSTS_CACHE") or REPO_ROOT / ".cache" / "testhosts")
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # What the hosts need to boot, be managed by Ansible (python3-apt for the apt module, sudo) and look like

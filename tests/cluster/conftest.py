@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playbook_runs import PlaybookRun, run_playbook
 from playbook_runs import ansible_env as _ansible_env
-from testhosts import TestHosts, prune_stale_runs
+from testhosts import REPO_ROOT, TestHosts, prune_stale_runs
 
 HOST_NAMES = ("node1", "node2", "node3")
 
@@ -47,3 +49,45 @@ def test_inventory(test_hosts: TestHosts) -> Path:
 def ansible_env() -> dict[str, str]:
     """Environment for ansible CLIs run from the repo root: the venv's tools first on PATH."""
     return _ansible_env()
+
+
+# --- the repo's real inventory on the test hosts (prereq idempotency, K3s/addons check mode) -----------
+
+POWEREDGE_INVENTORY = REPO_ROOT / "inventory" / "poweredge"
+PREREQ_PLAYBOOK = REPO_ROOT / "playbooks" / "prereq.yml"
+
+
+def inventory_hosts(inventory: Path, env: dict[str, str]) -> list[str]:
+    """The inventory's hosts in the order it lists them (`ansible-inventory --list` sorts them)."""
+    proc = subprocess.run(
+        ["ansible", "-i", str(inventory), "all", "--list-hosts"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    # "  hosts (3):" then one indented name per line
+    return [line.strip() for line in proc.stdout.splitlines()[1:] if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def poweredge_on_test_hosts(
+    test_hosts: TestHosts, tmp_path_factory: pytest.TempPathFactory, ansible_env: dict[str, str]
+) -> list[Path]:
+    """`-i` sources: inventory/poweredge unchanged (groups, group_vars), its servers mapped in order onto
+    node1..node3 by a connection overlay."""
+    names = inventory_hosts(POWEREDGE_INVENTORY, ansible_env)
+    assert 0 < len(names) <= len(HOST_NAMES), f"expected 1-3 hosts in {POWEREDGE_INVENTORY}, got {names}"
+    overlay = tmp_path_factory.mktemp("poweredge") / "overlay.yml"
+    test_hosts.write_connection_overlay(overlay, dict(zip(names, HOST_NAMES, strict=False)))
+    return [POWEREDGE_INVENTORY, overlay]
+
+
+@pytest.fixture(scope="session")
+def prereq_first_run(
+    poweredge_on_test_hosts: list[Path], tmp_path_factory: pytest.TempPathFactory
+) -> PlaybookRun:
+    """playbooks/prereq.yml applied for real, once per session, to the fresh test hosts."""
+    log = tmp_path_factory.mktemp("prereq") / "first.log"
+    return run_playbook(PREREQ_PLAYBOOK, poweredge_on_test_hosts, log=log)

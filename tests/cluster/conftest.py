@@ -55,6 +55,8 @@ def ansible_env() -> dict[str, str]:
 
 POWEREDGE_INVENTORY = REPO_ROOT / "inventory" / "poweredge"
 PREREQ_PLAYBOOK = REPO_ROOT / "playbooks" / "prereq.yml"
+# What differs on a test host from the servers inventory/poweredge describes.
+TEST_HOST_VARS = {"distinfer_node_iface": "eth0"}
 
 
 def inventory_hosts(inventory: Path, env: dict[str, str]) -> list[str]:
@@ -80,7 +82,9 @@ def poweredge_on_test_hosts(
     names = inventory_hosts(POWEREDGE_INVENTORY, ansible_env)
     assert 0 < len(names) <= len(HOST_NAMES), f"expected 1-3 hosts in {POWEREDGE_INVENTORY}, got {names}"
     overlay = tmp_path_factory.mktemp("poweredge") / "overlay.yml"
-    test_hosts.write_connection_overlay(overlay, dict(zip(names, HOST_NAMES, strict=False)))
+    test_hosts.write_connection_overlay(
+        overlay, dict(zip(names, HOST_NAMES, strict=False)), host_vars=TEST_HOST_VARS
+    )
     return [POWEREDGE_INVENTORY, overlay]
 
 

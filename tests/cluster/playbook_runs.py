@@ -7,11 +7,14 @@ whatever ansible.cfg enables on top; the whole output is kept in a log file for 
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -70,10 +73,17 @@ def parse_recap(output: str) -> dict[str, HostRecap]:
     return recap
 
 
+_FACT_CACHE = Path(tempfile.mkdtemp(prefix="di-facts-"))
+atexit.register(shutil.rmtree, _FACT_CACHE, ignore_errors=True)
+
+
 def ansible_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The venv's ansible first on PATH; a private fact cache, so the test hosts' facts (under the real
+    inventory's host names) never land in the repo's .cache/ansible/facts for later real runs."""
     venv_bin = REPO_ROOT / ".venv" / "bin"
     return {
         **os.environ,
+        "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(_FACT_CACHE),
         "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
         "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
         "ANSIBLE_NOCOLOR": "1",

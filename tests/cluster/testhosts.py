@@ -687,18 +687,24 @@ class TestHosts:
         )
         return path
 
-    def write_connection_overlay(self, path: Path | str, mapping: Mapping[str, str]) -> Path:
+    def write_connection_overlay(
+        self, path: Path | str, mapping: Mapping[str, str], host_vars: Mapping[str, Any] | None = None
+    ) -> Path:
         """Point an existing inventory's hosts at test hosts: {inventory hostname: test host name}.
 
         Pass it after the real inventory (`-i inventory/poweredge -i overlay.yml`): Ansible merges the
-        sources in order, so the real groups and group_vars apply and only the connection vars change.
+        sources in order, so the real groups and group_vars apply and only the connection vars change,
+        plus `host_vars` (set on every mapped host: what differs on a test host, e.g. its NIC name).
         """
         unknown = set(mapping.values()) - set(self.names)
         if unknown:
             raise ValueError(
                 f"overlay maps to unknown test hosts {sorted(unknown)}; the hosts are {self.names}"
             )
-        hosts = {inv_name: self.inventory_host_vars(th_name) for inv_name, th_name in mapping.items()}
+        hosts = {
+            inv_name: {**self.inventory_host_vars(th_name), **(host_vars or {})}
+            for inv_name, th_name in mapping.items()
+        }
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(

@@ -108,6 +108,11 @@ class SyntheticModel(_ModelBase):
         None, ge=1, description="Stop by itself after this many tokens unless ignore_eos is set."
     )
     num_cpus: float = Field(0.1, gt=0)
+    truth_log: str | None = Field(
+        None,
+        description="JSONL file each replica appends one line per finished request to (arrival and "
+        "token times as the engine saw them): ground truth for the load-generator fidelity check.",
+    )
 
 
 ModelSpec = Annotated[VllmModel | HfModel | SyntheticModel, Field(discriminator="engine")]
@@ -128,8 +133,8 @@ class IngressOptions(_Strict):
 
 class ModelsFile(_Strict):
     models: list[ModelSpec] = Field(min_length=1)
-    ingress: IngressOptions = Field(default_factory=IngressOptions)
-    http: HttpOptions = Field(default_factory=HttpOptions)
+    ingress: IngressOptions = Field(default_factory=lambda: IngressOptions.model_validate({}))
+    http: HttpOptions = Field(default_factory=lambda: HttpOptions.model_validate({}))
     api_key_env: str | None = Field(
         None,
         description="Name of an environment variable holding the API key; unset means no key is asked.",
@@ -187,9 +192,108 @@ def load_models_file(path: str | Path) -> ModelsFile:
     try:
         text = path.read_text()
     except OSError as err:
-        raise ConfigError(f"cannot read models file {path}: {err.strerror}; pass an existing YAML file") from None
+        raise ConfigError(
+            f"cannot read models file {path}: {err.strerror}; pass an existing YAML file"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
     return parse_models(data, str(path))
+
+
+# ---- the Ray Serve config made from a models file ----
+
+INGRESS_DEPLOYMENT = "OpenAIIngress"
+_DEPLOYMENT_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def deployment_name(model_name: str) -> str:
+    """The Ray Serve deployment serving one model (Serve names allow fewer characters than models)."""
+    return "model-" + _DEPLOYMENT_UNSAFE.sub("_", model_name)
+
+
+def placement_group_bundles(spec: VllmModel | HfModel | SyntheticModel) -> list[dict[str, float]] | None:
+    """Resource bundles of one replica, or None when the replica is a single actor.
+
+    A vLLM replica with tensor parallelism N owns N GPU bundles; the replica actor itself takes one
+    CPU in the first bundle and no GPU, and vLLM's workers take the GPUs. Kept on one node with
+    STRICT_PACK: the guide measured a tensor-parallel group split across nodes 3x slower.
+    """
+    if not isinstance(spec, VllmModel) or spec.tensor_parallel_size == 1:
+        return None
+    bundles: list[dict[str, float]] = [{"GPU": 1.0} for _ in range(spec.tensor_parallel_size)]
+    bundles[0] = {"CPU": 1.0, "GPU": 1.0}
+    return bundles
+
+
+def ray_actor_options(spec: VllmModel | HfModel | SyntheticModel) -> dict[str, float]:
+    if isinstance(spec, VllmModel):
+        # TP>1: GPUs live in the placement group bundles for vLLM's workers; TP=1: the replica holds it.
+        return {"num_cpus": 1.0, "num_gpus": 0.0 if spec.tensor_parallel_size > 1 else 1.0}
+    if isinstance(spec, HfModel):
+        return {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus}
+    return {"num_cpus": spec.num_cpus}
+
+
+def model_deployment_options(spec: VllmModel | HfModel | SyntheticModel) -> dict[str, Any]:
+    """Options of one model's deployment, as `Deployment.options()` and the Serve config take them."""
+    options: dict[str, Any] = {
+        "name": deployment_name(spec.name),
+        "num_replicas": spec.replicas,
+        "max_ongoing_requests": spec.max_ongoing_requests,
+        "max_queued_requests": spec.max_queued_requests,
+        "ray_actor_options": ray_actor_options(spec),
+    }
+    bundles = placement_group_bundles(spec)
+    if bundles is not None:
+        options["placement_group_bundles"] = bundles
+        options["placement_group_strategy"] = "STRICT_PACK"
+    return options
+
+
+def ingress_deployment_options(models: ModelsFile) -> dict[str, Any]:
+    return {
+        "name": INGRESS_DEPLOYMENT,
+        "num_replicas": models.ingress.replicas,
+        "max_ongoing_requests": models.ingress.max_ongoing_requests,
+        "ray_actor_options": {"num_cpus": models.ingress.num_cpus},
+    }
+
+
+def app_args(models: ModelsFile) -> dict[str, Any]:
+    """The `args` of the Serve application: the models file itself, so build_app re-validates it."""
+    return models.model_dump(mode="json", exclude_none=True)
+
+
+def serve_config(models: ModelsFile, app_name: str = DEFAULT_APP_NAME) -> dict[str, Any]:
+    """The Ray Serve config (`serve deploy` file / RayService `serveConfigV2`) for a models file.
+
+    Deployment options appear both in `args` (build_app applies them) and in `deployments` (Serve
+    applies those last): the same values, shown where an operator looks for them.
+    """
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": models.http.host, "port": models.http.port},
+        "applications": [
+            {
+                "name": app_name,
+                "route_prefix": "/",
+                "import_path": APP_IMPORT_PATH,
+                "args": app_args(models),
+                "deployments": [ingress_deployment_options(models)]
+                + [model_deployment_options(spec) for spec in models.models],
+            }
+        ],
+    }
+
+
+def parse_replica_overrides(items: list[str]) -> dict[str, int]:
+    """`NAME=N` strings from the command line into a dict, with errors that say what to type."""
+    overrides: dict[str, int] = {}
+    for item in items:
+        name, sep, count = item.rpartition("=")
+        if not sep or not name or not count.isdigit() or int(count) < 1:
+            raise ConfigError(f"--replicas takes NAME=N with N a positive integer, got {item!r}")
+        overrides[name] = int(count)
+    return overrides

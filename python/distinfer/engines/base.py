@@ -1,0 +1,110 @@
+"""The one small interface every engine implements.
+
+An engine turns a prepared request (prompt text, sampling settings) into an async stream of
+`TokenDelta`s, each carrying the new text and the cumulative prompt / completion token counts, the
+last one carrying `finish_reason`. The serving layer above it (chat templates, length checks, HTTP,
+admission control) is the same for every engine; only this file's contract is shared.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+FinishReason = Literal["stop", "length", "abort"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    ignore_eos: bool = False
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    request_id: str
+    prompt: str
+    sampling: SamplingParams
+    # Token ids when the caller already tokenized the prompt (saves a second tokenization).
+    prompt_token_ids: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class TokenDelta:
+    """New text since the previous delta; counts are cumulative for the request."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: FinishReason | None = None
+
+
+@dataclass
+class EngineInfo:
+    engine: str
+    max_model_len: int
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class EngineError(RuntimeError):
+    """The engine could not serve a request for a reason of its own (not the caller's input)."""
+
+
+class Engine(abc.ABC):
+    """What the serving layer needs from an engine. One instance per replica, shared by its requests."""
+
+    @property
+    @abc.abstractmethod
+    def max_model_len(self) -> int:
+        """Longest prompt + completion in tokens."""
+
+    async def start(self) -> None:  # noqa: B027 - engines with no warm-up keep the default
+        """Load weights / start background loops. Called once before the first request."""
+
+    @abc.abstractmethod
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[TokenDelta, None]:
+        """Stream the deltas of one request; the last has finish_reason set."""
+
+    @abc.abstractmethod
+    async def abort(self, request_id: str) -> None:
+        """Stop a request (client gone) and free its slot; unknown ids are ignored."""
+
+    async def check_health(self) -> None:  # noqa: B027
+        """Raise if the engine can no longer serve."""
+
+    async def shutdown(self) -> None:  # noqa: B027
+        """Release devices and background tasks."""
+
+    @abc.abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Tokens the engine will see for this prompt text."""
+
+    def tokenize(self, text: str) -> tuple[int, ...] | None:
+        """Token ids of the prompt when the engine has a tokenizer; None otherwise."""
+        return None
+
+    @abc.abstractmethod
+    def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
+        """The prompt text for a chat, with the generation prompt appended."""
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(engine=type(self).__name__, max_model_len=self.max_model_len)
+
+
+def simple_chat_prompt(messages: Sequence[ChatMessage]) -> str:
+    """A readable chat layout for engines without a tokenizer chat template."""
+    lines = [f"{m.role}: {m.content}" for m in messages]
+    lines.append("assistant:")
+    return "\n".join(lines)

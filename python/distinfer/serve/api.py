@@ -1,0 +1,277 @@
+"""The OpenAI-compatible FastAPI app, independent of where the models run.
+
+`create_app(backend)` serves `/v1/completions`, `/v1/chat/completions` (SSE with `stream: true`,
+ending in `data: [DONE]`; `usage` in the answer, or in a last chunk with
+`stream_options.include_usage`), `/v1/models` and `/health`. The backend is either the models in
+this process (serve/bare.py) or Ray Serve deployment handles (serve/app.py): the HTTP behaviour,
+errors included, is this one module's.
+
+Every bad request gets a 4xx with an OpenAI-style body `{"error": {"message", "type", "param",
+"code"}}` whose message names the field, the value received and the fix; nothing a client sends
+can produce a 5xx or stop the server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any, Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ValidationError
+
+from distinfer.engines.base import TokenDelta
+from distinfer.serve.model_server import Accepted, Event, OpenAIRequest, Rejected
+from distinfer.serve.protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    ErrorBody,
+    ErrorDetail,
+    ModelCard,
+    ModelList,
+    Usage,
+)
+
+log = logging.getLogger(__name__)
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class Overloaded(Exception):
+    """Every replica of a model is at its cap and its queue is full."""
+
+    def __init__(self, model: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(model)
+        self.model = model
+        self.retry_after_s = retry_after_s
+
+
+class Backend(Protocol):
+    def model_cards(self) -> list[ModelCard]: ...
+
+    def stream(self, model: str, request_id: str, request: OpenAIRequest) -> AsyncGenerator[Event, None]:
+        """The model server's events; raises Overloaded on the first step when no slot is free."""
+        ...
+
+    async def health(self) -> dict[str, Any]: ...
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    kind: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorBody(error=ErrorDetail(message=message, type=kind, param=param, code=code))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def describe_validation_error(err: ValidationError) -> tuple[str, str | None]:
+    parts, first_param = [], None
+    for item in err.errors()[:5]:
+        where = ".".join(str(p) for p in item["loc"]) or "body"
+        first_param = first_param or where
+        got = item.get("input")
+        shown = "" if item["type"] == "missing" or isinstance(got, dict) else f" (got {got!r:.80})"
+        parts.append(f"{where}: {item['msg']}{shown}")
+    return "invalid request: " + "; ".join(parts), first_param
+
+
+async def _parse(request: Request, model_cls: type[BaseModel]) -> BaseModel | JSONResponse:
+    raw = await request.body()
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return error_response(400, f"the body is not valid JSON ({err}); send a JSON object")
+    if not isinstance(data, dict):
+        return error_response(400, f"the body must be a JSON object, got {type(data).__name__}")
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as err:
+        message, param = describe_validation_error(err)
+        return error_response(400, message, param=param)
+
+
+def _request_id(request: Request) -> str:
+    given = request.headers.get("x-request-id", "")
+    return given if _REQUEST_ID_RE.match(given) else uuid.uuid4().hex
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+class _Exchange:
+    """One request's journey: open the model stream, then answer whole or as SSE."""
+
+    def __init__(self, backend: Backend, known: Callable[[], list[str]]) -> None:
+        self.backend = backend
+        self.known = known
+
+    async def handle(self, request: Request, body: OpenAIRequest) -> Response:
+        if body.model not in self.known():
+            return error_response(
+                404,
+                f"model {body.model!r} is not served here; known models: {self.known()}",
+                param="model",
+                code="model_not_found",
+            )
+        request_id = _request_id(request)
+        stream = self.backend.stream(body.model, request_id, body)
+        try:
+            first = await stream.__anext__()
+        except Overloaded as err:
+            await stream.aclose()
+            return error_response(
+                503,
+                f"model {err.model!r} is at capacity (every replica busy, queue full); retry later",
+                kind="overloaded",
+                code="overloaded",
+                headers={"Retry-After": str(max(1, round(err.retry_after_s)))},
+            )
+        if isinstance(first, Rejected):
+            await stream.aclose()
+            return error_response(first.status, first.message, param=first.param, code=first.code)
+        assert isinstance(first, Accepted)
+        headers = {"X-Request-Id": request_id}
+        if body.stream:
+            return StreamingResponse(
+                self._sse_stream(stream, body, request_id, first),
+                media_type="text/event-stream",
+                headers={**SSE_HEADERS, **headers},
+            )
+        return await self._whole(stream, body, request_id, first, headers)
+
+    async def _whole(
+        self,
+        stream: AsyncGenerator[Event, None],
+        body: OpenAIRequest,
+        request_id: str,
+        accepted: Accepted,
+        headers: dict[str, str],
+    ) -> Response:
+        texts: list[str] = []
+        completion_tokens, finish = 0, None
+        async for event in stream:
+            assert isinstance(event, TokenDelta)
+            texts.append(event.text)
+            completion_tokens, finish = event.completion_tokens, event.finish_reason
+        usage = Usage.of(accepted.prompt_tokens, completion_tokens)
+        text = "".join(texts)
+        answer: BaseModel
+        if isinstance(body, CompletionRequest):
+            answer = CompletionResponse(
+                id=f"cmpl-{request_id}",
+                model=body.model,
+                choices=[CompletionChoice(text=text, finish_reason=finish)],
+                usage=usage,
+            )
+        else:
+            answer = ChatCompletionResponse(
+                id=f"chatcmpl-{request_id}",
+                model=body.model,
+                choices=[ChatChoice(message=AssistantMessage(content=text), finish_reason=finish)],
+                usage=usage,
+            )
+        return JSONResponse(answer.model_dump(), headers=headers)
+
+    async def _sse_stream(
+        self, stream: AsyncGenerator[Event, None], body: OpenAIRequest, request_id: str, accepted: Accepted
+    ) -> AsyncIterator[bytes]:
+        chat = isinstance(body, ChatCompletionRequest)
+        base = {
+            "id": f"{'chatcmpl' if chat else 'cmpl'}-{request_id}",
+            "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": body.model,
+        }
+        completion_tokens, first = 0, True
+        try:
+            async for event in stream:
+                assert isinstance(event, TokenDelta)
+                completion_tokens = event.completion_tokens
+                choice: dict[str, Any] = {"index": 0, "finish_reason": event.finish_reason, "logprobs": None}
+                if chat:
+                    choice["delta"] = (
+                        {"role": "assistant", "content": event.text} if first else {"content": event.text}
+                    )
+                else:
+                    choice["text"] = event.text
+                first = False
+                yield _sse({**base, "choices": [choice]})
+            if body.include_usage:
+                usage = Usage.of(accepted.prompt_tokens, completion_tokens).model_dump()
+                yield _sse({**base, "choices": [], "usage": usage})
+            yield b"data: [DONE]\n\n"
+        finally:
+            await stream.aclose()
+
+
+def create_app(backend: Backend, api_key: str | None = None, lifespan: Any = None) -> FastAPI:
+    app = FastAPI(
+        title="distinfer",
+        description="OpenAI-compatible LLM serving",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+
+    def known() -> list[str]:
+        return [card.id for card in backend.model_cards()]
+
+    exchange = _Exchange(backend, known)
+
+    def refuse_without_key(request: Request) -> JSONResponse | None:
+        # A plain check, not middleware: BaseHTTPMiddleware would wrap every streamed chunk.
+        if api_key and request.headers.get("authorization", "") != f"Bearer {api_key}":
+            return error_response(
+                401,
+                "missing or wrong API key; send the header `Authorization: Bearer <key>`",
+                kind="authentication_error",
+                code="invalid_api_key",
+            )
+        return None
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        return JSONResponse({"status": "ok", **(await backend.health())})
+
+    @app.get("/v1/models")
+    async def list_models(request: Request) -> JSONResponse:
+        if refused := refuse_without_key(request):
+            return refused
+        return JSONResponse(ModelList(data=backend.model_cards()).model_dump())
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        if refused := refuse_without_key(request):
+            return refused
+        body = await _parse(request, CompletionRequest)
+        if isinstance(body, JSONResponse):
+            return body
+        return await exchange.handle(request, body)  # type: ignore[arg-type]
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        if refused := refuse_without_key(request):
+            return refused
+        body = await _parse(request, ChatCompletionRequest)
+        if isinstance(body, JSONResponse):
+            return body
+        return await exchange.handle(request, body)  # type: ignore[arg-type]
+
+    return app

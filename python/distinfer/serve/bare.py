@@ -1,0 +1,109 @@
+"""The lightest server: the same FastAPI OpenAI app with the engines in this process, no Ray.
+
+Used to calibrate the load generator and as the baseline of benchmarks/serve_overhead.py. Admission
+control mirrors Ray Serve's: `max_ongoing_requests * replicas` in flight per model, at most
+`max_queued_requests` waiting, 503 beyond that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+from distinfer.config import ModelsFile
+from distinfer.engines import build_engine
+from distinfer.serve.api import Overloaded, create_app
+from distinfer.serve.model_server import Event, ModelServer, OpenAIRequest
+from distinfer.serve.protocol import ModelCard
+from distinfer.serve.settings import resolve_api_key
+
+log = logging.getLogger(__name__)
+
+
+class AdmissionGate:
+    """At most `ongoing` holders, at most `queued` waiters; anyone past that is refused at once."""
+
+    def __init__(self, name: str, ongoing: int, queued: int) -> None:
+        self.name = name
+        self._slots = asyncio.Semaphore(ongoing)
+        self._queued_cap = queued
+        self._waiting = 0
+
+    async def enter(self) -> None:
+        if self._slots.locked():
+            if self._waiting >= self._queued_cap:
+                raise Overloaded(self.name)
+            self._waiting += 1
+            try:
+                await self._slots.acquire()
+            finally:
+                self._waiting -= 1
+        else:
+            await self._slots.acquire()
+
+    def leave(self) -> None:
+        self._slots.release()
+
+
+class LocalBackend:
+    def __init__(self, models: ModelsFile) -> None:
+        self._servers: dict[str, ModelServer] = {}
+        self._gates: dict[str, AdmissionGate] = {}
+        for spec in models.models:
+            self._servers[spec.name] = ModelServer(spec.name, build_engine(spec))
+            cap = spec.max_ongoing_requests * spec.replicas
+            self._gates[spec.name] = AdmissionGate(spec.name, cap, spec.max_queued_requests)
+        self._engines_of = {spec.name: spec.engine for spec in models.models}
+
+    async def start(self) -> None:
+        for server in self._servers.values():
+            await server.engine.start()
+
+    async def stop(self) -> None:
+        for server in self._servers.values():
+            await server.engine.shutdown()
+
+    def model_cards(self) -> list[ModelCard]:
+        return [
+            ModelCard(id=name, engine=self._engines_of[name], max_model_len=server.engine.max_model_len)
+            for name, server in self._servers.items()
+        ]
+
+    async def stream(
+        self, model: str, request_id: str, request: OpenAIRequest
+    ) -> AsyncGenerator[Event, None]:
+        gate = self._gates[model]
+        await gate.enter()
+        try:
+            async for event in self._servers[model].stream(request_id, request):
+                yield event
+        finally:
+            gate.leave()
+
+    async def health(self) -> dict[str, Any]:
+        for server in self._servers.values():
+            await server.engine.check_health()
+        return {"models": list(self._servers)}
+
+
+def run_bare(models: ModelsFile, host: str, port: int) -> None:
+    """Serve until Ctrl-C under uvicorn, engines in this process."""
+    import uvicorn
+
+    api_key = resolve_api_key(models)
+    backend = LocalBackend(models)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        await backend.start()
+        try:
+            yield
+        finally:
+            await backend.stop()
+
+    app = create_app(backend, api_key=api_key, lifespan=lifespan)
+    log.info("serving %s on http://%s:%d (bare uvicorn, no Ray)", [m.name for m in models.models], host, port)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,74 @@
+"""`distinfer serve` and `distinfer serve-config`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from distinfer.config import (
+    DEFAULT_APP_NAME,
+    ConfigError,
+    load_models_file,
+    parse_replica_overrides,
+    serve_config,
+)
+
+log = logging.getLogger(__name__)
+
+ModelsOpt = Annotated[Path, typer.Option("--models", help="Models file (YAML); see files/models/.")]
+AppNameOpt = Annotated[str, typer.Option("--app-name", help="Ray Serve application name.")]
+
+
+def serve(
+    models: ModelsOpt,
+    host: Annotated[str | None, typer.Option(help="Listen address (default: the file's http.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default: the file's http.port).")] = None,
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", help="Deploy onto this running Ray; default: start one.")
+    ] = None,
+    bare: Annotated[
+        bool, typer.Option("--bare", help="No Ray: the same app with engines in-process (uvicorn).")
+    ] = False,
+    app_name: AppNameOpt = DEFAULT_APP_NAME,
+) -> None:
+    """Serve the models file's models over an OpenAI-compatible HTTP API; blocks until Ctrl-C."""
+    spec = load_models_file(models)
+    listen_host = host or spec.http.host
+    listen_port = port or spec.http.port
+    if bare:
+        from distinfer.serve.bare import run_bare
+
+        run_bare(spec, listen_host, listen_port)
+        return
+    from distinfer.serve.runner import run_on_ray
+
+    run_on_ray(spec, listen_host, listen_port, ray_address=ray_address, app_name=app_name)
+
+
+def serve_config_command(
+    models: ModelsOpt,
+    replicas: Annotated[
+        list[str] | None, typer.Option("--replicas", help="Override a model's replicas: NAME=N (repeatable).")
+    ] = None,
+    app_name: AppNameOpt = DEFAULT_APP_NAME,
+    fmt: Annotated[str, typer.Option("--format", help="yaml or json.")] = "yaml",
+) -> None:
+    """Print the Ray Serve config (for `serve deploy` or a RayService serveConfigV2)."""
+    if fmt not in ("yaml", "json"):
+        raise ConfigError(f"--format takes yaml or json, got {fmt!r}")
+    spec = load_models_file(models).with_replicas(parse_replica_overrides(replicas or []))
+    config = serve_config(spec, app_name)
+    if fmt == "json":
+        typer.echo(json.dumps(config, indent=2))
+    else:
+        typer.echo(yaml.safe_dump(config, sort_keys=False), nl=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.command("serve-config")(serve_config_command)

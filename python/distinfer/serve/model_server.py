@@ -1,0 +1,96 @@
+"""One model behind the HTTP layer: prompt preparation, length checks and the engine stream.
+
+The same `ModelServer` runs inside a Ray Serve replica (serve/app.py) and in-process under bare
+uvicorn (serve/bare.py), so both paths answer identically. Its stream starts with exactly one
+`Accepted` or `Rejected` event, so the HTTP layer can still answer a 4xx before it commits to a
+200 streaming response; token deltas follow an `Accepted`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+
+from distinfer.engines.base import Engine, GenerationRequest, TokenDelta
+from distinfer.serve.protocol import ChatCompletionRequest, CompletionRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    prompt_tokens: int
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class Rejected:
+    status: int
+    message: str
+    param: str | None = None
+    code: str | None = None
+
+
+Event = Accepted | Rejected | TokenDelta
+OpenAIRequest = CompletionRequest | ChatCompletionRequest
+
+
+class ModelServer:
+    def __init__(self, name: str, engine: Engine) -> None:
+        self.name = name
+        self.engine = engine
+
+    def _prompt(self, request: OpenAIRequest) -> str:
+        if isinstance(request, CompletionRequest):
+            return request.prompt
+        return self.engine.apply_chat_template([m.plain() for m in request.messages])
+
+    def _admit(self, prompt_tokens: int, request: OpenAIRequest) -> Accepted | Rejected:
+        limit = self.engine.max_model_len
+        if prompt_tokens >= limit:
+            return Rejected(
+                400,
+                f"the prompt is {prompt_tokens} tokens but model {self.name!r} takes at most {limit} tokens "
+                "of prompt + completion; shorten the prompt",
+                param="messages" if isinstance(request, ChatCompletionRequest) else "prompt",
+                code="context_length_exceeded",
+            )
+        room = limit - prompt_tokens
+        max_tokens = request.max_tokens if request.max_tokens is not None else room
+        if max_tokens > room:
+            return Rejected(
+                400,
+                f"max_tokens={max_tokens} plus the {prompt_tokens}-token prompt exceeds the {limit}-token "
+                f"limit of model {self.name!r}; ask for at most {room} tokens",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
+        return Accepted(prompt_tokens=prompt_tokens, max_tokens=max_tokens)
+
+    async def stream(self, request_id: str, request: OpenAIRequest) -> AsyncGenerator[Event, None]:
+        prompt = self._prompt(request)
+        token_ids = self.engine.tokenize(prompt)
+        prompt_tokens = len(token_ids) if token_ids is not None else self.engine.count_tokens(prompt)
+        verdict = self._admit(prompt_tokens, request)
+        yield verdict
+        if isinstance(verdict, Rejected):
+            return
+        gen_request = GenerationRequest(
+            request_id=request_id,
+            prompt=prompt,
+            sampling=request.sampling(verdict.max_tokens),
+            prompt_token_ids=token_ids,
+        )
+        finished = False
+        stream = self.engine.generate(gen_request)
+        try:
+            async for delta in stream:
+                finished = delta.finish_reason is not None
+                yield delta
+        finally:
+            # Client gone (generator closed or cancelled): free the engine's slot at once.
+            if not finished:
+                log.info("request %s ended early; aborting it in the engine", request_id)
+                await self.engine.abort(request_id)
+            await stream.aclose()

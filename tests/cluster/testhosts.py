@@ -70,6 +70,9 @@ ROOTFS_PACKAGES = (
     "kmod",
     "curl",
 )
+# The prereq role installs these when missing; the hosts have no mirror to install from, so the rootfs
+# carries them and the role finds them present (its install step then has nothing to do).
+PREREQ_DEFAULTS = REPO_ROOT / "roles" / "prereq" / "defaults" / "main.yml"
 # Bumped when the rootfs configuration below changes, so cached rootfs are rebuilt.
 ROOTFS_LAYOUT_VERSION = "1"
 SEED_MOUNT = "/etc/distinfer-testhost"
@@ -175,8 +178,23 @@ def _mirror_in(text: str, *, deb822: bool) -> str | None:
     return None
 
 
+def rootfs_packages() -> list[str]:
+    """ROOTFS_PACKAGES plus the prereq role's `prereq_packages` (so its list changing rebuilds the cache)."""
+    packages = set(ROOTFS_PACKAGES)
+    if PREREQ_DEFAULTS.exists():
+        defaults = yaml.safe_load(PREREQ_DEFAULTS.read_text()) or {}
+        role_packages = defaults.get("prereq_packages") or []
+        if not all(isinstance(p, str) and re.fullmatch(r"[a-z0-9][a-z0-9+.-]+", p) for p in role_packages):
+            raise TestHostsError(
+                f"prereq_packages in {PREREQ_DEFAULTS} must be plain Debian package names "
+                f"(the test hosts' rootfs installs them), got {role_packages!r}"
+            )
+        packages.update(role_packages)
+    return sorted(packages)
+
+
 def rootfs_key() -> str:
-    blob = json.dumps([SUITE, sorted(ROOTFS_PACKAGES), ROOTFS_LAYOUT_VERSION, SSHD_CONFIG])
+    blob = json.dumps([SUITE, rootfs_packages(), ROOTFS_LAYOUT_VERSION, SSHD_CONFIG])
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -190,7 +208,22 @@ def ensure_rootfs() -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent run builds it once; the others wait and reuse it
         if not (rootfs / ".complete").exists():
             _build_rootfs(rootfs)
+            _remove_unused_rootfs(keep=rootfs)
     return rootfs
+
+
+def _remove_unused_rootfs(keep: Path) -> None:
+    """Delete rootfs built from an older package list, unless a live run's hosts still sit on it."""
+    in_use = {keep}
+    for path in _registry().glob("*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            record = json.loads(path.read_text())
+            if _owner_alive(record) and record.get("rootfs"):
+                in_use.add(Path(record["rootfs"]))
+    for old in CACHE_DIR.glob(f"rootfs-{SUITE}-*"):
+        if old not in in_use:
+            logger.info("test hosts: removing the outdated rootfs %s", old)
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _build_rootfs(rootfs: Path) -> None:
@@ -212,6 +245,11 @@ def _build_rootfs(rootfs: Path) -> None:
     started = time.monotonic()
     try:
         _run_with_progress(argv, started)
+        # The rest through apt, which orders postinst scripts properly (debootstrap's --include fails
+        # configuring e.g. python3-cryptography, a dependency of python3-kubernetes).
+        extra = [p for p in rootfs_packages() if p not in ROOTFS_PACKAGES]
+        if extra:
+            _apt_install(build, extra, started)
         _configure_rootfs(build)
         shutil.rmtree(rootfs, ignore_errors=True)
         build.rename(rootfs)
@@ -219,6 +257,20 @@ def _build_rootfs(rootfs: Path) -> None:
     finally:
         shutil.rmtree(build, ignore_errors=True)
     logger.info("test hosts: rootfs built in %.0f s", time.monotonic() - started)
+
+
+def _apt_install(root: Path, packages: list[str], started: float) -> None:
+    """apt-get install into the new rootfs, run inside it by podman (which mounts /proc and /dev itself,
+    so nothing of this machine's is ever mounted into a directory we later delete)."""
+    logger.info("test hosts: apt-get install %s [%.0f s]", " ".join(packages), time.monotonic() - started)
+    argv = [
+        "run", "--rm", "--network=host", "--env=DEBIAN_FRONTEND=noninteractive", "--rootfs", str(root),
+        "apt-get", "install", "--yes", "--quiet", "--no-install-recommends", *packages,
+    ]  # fmt: skip
+    proc = podman(*argv, check=False, timeout=900)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
+        raise TestHostsError(f"installing {packages} into the test-host rootfs failed:\n{tail}")
 
 
 def _run_with_progress(argv: list[str], started: float) -> None:
@@ -361,6 +413,7 @@ class TestHosts:
         self.network: str | None = None
         self.hosts: list[Host] = []
         self._container_ids: list[str] = []
+        self._rootfs: Path | None = None
         self._owner_pid: int | None = os.getpid()
         self._closed = False
 
@@ -398,7 +451,7 @@ class TestHosts:
         started = time.monotonic()
         atexit.register(self._down_quietly)
         try:
-            rootfs = ensure_rootfs()
+            rootfs = self._rootfs = ensure_rootfs()
             built = time.monotonic()
             self._make_keys()
             self._create_network()
@@ -584,6 +637,7 @@ class TestHosts:
             "boot_id": _boot_id(),
             "network": self.network,
             "containers": self._container_ids,
+            "rootfs": str(self._rootfs) if self._rootfs else None,
             "hosts": [dataclasses.asdict(h) | {"scratch": str(h.scratch)} for h in self.hosts],
         }
         text = json.dumps(record, indent=2)

@@ -1,0 +1,39 @@
+"""The prompt set: one JSON object per line, `{"text": ..., "tokens": N}`, read and validated once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+# The repository's own set, made by `distinfer.bench.promptgen` (see files/prompts/README.md).
+DEFAULT_PROMPTS = Path(__file__).resolve().parents[3] / "files" / "prompts" / "prompts.jsonl"
+
+
+class Prompt(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    text: str = Field(min_length=1)
+    tokens: int | None = Field(None, ge=1, description="Input tokens by the tokenizer named in the README.")
+
+
+def load_prompts(path: str | Path | None = None) -> list[Prompt]:
+    source = Path(path) if path else DEFAULT_PROMPTS
+    try:
+        lines = source.read_text().splitlines()
+    except OSError as err:
+        raise ValueError(
+            f"cannot read prompts file {source}: {err.strerror}; pass --prompts with a JSONL file of "
+            '{"text": ...} lines, or omit it to use files/prompts/prompts.jsonl'
+        ) from None
+    prompts: list[Prompt] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            prompts.append(Prompt.model_validate_json(line))
+        except ValidationError as err:
+            raise ValueError(f'{source}:{number} is not a prompt line ({{"text": ...}}): {err}') from None
+    if not prompts:
+        raise ValueError(f"prompts file {source} holds no prompts")
+    return prompts

@@ -1,0 +1,102 @@
+"""One raw record per request, appended to `records.jsonl` the moment the request ends.
+
+Every metric is computed later from these records, so they hold times, not conclusions. Times are
+Unix seconds (float) so that records from several worker processes, and node samples from other
+hosts, share one clock; within a request they are taken from one monotonic clock anchored at the
+send, so durations never jump with a wall-clock step.
+
+Several worker processes append to the same file: each record is one `write(2)` of one line to a
+descriptor opened with O_APPEND, which Linux keeps whole and in order per call. Nothing is buffered
+in the process, so SIGKILL loses at most the request in flight.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+RECORDS_FILE = "records.jsonl"
+
+ErrorKind = Literal[
+    "http",  # a non-2xx status (the status field says which)
+    "connect",  # could not connect or the connection was refused/reset before a response
+    "timeout",  # no byte for longer than the network timeout
+    "read",  # the stream broke after the response started
+    "incomplete",  # the stream ended without `[DONE]` or without `usage`
+    "server_error",  # the server sent an error object inside the stream
+    "client_overflow",  # open loop: more requests in flight than the cap; never sent
+    "cancelled",  # still in flight when the run was stopped (drain timeout, Ctrl-C)
+]
+
+
+class RequestRecord(BaseModel):
+    """What happened to one request. `None` times mean the moment never came."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(description="Sent as X-Request-Id, so server-side logs can be joined.")
+    worker: int = Field(description="Worker process index.")
+    seq: int = Field(description="Sequence number within the worker.")
+    user: int = Field(description="Closed loop: the user's index in its worker; open loop: -1.")
+    scheduled: float = Field(description="When the request was due (open loop: its Poisson arrival).")
+    sent: float = Field(description="When the request's first byte was handed to the socket.")
+    first_byte: float | None = Field(default=None, description="When the response body began arriving.")
+    first_token: float | None = Field(default=None, description="When the first chunk carrying text arrived.")
+    last_token: float | None = Field(default=None, description="When the last chunk carrying text arrived.")
+    end: float = Field(description="When the request finished (stream closed, error or cancel).")
+    status: int = Field(default=0, description="HTTP status; 0 when no response came.")
+    ok: bool
+    error_kind: ErrorKind | None = None
+    error: str | None = Field(default=None, description="The error, shortened to 300 characters.")
+    prompt_tokens: int | None = Field(default=None, description="From the server's `usage`.")
+    completion_tokens: int | None = Field(default=None, description="From the server's `usage`.")
+    max_tokens: int
+    chunks: int = Field(default=0, description="SSE data events carrying text.")
+    gaps_ms: list[float] = Field(
+        default_factory=list, description="Arrival gaps between consecutive text chunks, in milliseconds."
+    )
+
+
+class RecordWriter:
+    """Appends records to one JSONL file shared by many processes; each record durable once written."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def write(self, record: RequestRecord) -> None:
+        os.write(self._fd, record.model_dump_json().encode() + b"\n")
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def iter_records(path: str | Path) -> Iterator[RequestRecord]:
+    """Records of a file, skipping only a torn last line (a process killed mid-write)."""
+    path = Path(path)
+    lines = path.read_text().splitlines() if path.exists() else []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield RequestRecord.model_validate_json(line)
+        except ValidationError as err:
+            if number == len(lines):
+                return  # torn tail: the writer died mid-line
+            raise ValueError(f"{path}:{number} is not a request record: {err}") from None
+
+
+def load_records(path: str | Path) -> list[RequestRecord]:
+    return list(iter_records(path))

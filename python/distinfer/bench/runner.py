@@ -1,0 +1,237 @@
+"""Run one scenario: start the Locust worker processes, watch them, then compute and write its summary.
+
+This process imports neither Locust nor gevent; it only supervises. The workers write records
+themselves as each request ends, so whatever happens to this process (Ctrl-C, SIGKILL), the
+records already written stay. `summary.json` is written last, atomically: its presence means the
+scenario finished. A scenario re-run over an unfinished directory keeps the old records aside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from distinfer.bench import guard
+from distinfer.bench.metrics import compute_metrics
+from distinfer.bench.provenance import collect_provenance
+from distinfer.bench.records import RECORDS_FILE, load_records
+from distinfer.bench.scenario import SCENARIO_FILE, SUMMARY_FILE, ScenarioSpec, WorkerPlan, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+# Streamed events per second one worker handles with its loop still on time (measured on this
+# project's reference 2-core VM: see benchmarks/loadgen_fidelity.md). Beyond it, add a worker.
+EVENTS_PER_WORKER = 8000.0
+# Closed loop without a known token rate: assume a fast server (10 ms between tokens per user).
+ASSUMED_EVENTS_PER_USER = 100.0
+STARTUP_TIMEOUT_S = 60.0
+
+
+def target_events_per_s(spec: ScenarioSpec) -> float:
+    """How many SSE events per second the client must read at most."""
+    if spec.rate is not None:
+        return spec.rate * (spec.max_tokens + 2)
+    return spec.users * ASSUMED_EVENTS_PER_USER
+
+
+def plan_workers(spec: ScenarioSpec) -> int:
+    if spec.workers is not None:
+        return spec.workers
+    wanted = math.ceil(target_events_per_s(spec) / EVENTS_PER_WORKER)
+    # Never more processes than cores (they would only steal from each other) or than users.
+    return max(1, min(wanted, os.cpu_count() or 1, spec.users))
+
+
+def split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+class ScenarioRun:
+    def __init__(self, spec: ScenarioSpec, out: Path, api_key: str | None = None) -> None:
+        self.spec = spec
+        self.out = out
+        self.api_key = api_key
+        self.workers: list[subprocess.Popen[str]] = []
+        self.cpu_samples: dict[int, list[tuple[float, float]]] = {}
+        self.machine_samples: list[tuple[float, float]] = []
+
+    def prepare(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        records = self.out / RECORDS_FILE
+        if records.exists() and records.stat().st_size:
+            kept = self.out / f"records.unfinished-{int(time.time())}.jsonl"
+            records.rename(kept)
+            log.warning("an unfinished earlier run left records; kept them as %s", kept.name)
+        (self.out / "client").mkdir(exist_ok=True)
+        write_json_atomic(self.out / SCENARIO_FILE, self.spec.model_dump(mode="json"))
+        run_dir = self.out.parent.parent
+        if self.out.parent.name == "scenarios" and not (run_dir / "run.json").exists():
+            write_json_atomic(run_dir / "run.json", collect_provenance())
+
+    def start_workers(self) -> None:
+        count = plan_workers(self.spec)
+        users = split(self.spec.users, count)
+        env = dict(os.environ)
+        if self.api_key:
+            env["DISTINFER_BENCH_API_KEY"] = self.api_key
+        for index in range(count):
+            plan = WorkerPlan(
+                index=index,
+                scenario=self.spec,
+                users=users[index],
+                rate=None if self.spec.rate is None else self.spec.rate / count,
+                records=str(self.out / RECORDS_FILE),
+                stats=str(self.out / "client" / f"worker-{index}.json"),
+            )
+            plan_path = self.out / "client" / f"plan-{index}.json"
+            plan_path.write_text(plan.model_dump_json(indent=2))
+            self.workers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "distinfer.bench.worker", str(plan_path)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                )
+            )
+        log.info("started %d load worker(s) for %d users", count, self.spec.users)
+
+    def go(self) -> float:
+        """Wait for every worker to be ready, then give them all one start time."""
+        deadline = time.time() + STARTUP_TIMEOUT_S
+        for worker in self.workers:
+            assert worker.stdout is not None
+            line = worker.stdout.readline().strip()
+            if line != "ready" or time.time() > deadline:
+                raise RuntimeError(
+                    f"load worker pid {worker.pid} failed to start (said {line!r}); see its stderr above"
+                )
+        start = time.time() + 0.5
+        for worker in self.workers:
+            assert worker.stdin is not None
+            worker.stdin.write(f"{start}\n")
+            worker.stdin.close()
+        return start
+
+    def watch(self, start: float) -> None:
+        """Sample the workers' CPU each second until they all exit."""
+        procs = {w.pid: psutil.Process(w.pid) for w in self.workers}
+        for proc in procs.values():
+            proc.cpu_percent(None)
+        psutil.cpu_percent(None)
+        hard_end = start + self.spec.duration_s + self.spec.drain_timeout_s + 30.0
+        while any(w.poll() is None for w in self.workers):
+            time.sleep(1.0)
+            now = time.time()
+            self.machine_samples.append((now, psutil.cpu_percent(None)))
+            for pid, proc in procs.items():
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    self.cpu_samples.setdefault(pid, []).append((now, proc.cpu_percent(None)))
+            if now > hard_end:
+                log.error("load workers overran the drain deadline; stopping them")
+                self.stop_workers()
+
+    def stop_workers(self, grace_s: float = 15.0) -> None:
+        for worker in self.workers:
+            if worker.poll() is None:
+                worker.terminate()
+        deadline = time.time() + grace_s
+        for worker in self.workers:
+            try:
+                worker.wait(timeout=max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+
+    def client_load(self, w0: float, w1: float) -> guard.ClientLoad:
+        def inside(samples: list[tuple[float, float]]) -> list[float]:
+            return [v for t, v in samples if w0 < t <= w1 + 1.0] or [v for _, v in samples]
+
+        means, maxes = [], []
+        for worker in self.workers:
+            values = inside(self.cpu_samples.get(worker.pid, []))
+            means.append(sum(values) / len(values) if values else 0.0)
+            maxes.append(max(values) if values else 0.0)
+        machine = inside(self.machine_samples)
+        lags: list[float] = []
+        reporting = 0
+        for index in range(len(self.workers)):
+            stats_path = self.out / "client" / f"worker-{index}.json"
+            if stats_path.exists():
+                reporting += 1
+                lags.extend(_read_json(stats_path).get("loop_lag_ms", []))
+        p50, p99, peak = guard.lag_summary(lags)
+        return guard.ClientLoad(
+            workers=len(self.workers),
+            worker_cpu_percent_mean=means,
+            worker_cpu_percent_max=maxes,
+            machine_cpu_percent_mean=sum(machine) / len(machine) if machine else None,
+            loop_lag_ms_p50=p50,
+            loop_lag_ms_p99=p99,
+            loop_lag_ms_max=peak,
+            workers_reporting=reporting,
+        )
+
+    def summarise(self, start: float, finished: float) -> dict[str, Any]:
+        spec = self.spec
+        w0, w1 = start + spec.warmup_s, start + spec.duration_s
+        metrics = compute_metrics(load_records(self.out / RECORDS_FILE), w0, w1, spec.max_tokens, spec.slo)
+        client = self.client_load(w0, w1)
+        reasons = guard.check(metrics, client, spec.users, spec.rate)
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "scenario": spec.model_dump(mode="json"),
+            "started": start,
+            "load_end": start + spec.duration_s,
+            "finished": finished,
+            "valid": not reasons,
+            "invalid_reasons": reasons,
+            "metrics": metrics.model_dump(mode="json"),
+            "client": client.model_dump(mode="json"),
+        }
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def run_scenario(spec: ScenarioSpec, out: Path, api_key: str | None = None) -> dict[str, Any]:
+    """Run one scenario to its summary. Ctrl-C stops the load, keeps the records, writes no summary."""
+    run = ScenarioRun(spec, out, api_key)
+    run.prepare()
+    try:
+        run.start_workers()
+        start = run.go()
+        log.info(
+            "load %s: %d users%s for %.0fs (warm-up %.0fs) against %s",
+            spec.name,
+            spec.users,
+            f", {spec.rate:g} req/s open loop" if spec.rate else " closed loop",
+            spec.duration_s,
+            spec.warmup_s,
+            spec.url,
+        )
+        run.watch(start)
+    except BaseException:
+        run.stop_workers()
+        raise
+    summary = run.summarise(start, time.time())
+    write_json_atomic(out / SUMMARY_FILE, summary)
+    if not summary["valid"]:
+        log.warning("scenario %s is INVALID: %s", spec.name, "; ".join(summary["invalid_reasons"]))
+    return summary

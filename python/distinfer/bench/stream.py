@@ -1,0 +1,157 @@
+"""Send one streaming OpenAI request and time what arrives, chunk by chunk.
+
+The body is read with geventhttpclient's `readline`, which returns as soon as a line is in the
+socket buffer. Reading with a fixed block size instead (`iter_content(1024)`, `read(4096)`) waits
+until that many bytes have arrived, which holds the first token back by several tokens' worth of
+time: the mistake the guide's readers would otherwise repeat. Only gevent-cooperative code here;
+it runs inside a Locust worker process.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from geventhttpclient import HTTPClient
+from geventhttpclient.url import URL
+
+
+@dataclass
+class RequestSpec:
+    """The constant part of every request a run sends."""
+
+    url: str
+    model: str
+    api: str  # "chat" | "completions"
+    max_tokens: int
+    temperature: float
+    ignore_eos: bool
+    api_key: str | None = None
+    timeout_s: float = 600.0
+
+    @property
+    def path(self) -> str:
+        base = URL(self.url).path.rstrip("/")
+        if base.endswith("/v1"):
+            base = base[: -len("/v1")]
+        return base + ("/v1/chat/completions" if self.api == "chat" else "/v1/completions")
+
+    def headers(self) -> dict[str, str]:
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream",
+            "Accept-Encoding": "identity",  # a compressed stream could not be timed per chunk
+        }
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    def body(self, prompt: str) -> bytes:
+        payload: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if self.ignore_eos:
+            payload["ignore_eos"] = True  # vLLM's extension: exactly max_tokens, as the guide measured
+        if self.api == "chat":
+            payload["messages"] = [{"role": "user", "content": prompt}]
+        else:
+            payload["prompt"] = prompt
+        return json.dumps(payload).encode()
+
+
+def make_client(spec: RequestSpec, connections: int) -> HTTPClient:
+    return HTTPClient.from_url(
+        spec.url,
+        concurrency=connections,
+        connection_timeout=min(30.0, spec.timeout_s),
+        network_timeout=spec.timeout_s,
+        headers={"Connection": "keep-alive"},
+    )
+
+
+class StreamError(Exception):
+    def __init__(self, kind: str, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+
+
+@dataclass
+class StreamResult:
+    """Times are taken from `time.perf_counter()`; the caller anchors them to the wall clock."""
+
+    status: int = 0
+    first_byte: float | None = None
+    first_token: float | None = None
+    last_token: float | None = None
+    chunks: int = 0
+    gaps_ms: list[float] = field(default_factory=list)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    done: bool = False
+
+
+def _text_of(event: dict[str, Any]) -> str:
+    choices = event.get("choices") or ()
+    if not choices:
+        return ""
+    choice = choices[0]
+    delta = choice.get("delta")
+    if delta is not None:
+        return delta.get("content") or ""
+    return choice.get("text") or ""
+
+
+def stream_request(
+    client: HTTPClient, spec: RequestSpec, prompt: str, result: StreamResult, request_id: str
+) -> None:
+    """Fill `result` as the stream arrives (so a caller that is interrupted still has the partial)."""
+    clock = time.perf_counter
+    headers = spec.headers()
+    headers["X-Request-Id"] = request_id
+    response = client.request("POST", spec.path, body=spec.body(prompt), headers=headers)
+    try:
+        result.status = response.status_code
+        if result.status >= 300:
+            raise StreamError("http", response.read()[:300].decode(errors="replace"), result.status)
+        while True:
+            line = response.readline(b"\n")
+            now = clock()
+            if not line:
+                break
+            if result.first_byte is None:
+                result.first_byte = now
+            if not line.startswith(b"data:"):
+                continue  # blank separators, comments, event names
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                result.done = True
+                break
+            _handle_event(json.loads(data), now, result)
+    finally:
+        response.release()
+    if not result.done or result.completion_tokens is None:
+        missing = "[DONE]" if not result.done else "usage"
+        raise StreamError("incomplete", f"stream ended without {missing}", result.status)
+
+
+def _handle_event(event: dict[str, Any], now: float, result: StreamResult) -> None:
+    if "error" in event:
+        raise StreamError("server_error", json.dumps(event["error"])[:300], result.status)
+    if _text_of(event):
+        if result.last_token is not None:
+            result.gaps_ms.append(round((now - result.last_token) * 1000.0, 3))
+        else:
+            result.first_token = now
+        result.last_token = now
+        result.chunks += 1
+    usage = event.get("usage")
+    if usage:
+        result.prompt_tokens = usage.get("prompt_tokens")
+        result.completion_tokens = usage.get("completion_tokens")

@@ -1,0 +1,301 @@
+"""One load process: a headless Locust runner whose users stream requests and write raw records.
+
+Run as `python -m distinfer.bench.worker PLAN.json` by `runner`. It loads Locust (which
+monkey-patches the process for gevent, so it must come first), prints `ready`, reads the common
+start time from stdin, and then:
+- closed loop: `plan.users` Locust users, each sending its next request when the last one ends;
+- open loop: one arrival user that sends at Poisson times drawn in advance from the seed, each
+  request in its own greenlet, so when a request is sent never depends on how the server answers.
+New requests stop at start + duration; requests in flight get `drain_timeout_s` to finish, then
+are cancelled (and recorded as such). SIGTERM/SIGINT stop sending at once and drain the same way.
+"""
+
+# isort: off
+import locust  # noqa: F401  (first: gevent's monkey-patching must precede everything else)
+
+# isort: on
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+import gevent
+from gevent.pool import Pool
+from geventhttpclient import HTTPClient
+from locust import User, constant, task
+from locust.env import Environment
+from locust.exception import StopUser
+
+from distinfer.bench.prompts import load_prompts
+from distinfer.bench.records import RecordWriter, RequestRecord
+from distinfer.bench.scenario import WorkerPlan
+from distinfer.bench.stream import RequestSpec, StreamError, StreamResult, make_client, stream_request
+
+log = logging.getLogger("distinfer.bench.worker")
+
+LAG_PROBE_S = 0.05  # how often the event loop is asked to wake; lateness beyond it is loop lag
+
+
+class Load:
+    """State shared by the users of this process."""
+
+    def __init__(self, plan: WorkerPlan, api_key: str | None) -> None:
+        sc = plan.scenario
+        self.plan = plan
+        self.spec = RequestSpec(
+            url=sc.url,
+            model=sc.model,
+            api=sc.api,
+            max_tokens=sc.max_tokens,
+            temperature=sc.temperature,
+            ignore_eos=sc.ignore_eos,
+            api_key=api_key,
+            timeout_s=sc.timeout_s,
+        )
+        self.prompts = [p.text for p in load_prompts(sc.prompts)]
+        self.rng = random.Random(sc.seed * 1_000_003 + plan.index)
+        self.writer = RecordWriter(plan.records)
+        self.start = 0.0
+        self.load_end = 0.0
+        self.stopping = False
+        self.seq = 0
+        self.run_tag = f"{int(time.time()):x}"  # keeps ids unique across runs sharing one server log
+        self.in_flight = 0
+        self.lags_ms: list[float] = []
+        self.env: Environment | None = None
+        self.pool: Pool | None = None
+        self._clients: dict[int, HTTPClient] = {}
+
+    def request_id(self, seq: int) -> str:
+        return f"{self.run_tag}-w{self.plan.index}-{seq}"
+
+    def sending(self) -> bool:
+        return not self.stopping and time.time() < self.load_end
+
+    def send(self, user: int, scheduled: float) -> None:
+        """One request, start to end, and its record. Cancellation still writes the record."""
+        self.seq += 1
+        seq = self.seq
+        prompt = self.rng.choice(self.prompts)
+        result = StreamResult()
+        error: StreamError | None = None
+        sent_wall, sent_perf = time.time(), time.perf_counter()
+        self.in_flight += 1
+        try:
+            stream_request(self.client(user), self.spec, prompt, result, self.request_id(seq))
+        except StreamError as err:
+            error = err
+        except gevent.GreenletExit:
+            error = StreamError("cancelled", "still in flight when the run stopped", result.status)
+            raise
+        except (TimeoutError, gevent.Timeout) as err:
+            error = StreamError("timeout", f"no byte for {self.spec.timeout_s}s: {err}", result.status)
+        except (ConnectionError, OSError) as err:
+            kind = "connect" if result.status == 0 else "read"
+            error = StreamError(kind, f"{type(err).__name__}: {err}", result.status)
+        except Exception as err:  # a malformed stream must cost one record, never the worker
+            error = StreamError("read", f"{type(err).__name__}: {err}", result.status)
+        finally:
+            self.in_flight -= 1
+            end_perf = time.perf_counter()
+            self._record(seq, user, scheduled, sent_wall, sent_perf, end_perf, result, error)
+
+    def _record(
+        self,
+        seq: int,
+        user: int,
+        scheduled: float,
+        sent_wall: float,
+        sent_perf: float,
+        end_perf: float,
+        result: StreamResult,
+        error: StreamError | None,
+    ) -> None:
+        def wall(perf: float | None) -> float | None:
+            return None if perf is None else sent_wall + (perf - sent_perf)
+
+        record = RequestRecord(
+            request_id=self.request_id(seq),
+            worker=self.plan.index,
+            seq=seq,
+            user=user,
+            scheduled=scheduled,
+            sent=sent_wall,
+            first_byte=wall(result.first_byte),
+            first_token=wall(result.first_token),
+            last_token=wall(result.last_token),
+            end=sent_wall + (end_perf - sent_perf),
+            status=error.status if error else result.status,
+            ok=error is None,
+            error_kind=error.kind if error else None,  # type: ignore[arg-type]
+            error=str(error)[:300] if error else None,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            max_tokens=self.spec.max_tokens,
+            chunks=result.chunks,
+            gaps_ms=result.gaps_ms,
+        )
+        self.writer.write(record)
+        if self.env is not None:  # Locust's own stats see every request too (never used for metrics)
+            self.env.events.request.fire(
+                request_type="POST",
+                name=self.spec.path,
+                response_time=(end_perf - sent_perf) * 1000.0,
+                response_length=result.chunks,
+                exception=error,
+                context={},
+            )
+
+    def client(self, user: int) -> HTTPClient:
+        """Closed loop: one keep-alive connection per user. Open loop: one pool of `users` connections."""
+        key = user if user >= 0 else -1
+        client = self._clients.get(key)
+        if client is None:
+            client = make_client(self.spec, 1 if user >= 0 else self.plan.users)
+            self._clients[key] = client
+        return client
+
+    def overflow(self, scheduled: float) -> None:
+        self.seq += 1
+        now = time.time()
+        self.writer.write(
+            RequestRecord(
+                request_id=self.request_id(self.seq),
+                worker=self.plan.index,
+                seq=self.seq,
+                user=-1,
+                scheduled=scheduled,
+                sent=now,
+                end=now,
+                ok=False,
+                error_kind="client_overflow",
+                error=f"{self.plan.users} requests already in flight (the --users cap of this worker)",
+                max_tokens=self.spec.max_tokens,
+            )
+        )
+
+    def watch_loop_lag(self) -> None:
+        while True:
+            before = time.perf_counter()
+            gevent.sleep(LAG_PROBE_S)
+            self.lags_ms.append(max(0.0, (time.perf_counter() - before - LAG_PROBE_S) * 1000.0))
+
+
+LOAD: Load  # set in main(); Locust instantiates user classes itself
+
+
+class ClosedLoopUser(User):
+    """The guide's user: sends its next request as soon as the last one ends."""
+
+    wait_time = constant(0)
+    _next_index = 0
+
+    def on_start(self) -> None:
+        self.index = ClosedLoopUser._next_index
+        ClosedLoopUser._next_index += 1
+
+    @task
+    def one_request(self) -> None:
+        if not LOAD.sending():
+            raise StopUser()
+        LOAD.send(self.index, time.time())
+
+
+class OpenLoopUser(User):
+    """Sends at Poisson arrival times fixed in advance; never waits for an answer before the next."""
+
+    wait_time = constant(0)
+
+    @task
+    def arrivals(self) -> None:
+        rate = LOAD.plan.rate or 1.0
+        pool = LOAD.pool = Pool(LOAD.plan.users)
+        due = LOAD.start
+        while True:
+            due += LOAD.rng.expovariate(rate)
+            if due >= LOAD.load_end or LOAD.stopping:
+                break
+            gevent.sleep(max(0.0, due - time.time()))
+            if LOAD.stopping:
+                break
+            if pool.full():
+                LOAD.overflow(due)
+            else:
+                pool.spawn(LOAD.send, -1, due)
+        pool.join(timeout=0 if LOAD.stopping else LOAD.plan.scenario.drain_timeout_s)
+        raise StopUser()
+
+
+def _die_with_parent() -> None:
+    """If the runner is SIGKILLed, its workers get SIGTERM instead of loading the server unattended."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def run(plan: WorkerPlan) -> None:
+    global LOAD
+    LOAD = Load(plan, os.environ.get("DISTINFER_BENCH_API_KEY") or None)
+    user_class = OpenLoopUser if plan.scenario.open_loop else ClosedLoopUser
+    env = Environment(user_classes=[user_class], host=plan.scenario.url)
+    LOAD.env = env
+    runner = env.create_local_runner()
+
+    def stop(signum: int, _frame: object) -> None:
+        LOAD.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print("ready", flush=True)
+    line = sys.stdin.readline().strip()
+    if not line:
+        return  # the runner went away before starting
+    LOAD.start = float(line)
+    LOAD.load_end = LOAD.start + plan.scenario.duration_s
+    gevent.sleep(max(0.0, LOAD.start - time.time()))
+    lag = gevent.spawn(LOAD.watch_loop_lag)
+    users = 1 if plan.scenario.open_loop else plan.users
+    runner.start(users, spawn_rate=max(users, 1))
+    _wait_until_done(runner, plan)
+    runner.quit()
+    if LOAD.pool is not None:  # open loop: requests still running past the drain are cancelled here
+        LOAD.pool.kill(block=True, timeout=10)
+    lag.kill()
+    LOAD.writer.close()
+    _write_stats(plan, runner)
+
+
+def _wait_until_done(runner, plan: WorkerPlan) -> None:  # type: ignore[no-untyped-def]
+    """Until every user has stopped by itself, or the drain deadline (then in-flight are cancelled)."""
+    while time.time() < LOAD.load_end and not LOAD.stopping:
+        gevent.sleep(0.2)
+    deadline = time.time() + plan.scenario.drain_timeout_s + 1.0
+    while time.time() < deadline and not LOAD.stopping and (runner.user_count > 0 or LOAD.in_flight > 0):
+        gevent.sleep(0.1)
+
+
+def _write_stats(plan: WorkerPlan, runner) -> None:  # type: ignore[no-untyped-def]
+    total = runner.stats.total
+    stats = {
+        "worker": plan.index,
+        "pid": os.getpid(),
+        "loop_lag_ms": LOAD.lags_ms,
+        "locust": {"requests": total.num_requests, "failures": total.num_failures},
+    }
+    Path(plan.stats).write_text(json.dumps(stats))
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    _die_with_parent()
+    plan = WorkerPlan.model_validate_json(Path(sys.argv[1]).read_text())
+    run(plan)
+
+
+if __name__ == "__main__":
+    main()

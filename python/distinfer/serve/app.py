@@ -1,0 +1,130 @@
+"""The Ray Serve application: one deployment per model, and an OpenAI ingress routing by `model`.
+
+`build_app(args)` is the import path a Serve config names (`distinfer.serve.app:build_app`); its
+args are the models file itself, validated on the first line, so `serve deploy`, a RayService and
+`distinfer serve` all run the same checked description.
+
+Admission control is Ray Serve's own: each model deployment has `max_ongoing_requests` (requests
+in flight per replica, the guide's "batch size per replica") and `max_queued_requests` (requests
+the ingress's handle lets wait once all replicas are full). Past that the handle raises
+BackPressureError at once, and the ingress answers 503 with Retry-After: no unbounded queue.
+
+Streaming and Serve's chunk batching (what we set and why): core Ray Serve 2.60 does not batch
+streamed chunks on a timer. A replica's ASGI messages go through a `MessageQueue`; the replica
+forwards whatever is queued each time its loop wakes (`fetch_messages_from_queue` in
+ray/serve/_private/http_util.py) and the proxy writes each batch out as it arrives, so a token the
+engine yields reaches the client within one event-loop turn. The timer-based batching lives in
+Ray Serve LLM (`experimental_configs.stream_batching_interval_ms`, default
+`RAYLLM_MODEL_RESPONSE_BATCH_TIMEOUT_MS=50`), which coalesces tokens into 50 ms chunks and would
+blur per-token latency; we do not use Serve LLM's server, and our model deployment yields one item
+per token (stream batching interval 0) so inter-token times measured by a client are the engine's.
+We also keep the defaults RAY_SERVE_ENABLE_HA_PROXY=0 (no extra proxy hop) and
+RAY_SERVE_THROUGHPUT_OPTIMIZED=0 (it moves user code onto the replica's main loop and buffers
+request-path logs; throughput settings, not needed for per-token timing).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import TypeAdapter
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from distinfer.config import (
+    ModelSpec,
+    app_args,
+    ingress_deployment_options,
+    model_deployment_options,
+    parse_models,
+)
+from distinfer.engines import build_engine
+from distinfer.serve.api import Overloaded, create_app
+from distinfer.serve.model_server import Event, ModelServer, OpenAIRequest
+from distinfer.serve.protocol import ModelCard
+from distinfer.serve.settings import resolve_api_key
+
+log = logging.getLogger(__name__)
+
+_SPEC = TypeAdapter(ModelSpec)
+
+
+class ModelDeployment:
+    """One replica of one model: its engine and the model server around it."""
+
+    async def __init__(self, spec: dict[str, Any]) -> None:
+        model = _SPEC.validate_python(spec)
+        self.server = ModelServer(model.name, build_engine(model))
+        await self.server.engine.start()
+        log.info("model %s ready (%s engine)", model.name, model.engine)
+
+    async def generate(self, request_id: str, request: OpenAIRequest) -> AsyncGenerator[Event, None]:
+        # Cancelling this generator (client gone) runs ModelServer.stream's finally: engine abort.
+        async for event in self.server.stream(request_id, request):
+            yield event
+
+    async def check_health(self) -> None:
+        await self.server.engine.check_health()
+
+    async def __del__(self) -> None:
+        await self.server.engine.shutdown()
+
+
+class ServeBackend:
+    """The ingress's view of the models: one streaming deployment handle each."""
+
+    def __init__(self, cards: list[ModelCard], handles: dict[str, DeploymentHandle]) -> None:
+        self._cards = cards
+        self._handles = {name: h.options(stream=True) for name, h in handles.items()}
+
+    def model_cards(self) -> list[ModelCard]:
+        return self._cards
+
+    async def stream(
+        self, model: str, request_id: str, request: OpenAIRequest
+    ) -> AsyncGenerator[Event, None]:
+        response = self._handles[model].generate.remote(request_id, request)
+        finished = False
+        try:
+            async for event in response:
+                yield event
+            finished = True
+        except BackPressureError as err:
+            raise Overloaded(model, err.retry_after_s or 1.0) from None
+        finally:
+            if not finished:
+                response.cancel()
+
+    async def health(self) -> dict[str, Any]:
+        return {"models": [card.id for card in self._cards]}
+
+
+@serve.ingress()
+class OpenAIIngress:
+    """The HTTP entry: the FastAPI app of serve/api.py over the model deployments' handles."""
+
+    def __init__(self, models_args: dict[str, Any], handles: dict[str, DeploymentHandle]) -> None:
+        models = parse_models(models_args, "serve application args")
+        cards = [ModelCard(id=m.name, engine=m.engine, max_model_len=m.max_model_len) for m in models.models]
+        self._backend = ServeBackend(cards, handles)
+        self._api_key = resolve_api_key(models)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return create_app(self._backend, api_key=self._api_key)
+
+
+def build_app(args: dict[str, Any]) -> serve.Application:
+    """The Serve application for a models file (given as a dict: the Serve config's `args`)."""
+    models = parse_models(args, "serve application args")
+    handles = {
+        spec.name: serve.deployment(ModelDeployment)
+        .options(**model_deployment_options(spec))
+        .bind(spec.model_dump(mode="json"))
+        for spec in models.models
+    }
+    ingress = serve.deployment(OpenAIIngress).options(**ingress_deployment_options(models))
+    return ingress.bind(app_args(models), handles)

@@ -1,0 +1,176 @@
+"""A private single-node Ray on this machine, safe to run beside other people's Rays.
+
+`LocalRay.start()` runs `ray start --head --block` in its own process group with every port chosen
+free (GCS, dashboard, dashboard agent, metrics, runtime-env agent, node manager, object manager,
+client server), `--node-ip-address 127.0.0.1`, a short temp dir (Ray's unix socket paths must stay
+under ~100 characters) and token authentication with a token file written here
+(`RAY_AUTH_MODE=token`, `RAY_AUTH_TOKEN_PATH`). `stop()` signals only that process group, so it
+never touches another Ray; `ray stop` would stop every Ray of this user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_PORT_FLAGS = (
+    "--port",
+    "--dashboard-port",
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+    "--metrics-export-port",
+    "--runtime-env-agent-port",
+    "--node-manager-port",
+    "--object-manager-port",
+    "--ray-client-server-port",
+)
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct ports free right now (held open together so none repeats)."""
+    sockets, ports = [], []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+            ports.append(sock.getsockname()[1])
+    finally:
+        for sock in sockets:
+            sock.close()
+    return ports
+
+
+def _ray_bin() -> str:
+    beside = Path(sys.executable).parent / "ray"
+    return str(beside) if beside.exists() else "ray"
+
+
+def _port_open(port: int) -> bool:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class LocalRay:
+    temp_dir: Path
+    ports: dict[str, int]
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.ports['--port']}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['--dashboard-port']}"
+
+    @property
+    def token_path(self) -> Path:
+        return self.temp_dir / "auth_token"
+
+    @property
+    def log_path(self) -> Path:
+        return self.temp_dir / "ray-start.log"
+
+    @classmethod
+    def start(
+        cls,
+        num_cpus: int | None = None,
+        extra_env: dict[str, str] | None = None,
+        object_store_bytes: int = 256 * 1024**2,
+        timeout_s: float = 90,
+    ) -> LocalRay:
+        temp_dir = Path(tempfile.mkdtemp(prefix="di-", dir="/tmp"))
+        ray = cls(temp_dir=temp_dir, ports=dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS)), strict=True)))
+        ray.token_path.write_text(secrets.token_hex(32))
+        ray.token_path.chmod(0o600)
+        ray.env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(ray.token_path)}
+        cmd = [_ray_bin(), "start", "--head", "--block", "--node-ip-address", "127.0.0.1"]
+        cmd += ["--temp-dir", str(temp_dir), "--disable-usage-stats", "--include-dashboard", "true"]
+        cmd += ["--dashboard-host", "127.0.0.1", "--object-store-memory", str(object_store_bytes)]
+        for flag, port in ray.ports.items():
+            cmd += [flag, str(port)]
+        if num_cpus is not None:
+            cmd += ["--num-cpus", str(num_cpus)]
+        env = {**os.environ, **ray.env, **(extra_env or {})}
+        env.pop("RAY_ADDRESS", None)
+        with ray.log_path.open("wb") as out:
+            ray.process = subprocess.Popen(
+                cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        try:
+            ray._wait_ready(timeout_s)
+        except BaseException:
+            ray.stop()
+            raise
+        log.info("local Ray up at %s (dashboard %s, temp %s)", ray.address, ray.dashboard_url, temp_dir)
+        return ray
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"`ray start` exited early; its log:\n{self.log_tail()}")
+            if _port_open(self.ports["--port"]) and _port_open(self.ports["--dashboard-port"]):
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"local Ray not up after {timeout_s}s; its log:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout_s: float = 15) -> None:
+        """Stop this Ray only: its own process group, then remove its temp dir."""
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            # `ray start --block` stops its children itself on SIGTERM; signalling the whole group at
+            # once makes them race each other and stall.
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        # Workers may linger a moment after `ray start` exits; they share its process group.
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def env_vars(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of a block (ray.init reads the auth token from them)."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old

@@ -1,0 +1,74 @@
+"""`distinfer serve`: deploy the Serve app onto a given Ray, or onto a private local one, and block.
+
+Stops only what it started: the application it deployed, and the local Ray when it started one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+
+from distinfer.config import ModelsFile, app_args
+from distinfer.serve.local_ray import LocalRay, env_vars
+from distinfer.serve.settings import resolve_api_key
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def connected_ray(ray_address: str | None, num_cpus: int | None = None) -> Iterator[LocalRay | None]:
+    """A driver connection to the given Ray, or to a private local Ray started (and stopped) here."""
+    local = None if ray_address else LocalRay.start(num_cpus=num_cpus)
+    try:
+        with env_vars(local.env if local else {}):
+            import ray  # after the auth env is set: ray reads the token mode when it loads
+
+            ray.init(
+                address=local.address if local else ray_address,
+                _node_ip_address="127.0.0.1" if local else None,
+                logging_level=logging.WARNING,
+                log_to_driver=True,
+            )
+            try:
+                yield local
+            finally:
+                ray.shutdown()
+    finally:
+        if local:
+            local.stop()
+
+
+def deploy(models: ModelsFile, host: str, port: int, app_name: str) -> str:
+    """Start Serve's proxies on host:port and deploy the app; returns its base URL once it answers."""
+    from ray import serve
+
+    from distinfer.serve.app import build_app
+
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_app(app_args(models)), name=app_name, route_prefix="/", blocking=False)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return f"http://{shown}:{port}"
+
+
+def run_on_ray(models: ModelsFile, host: str, port: int, ray_address: str | None, app_name: str) -> None:
+    resolve_api_key(models)  # refuse to start before Ray comes up if the key is missing
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with connected_ray(ray_address):
+        from ray import serve
+
+        url = deploy(models, host, port, app_name)
+        log.info("serving %s at %s/v1 (Ctrl-C stops)", [m.name for m in models.models], url)
+        try:
+            stop.wait()
+        finally:
+            log.info("removing application %s", app_name)
+            with contextlib.suppress(Exception):
+                serve.delete(app_name)
+            if ray_address is None:
+                with contextlib.suppress(Exception):
+                    serve.shutdown()

@@ -1,0 +1,105 @@
+"""Run the repository's real playbooks against throwaway inventories on this machine.
+
+Hosts use `ansible_connection: local`, so a play's facts are this machine's; inventories are
+written to a temporary directory so each test states exactly the inventory it judges.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = REPO_ROOT / ".venv" / "bin"
+RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+LOCAL_HOST_VARS = {
+    "ansible_connection": "local",
+    "ansible_python_interpreter": str(VENV_BIN / "python"),
+    "distinfer_node_iface": "lo",
+}
+
+LLAMA_MODELS = {
+    "models": [
+        {
+            "name": "llama-2-70b-chat",
+            "engine": "vllm",
+            "model": "meta-llama/Llama-2-70b-chat-hf",
+            "tensor_parallel_size": 4,
+            "dtype": "bfloat16",
+        }
+    ]
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    returncode: int
+    output: str
+
+    def recap(self) -> dict[str, dict[str, int]]:
+        return {
+            m[1]: {"ok": int(m[2]), "changed": int(m[3]), "unreachable": int(m[4]), "failed": int(m[5])}
+            for m in RECAP.finditer(self.output)
+        }
+
+    def total_changed(self) -> int:
+        return sum(host["changed"] for host in self.recap().values())
+
+
+def poweredge_inventory(models_file: Path) -> dict[str, Any]:
+    """The guide's three servers as in inventory/poweredge, every host reached locally."""
+    hosts = yaml.safe_load((REPO_ROOT / "inventory/poweredge/hosts.yml").read_text())
+    group_vars: dict[str, Any] = {}
+    for part in sorted((REPO_ROOT / "inventory/poweredge/group_vars/all").glob("*.yml")):
+        group_vars.update(yaml.safe_load(part.read_text()) or {})
+    group_vars.update(distinfer_models_file=str(models_file), ray_service_hf_token="", ray_service_api_key="")
+    cluster = hosts["all"]["children"]["k3s_cluster"]["children"]
+    for group in cluster.values():
+        for name, host_vars in group["hosts"].items():
+            host_vars.pop("ansible_host", None)
+            host_vars.update(LOCAL_HOST_VARS)
+            group["hosts"][name] = host_vars
+    hosts["all"]["vars"] = group_vars
+    return hosts
+
+
+def write_inventory(directory: Path, inventory: dict[str, Any]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "hosts.yml"
+    path.write_text(yaml.safe_dump(copy.deepcopy(inventory), sort_keys=False))
+    return path
+
+
+def write_models(directory: Path, models: dict[str, Any] | str = LLAMA_MODELS) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "models.yaml"
+    path.write_text(models if isinstance(models, str) else yaml.safe_dump(models, sort_keys=False))
+    return path
+
+
+def run_playbook(playbook: str, inventory: Path, *, extra_vars: dict[str, Any] | None = None,
+                 check: bool = False, timeout: float = 300) -> Run:
+    argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), playbook]
+    if extra_vars:
+        argv += ["-e", json.dumps(extra_vars)]
+    if check:
+        argv.append("--check")
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_CACHE_PLUGIN": "memory",
+        "ANSIBLE_RETRY_FILES_ENABLED": "0",
+    }
+    proc = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+    return Run(proc.returncode, proc.stdout + proc.stderr)

@@ -12,7 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from distinfer.bench.metrics import Metrics
 
 WORKER_CPU_LIMIT = 90.0  # % of one core, mean over the steady window, per worker process
-MACHINE_CPU_LIMIT = 97.0  # % of all cores: the client shares the machine it measures from
 LOOP_LAG_P99_LIMIT_MS = 20.0  # a gevent loop this late delays every timestamp it takes
 CONCURRENCY_SHORT = 0.95  # closed loop: achieved in-flight / users
 RATE_SHORT = 0.95  # open loop: achieved send rate / asked
@@ -27,7 +26,10 @@ class ClientLoad(BaseModel):
     workers: int
     worker_cpu_percent_mean: list[float] = Field(description="Per worker, % of one core.")
     worker_cpu_percent_max: list[float]
-    machine_cpu_percent_mean: float | None
+    machine_cpu_percent_mean: float | None = Field(
+        description="All cores, everyone's processes: context only. A busy machine matters when it makes"
+        " the load generator late, which the event-loop lag measures directly."
+    )
     loop_lag_ms_p50: float | None
     loop_lag_ms_p99: float | None
     loop_lag_ms_max: float | None
@@ -47,11 +49,6 @@ def check(metrics: Metrics, client: ClientLoad, users: int, rate: float | None) 
     for index, cpu in enumerate(client.worker_cpu_percent_mean):
         if cpu > WORKER_CPU_LIMIT:
             reasons.append(f"load worker {index} used {cpu:.0f}% of a core (limit {WORKER_CPU_LIMIT:.0f}%)")
-    if client.machine_cpu_percent_mean is not None and client.machine_cpu_percent_mean > MACHINE_CPU_LIMIT:
-        reasons.append(
-            f"the load machine's CPUs were {client.machine_cpu_percent_mean:.0f}% busy "
-            f"(limit {MACHINE_CPU_LIMIT:.0f}%)"
-        )
     if client.workers_reporting < client.workers:
         reasons.append(
             f"only {client.workers_reporting} of {client.workers} load workers reported their stats"

@@ -1,0 +1,124 @@
+"""Sample this node every interval into a JSONL file, each line flushed as it is written.
+
+Lines (`kind`):
+- `start`: host, interval, core count, NICs, where GPU figures come from;
+- `note`: something absent, said once (e.g. no GPU), then sampling goes on without it;
+- `sample`: time, CPU % (total, per core), memory %, per NIC rx/tx bytes/s since the last sample,
+  per GPU utilisation % and memory used %.
+Rates are over the real time between samples, so a late wake-up does not distort them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+from distinfer.nodemetrics.gpus import GpuSource, open_gpu_source
+
+log = logging.getLogger(__name__)
+
+SKIP_NICS = ("lo",)
+
+
+class Sampler:
+    def __init__(self, out: IO[str], interval_s: float, host: str | None = None) -> None:
+        self.out = out
+        self.interval_s = interval_s
+        self.host = host or socket.gethostname()
+        self.gpu: GpuSource | None = None
+        self._net_before: dict[str, Any] = {}
+        self._net_time = 0.0
+
+    def _write(self, line: dict[str, Any]) -> None:
+        self.out.write(json.dumps(line, separators=(",", ":")) + "\n")
+        self.out.flush()
+
+    def start(self) -> None:
+        self.gpu, gpu_note = open_gpu_source()
+        psutil.cpu_percent(None, percpu=True)  # first call only primes the counters
+        self._net_before = psutil.net_io_counters(pernic=True)
+        self._net_time = time.time()
+        self._write(
+            {
+                "kind": "start",
+                "host": self.host,
+                "time": self._net_time,
+                "interval_s": self.interval_s,
+                "cpu_count": os.cpu_count(),
+                "mem_total_bytes": psutil.virtual_memory().total,
+                "nics": sorted(n for n in self._net_before if n not in SKIP_NICS),
+                "gpu_source": self.gpu.name if self.gpu else None,
+            }
+        )
+        if self.gpu is None:
+            self._write(
+                {"kind": "note", "host": self.host, "time": time.time(), "source": "gpu", "message": gpu_note}
+            )
+            log.warning("%s", gpu_note)
+
+    def sample(self) -> None:
+        now = time.time()
+        per_core = psutil.cpu_percent(None, percpu=True)
+        net = psutil.net_io_counters(pernic=True)
+        elapsed = max(now - self._net_time, 1e-6)
+        nics = {}
+        for name, counters in net.items():
+            before = self._net_before.get(name)
+            if name in SKIP_NICS or before is None:
+                continue
+            nics[name] = {
+                "rx_bytes_per_s": max(0, counters.bytes_recv - before.bytes_recv) / elapsed,
+                "tx_bytes_per_s": max(0, counters.bytes_sent - before.bytes_sent) / elapsed,
+            }
+        self._net_before, self._net_time = net, now
+        line: dict[str, Any] = {
+            "kind": "sample",
+            "host": self.host,
+            "time": now,
+            "cpu_percent": sum(per_core) / len(per_core) if per_core else None,
+            "cpu_percent_per_core": per_core,
+            "mem_percent": psutil.virtual_memory().percent,
+            "net": nics,
+            "gpus": [g.model_dump() for g in self.gpu.sample()] if self.gpu else [],
+        }
+        self._write(line)
+
+    def close(self) -> None:
+        if self.gpu is not None:
+            self.gpu.close()
+
+
+def record(out: Path, interval_s: float, duration_s: float | None = None, host: str | None = None) -> int:
+    """Sample until SIGTERM/SIGINT or the duration; return the number of samples written."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    try:
+        with out.open("a") as handle:
+            sampler = Sampler(handle, interval_s, host)
+            sampler.start()
+            began = time.monotonic()
+            next_tick = began + interval_s
+            try:
+                while not stop.wait(max(0.0, next_tick - time.monotonic())):
+                    sampler.sample()
+                    count += 1
+                    next_tick += interval_s
+                    if duration_s is not None and time.monotonic() - began >= duration_s:
+                        break
+            finally:
+                sampler.close()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return count

@@ -1,0 +1,144 @@
+"""PNG charts a person can read at a glance. matplotlib with the Agg backend: no display needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from distinfer.report.load import Run
+from distinfer.report.tables import _physical_rates, ordered, scenario_row
+
+
+def _pyplot():  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "font.size": 9})
+    return plt
+
+
+def _by_batch(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row.get("request_throughput") is None:
+            continue
+        label = f"{row['users_per_replica']} per replica" if row.get("users_per_replica") else "unspecified"
+        groups.setdefault(label, []).append(row)
+    return groups
+
+
+def throughput_vs_replicas(run: Run, out: Path) -> Path:
+    plt = _pyplot()
+    rows = [scenario_row(s) for s in ordered(run)]
+    fig, (ax_tok, ax_rps) = plt.subplots(1, 2, figsize=(10, 4))
+    for label, group in _by_batch(rows).items():
+        group = sorted(group, key=lambda r: r.get("replicas") or r["max_concurrency"])
+        x = [r.get("replicas") or r["max_concurrency"] for r in group]
+        ax_tok.plot(x, [r["output_throughput"] for r in group], marker="o", label=f"output, {label}")
+        ax_tok.plot(
+            x, [r["total_token_throughput"] for r in group], marker=".", ls="--", label=f"total, {label}"
+        )
+        ax_rps.plot(x, [r["request_throughput"] for r in group], marker="o", label=label)
+    has_replicas = any(r.get("replicas") for r in rows)
+    for ax, title, ylabel in (
+        (ax_tok, "Token throughput", "tokens/s"),
+        (ax_rps, "Request throughput", "requests/s"),
+    ):
+        ax.set_title(title)
+        ax.set_xlabel("replicas" if has_replicas else "concurrent users")
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=7)
+    fig.suptitle("Throughput as the cluster grows (steady window)")
+    fig.tight_layout()
+    path = out / "throughput_vs_replicas.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def latency_vs_concurrency(run: Run, out: Path) -> Path:
+    plt = _pyplot()
+    rows = [r for r in (scenario_row(s) for s in ordered(run)) if r.get("median_e2el_ms") is not None]
+    rows.sort(key=lambda r: r["max_concurrency"])
+    x = [r["max_concurrency"] for r in rows]
+    fig, (ax_e2e, ax_tok) = plt.subplots(1, 2, figsize=(10, 4))
+    for p, style in (("median", "-"), ("p95", "--"), ("p99", ":")):
+        ax_e2e.plot(x, [r[f"{p}_e2el_ms"] / 1000 for r in rows], ls=style, marker="o", label=f"e2e {p}")
+        ax_tok.plot(x, [r[f"{p}_ttft_ms"] for r in rows], ls=style, marker="o", color="C1", label=f"TTFT {p}")
+        ax_tok.plot(x, [r[f"{p}_tpot_ms"] for r in rows], ls=style, marker="s", color="C2", label=f"TPOT {p}")
+    ax_e2e.set_title("Request latency")
+    ax_e2e.set_ylabel("seconds")
+    ax_tok.set_title("Time to first token and per output token")
+    ax_tok.set_ylabel("milliseconds")
+    ax_tok.set_yscale("log")
+    for ax in (ax_e2e, ax_tok):
+        ax.set_xlabel("concurrent users")
+        if len(set(x)) > 1 and max(x) / max(min(x), 1) >= 8:
+            ax.set_xscale("log", base=2)
+        ax.legend(fontsize=7)
+    ax_e2e.set_ylim(bottom=0)
+    fig.suptitle("Latency percentiles vs concurrency (exact, from every request)")
+    fig.tight_layout()
+    path = out / "latency_vs_concurrency.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def node_utilisation(run: Run, out: Path) -> Path | None:
+    plt = _pyplot()
+    series: dict[str, list[dict[str, Any]]] = {}
+    for s in run.scenarios:
+        for host, node in s.nodes.items():
+            series.setdefault(host, []).extend(node.samples)
+    if not series:
+        return None
+    t0 = min(x["time"] for samples in series.values() for x in samples) if any(series.values()) else 0.0
+    panels = (
+        ("CPU %", lambda x: x.get("cpu_percent")),
+        ("memory %", lambda x: x.get("mem_percent")),
+        ("GPU util % (mean of GPUs)", _gpu_mean("util_percent")),
+        ("network rx+tx MB/s", lambda x: sum(_physical_rates(x)) / 1e6),
+    )
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 9), sharex=True)
+    for ax, (title, value) in zip(axes, panels, strict=True):
+        for host, samples in sorted(series.items()):
+            samples = sorted(samples, key=lambda x: x["time"])
+            pairs = [(x["time"] - t0, value(x)) for x in samples]
+            pairs = [(t, v) for t, v in pairs if v is not None]
+            if pairs:
+                ax.plot([t for t, _ in pairs], [v for _, v in pairs], lw=1, label=host)
+        for s in run.scenarios:
+            if s.window:
+                ax.axvspan(s.window[0] - t0, s.window[1] - t0, color="grey", alpha=0.12)
+        ax.set_ylabel(title, fontsize=8)
+        ax.set_ylim(bottom=0)
+    axes[0].legend(fontsize=7, ncol=4, loc="upper right")
+    axes[0].set_title("Each node over time (shaded: scenarios' steady windows)")
+    axes[-1].set_xlabel("seconds since the first sample")
+    if not any(g for samples in series.values() for x in samples for g in x.get("gpus") or []):
+        axes[2].text(
+            0.5, 0.5, "no GPU on these nodes", transform=axes[2].transAxes, ha="center", color="grey"
+        )
+    fig.tight_layout()
+    path = out / "node_utilisation.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _gpu_mean(key: str):  # type: ignore[no-untyped-def]
+    def value(sample: dict[str, Any]) -> float | None:
+        values = [g[key] for g in sample.get("gpus") or [] if g.get(key) is not None]
+        return sum(values) / len(values) if values else None
+
+    return value
+
+
+def all_charts(run: Run, out: Path) -> list[Path]:
+    paths = [throughput_vs_replicas(run, out), latency_vs_concurrency(run, out)]
+    node_chart = node_utilisation(run, out)
+    return paths + ([node_chart] if node_chart else [])

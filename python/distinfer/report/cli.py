@@ -1,0 +1,32 @@
+"""`distinfer report DIR [--compare DIR2]`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from distinfer.config import ConfigError
+
+
+def report_command(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory: results/<run-id>.")],
+    compare: Annotated[Path | None, typer.Option(help="Another run directory to compare with.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Where to write (default: DIR/report).")] = None,
+) -> None:
+    """Write report.md, results.json, results.csv, nodes.csv and PNG charts for a run."""
+    from distinfer.report.load import load_run
+    from distinfer.report.render import write_report
+
+    try:
+        run = load_run(run_dir)
+        other = load_run(compare) if compare else None
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    for path in write_report(run, out or run_dir / "report", other):
+        typer.echo(str(path))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report_command)

@@ -1,0 +1,203 @@
+"""report.md, results.json, results.csv, nodes.csv and the charts, for one run (and a comparison)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from distinfer.bench.scenario import write_json_atomic
+from distinfer.report.charts import all_charts
+from distinfer.report.load import Run
+from distinfer.report.tables import GUIDE_P95_TOKEN_LABEL, node_rows, ordered, results_document, scenario_row
+
+GUIDE_COLUMNS = (
+    "Inference Nodes", "Devices", "GPUs", "Concurrent Requests", "RPS", "Tokens/s (output)",
+    "Tokens/s (total)", "P95 Latency (s)", GUIDE_P95_TOKEN_LABEL, "TTFT P50 (ms)", "TTFT P95 (ms)",
+    "TPOT P50 (ms)", "TPOT P95 (ms)", "Errors", "Valid",
+)  # fmt: skip
+NODE_COLUMNS = (
+    "Scenario", "Node", "Avg CPU %", "Avg Memory %", "Avg GPU Util %", "Avg GPU Memory %",
+    "Net rx avg (MB/s)", "Net rx max (MB/s)", "Net tx avg (MB/s)", "Net tx max (MB/s)", "Samples", "Note",
+)  # fmt: skip
+DETAIL_COLUMNS = (
+    "Scenario", "Replicas", "Users", "Completed", "Achieved concurrency", "E2E P50/P95/P99 (s)",
+    "ITL P99 (ms)",
+)  # fmt: skip
+E2E_KEYS = ("median_e2el_ms", "p95_e2el_ms", "p99_e2el_ms")
+COMPARED = (
+    ("request_throughput", "RPS"),
+    ("output_throughput", "output tok/s"),
+    ("p95_e2el_ms", "P95 latency ms"),
+    ("median_ttft_ms", "TTFT P50 ms"),
+    ("median_tpot_ms", "TPOT P50 ms"),
+    ("failed", "errors"),
+)
+
+
+def _f(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _md_table(columns: tuple[str, ...] | list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows]
+    return lines
+
+
+def guide_cells(row: dict[str, Any]) -> list[str]:
+    errors = row.get("errors_by_kind") or {}
+    p95 = row.get("p95_e2el_ms")
+    valid = {True: "yes", False: "NO", None: "unfinished"}[row.get("valid")]
+    return [
+        row["inference_nodes"],
+        str(row["devices"]).replace(",", "<br>"),
+        str(row["gpus"]),
+        _f(row["max_concurrency"]),
+        _f(row.get("request_throughput"), 2),
+        _f(row.get("output_throughput")),
+        _f(row.get("total_token_throughput")),
+        _f(None if p95 is None else p95 / 1000, 2),
+        _f(row.get("guide_p95_token_latency_ms"), 2),
+        _f(row.get("median_ttft_ms")),
+        _f(row.get("p95_ttft_ms")),
+        _f(row.get("median_tpot_ms"), 2),
+        _f(row.get("p95_tpot_ms"), 2),
+        (", ".join(f"{k}: {v}" for k, v in sorted(errors.items())) or "0") if row.get("finished") else "-",
+        valid,
+    ]
+
+
+def node_cells(row: dict[str, Any]) -> list[str]:
+    mb = 1e6
+
+    def rate(key: str) -> str:
+        value = row.get(key)
+        return _f(None if value is None else value / mb, 2)
+
+    return [
+        row["scenario"], row["host"], _f(row.get("avg_cpu_percent")), _f(row.get("avg_mem_percent")),
+        _f(row.get("avg_gpu_util_percent")) if row.get("gpu_count") else "n/a",
+        _f(row.get("avg_gpu_mem_percent")) if row.get("gpu_count") else "n/a",
+        rate("net_rx_avg_bytes_per_s"), rate("net_rx_max_bytes_per_s"),
+        rate("net_tx_avg_bytes_per_s"), rate("net_tx_max_bytes_per_s"), str(row["samples"]), row["note"],
+    ]  # fmt: skip
+
+
+def markdown(run: Run, charts: list[Path], compare: Run | None) -> str:
+    rows = [scenario_row(s) for s in ordered(run)]
+    prov = run.provenance
+    lines = [f"# Benchmark report: {run.path.name}", ""]
+    lines += [
+        f"Load generator host: {prov.get('host', '-')}; {prov.get('hardware', {}).get('cpu_model', '-')}, "
+        f"{prov.get('hardware', {}).get('logical_cpus', '-')} CPUs. Versions: "
+        + ", ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items() if v),
+        "",
+        "Every figure covers each scenario's steady window (warm-up and drain excluded); percentiles are",
+        "exact, from every request. *Tokens/s (output)* is what the guide called Tokens/s.",
+        f"*{GUIDE_P95_TOKEN_LABEL}* is not a measured token latency; TTFT and TPOT are.",
+        "",
+    ]
+    batches: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        key = str(row["users_per_replica"]) if row.get("users_per_replica") else "unspecified"
+        batches.setdefault(key, []).append(row)
+    for number, (batch, group) in enumerate(batches.items(), start=1):
+        lines += [f"## {number}. Scalability results for batch size of {batch} per replica", ""]
+        lines += [*_md_table(GUIDE_COLUMNS, [guide_cells(r) for r in group]), ""]
+    invalid = [r for r in rows if r.get("valid") is False]
+    if invalid:
+        lines += ["## Invalid scenarios (the load generator could not keep up)", ""]
+        lines += [f"- **{r['scenario']}**: " + "; ".join(r["invalid_reasons"]) for r in invalid] + [""]
+    unfinished = [r["scenario"] for r in rows if not r["finished"]]
+    if unfinished:
+        lines += [f"Unfinished scenarios (no summary.json): {', '.join(unfinished)}", ""]
+    lines += ["## Resource utilisation per node (steady window)", ""]
+    node_table = [node_cells(n) for s in ordered(run) for n in node_rows(s)]
+    lines += _md_table(NODE_COLUMNS, node_table) if node_table else ["No node samples in this run."]
+    missing = [
+        f"{n['host']} ({n['scenario']})"
+        for s in ordered(run)
+        for n in node_rows(s)
+        if n["note"].startswith("MISSING")
+    ]
+    if missing:
+        lines += ["", f"**Nodes listed in the scenarios but without samples:** {', '.join(missing)}"]
+    lines += ["", "## Scenario details", ""]
+    lines += _md_table(
+        DETAIL_COLUMNS,
+        [
+            [
+                r["scenario"], _f(r.get("replicas")), _f(r["max_concurrency"]), _f(r.get("completed")),
+                _f(r.get("achieved_concurrency")),
+                "/".join(_f(None if r.get(k) is None else r[k] / 1000, 2) for k in E2E_KEYS),
+                _f(r.get("p99_itl_ms"), 2),
+            ]
+            for r in rows
+        ],
+    )  # fmt: skip
+    lines += ["", "## Charts", ""] + [f"![{p.stem}]({p.name})" for p in charts]
+    if compare is not None:
+        lines += ["", *compare_section(run, compare)]
+    return "\n".join(lines) + "\n"
+
+
+def comparison(run: Run, other: Run) -> list[dict[str, Any]]:
+    theirs = {s.name: scenario_row(s) for s in other.scenarios}
+    result = []
+    for s in ordered(run):
+        mine, base = scenario_row(s), theirs.get(s.name)
+        entry: dict[str, Any] = {"scenario": s.name, "in_other": base is not None}
+        for key, _ in COMPARED:
+            a, b = mine.get(key), (base or {}).get(key)
+            entry[key] = {"this": a, "other": b, "delta": None, "delta_percent": None}
+            if isinstance(a, int | float) and isinstance(b, int | float):
+                entry[key]["delta"] = a - b
+                entry[key]["delta_percent"] = 100.0 * (a - b) / b if b else None
+        result.append(entry)
+    return result
+
+
+def compare_section(run: Run, other: Run) -> list[str]:
+    lines = [f"## Compared with {other.path}", "", "Cells: this run (other run, change)."]
+    lines.append("")
+    table = []
+    for entry in comparison(run, other):
+        cells = [entry["scenario"]]
+        for key, _ in COMPARED:
+            c = entry[key]
+            change = "-" if c["delta_percent"] is None else f"{c['delta_percent']:+.1f}%"
+            cells.append(
+                f"{_f(c['this'], 2)} ({_f(c['other'], 2)}, {change})"
+                if entry["in_other"]
+                else _f(c["this"], 2)
+            )
+        table.append(cells)
+    return lines + _md_table(["Scenario", *(label for _, label in COMPARED)], table)
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in row.items()})
+
+
+def write_report(run: Run, out: Path, compare: Run | None = None) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    charts = all_charts(run, out)
+    document = results_document(run)
+    if compare is not None:
+        document["compare"] = {"other_run": str(compare.path), "scenarios": comparison(run, compare)}
+    write_json_atomic(out / "results.json", document)
+    write_csv(out / "results.csv", [scenario_row(s) for s in ordered(run)])
+    write_csv(out / "nodes.csv", [n for s in ordered(run) for n in node_rows(s)])
+    (out / "report.md").write_text(markdown(run, charts, compare))
+    return [out / "report.md", out / "results.json", out / "results.csv", out / "nodes.csv", *charts]

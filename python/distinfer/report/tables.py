@@ -1,0 +1,157 @@
+"""The rows of every table, from a loaded run. Field names follow vLLM's benchmark result JSON
+(`request_throughput`, `median_ttft_ms`, `p99_e2el_ms`, ...) wherever the meaning is the same."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distinfer.report.load import NodeSamples, Run, Scenario
+
+# Virtual interfaces carry the same bytes again (pod veths, bridges, CNI tunnels): counting them
+# too would double a node's traffic. The node figure sums the rest.
+VIRTUAL_NIC_PREFIXES = (
+    "lo", "veth", "cni", "flannel", "cali", "docker", "podman", "ifb", "virbr", "br-", "kube", "tunl",
+    "vxlan", "cilium", "genev", "nodelocaldns",
+)  # fmt: skip
+
+GUIDE_P95_TOKEN_LABEL = "P95 token latency (ms, guide's derived: P95 latency / max_tokens)"
+
+
+def ordered(run: Run) -> list[Scenario]:
+    return sorted(
+        run.scenarios,
+        key=lambda s: (s.users_per_replica or 0, s.replicas or 0, s.spec.get("users", 0), s.name),
+    )
+
+
+def _nodes_label(s: Scenario) -> str:
+    count = len(s.listed_nodes) or len(s.nodes)
+    words = {1: "Single Node", 2: "Two Nodes", 3: "Three Nodes"}
+    return words.get(count, f"{count} Nodes") if count else "-"
+
+
+def scenario_row(s: Scenario) -> dict[str, Any]:
+    """One flat row: the guide's columns, then the measured ones, vLLM-named."""
+    m = s.metrics
+    spec = s.spec
+    row: dict[str, Any] = {
+        "scenario": s.name,
+        "finished": s.finished,
+        "valid": (s.summary or {}).get("valid"),
+        "invalid_reasons": (s.summary or {}).get("invalid_reasons", []),
+        "inference_nodes": _nodes_label(s),
+        "nodes": ",".join(s.listed_nodes or sorted(s.nodes)),
+        "devices": s.meta.get("devices", "-"),
+        "gpus": s.meta.get("gpus", "-"),
+        "replicas": s.replicas,
+        "users_per_replica": s.users_per_replica,
+        "max_concurrency": spec.get("users"),
+        "request_rate": spec.get("rate"),
+        "max_tokens": spec.get("max_tokens"),
+    }
+    if not m:
+        return row
+    e2e, ttft, tpot, itl = m["e2el_ms"], m["ttft_ms"], m["tpot_ms"], m["itl_ms"]
+    row.update(
+        {
+            "duration": m["window_s"],
+            "completed": m["completed"],
+            "failed": m["failed"],
+            "errors_by_kind": m["errors_by_kind"],
+            "request_throughput": m["request_throughput"],
+            "output_throughput": m["output_throughput"],
+            "total_token_throughput": m["total_token_throughput"],
+            "total_input_tokens": m["total_input_tokens"],
+            "total_output_tokens": m["total_output_tokens"],
+            "achieved_concurrency": m["achieved_concurrency"],
+            "request_goodput": m.get("request_goodput"),
+            "guide_p95_token_latency_ms": m["guide_p95_token_latency_ms"],
+        }
+    )
+    for name, dist in (("ttft", ttft), ("tpot", tpot), ("itl", itl), ("e2el", e2e)):
+        row[f"mean_{name}_ms"] = dist["mean"]
+        row[f"median_{name}_ms"] = dist["p50"]
+        row[f"std_{name}_ms"] = dist["std"]
+        for p in (90, 95, 99):
+            row[f"p{p}_{name}_ms"] = dist[f"p{p}"]
+    return row
+
+
+def _physical_rates(sample: dict[str, Any]) -> tuple[float, float]:
+    nics = sample.get("net") or {}
+    chosen = {n: v for n, v in nics.items() if not n.startswith(VIRTUAL_NIC_PREFIXES)} or {
+        n: v for n, v in nics.items() if n != "lo"
+    }
+    return (
+        sum(v.get("rx_bytes_per_s", 0.0) for v in chosen.values()),
+        sum(v.get("tx_bytes_per_s", 0.0) for v in chosen.values()),
+    )
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def node_row(s: Scenario, host: str, node: NodeSamples | None) -> dict[str, Any]:
+    row: dict[str, Any] = {"scenario": s.name, "host": host, "samples": 0, "note": ""}
+    if node is None:
+        row["note"] = f"MISSING: no samples from {host} (expected nodes/{host}.jsonl)"
+        return row
+    window = s.window
+    samples = [x for x in node.samples if window is None or window[0] <= x["time"] <= window[1]]
+    row["samples"] = len(samples)
+    if not samples:
+        row["note"] = f"no samples inside the steady window ({len(node.samples)} outside)"
+        return row
+    gpus = [g for x in samples for g in x.get("gpus") or []]
+    rates = [_physical_rates(x) for x in samples]
+    rx = [r for r, _ in rates]
+    tx = [t for _, t in rates]
+    row.update(
+        {
+            "avg_cpu_percent": _mean([x["cpu_percent"] for x in samples if x.get("cpu_percent") is not None]),
+            "avg_mem_percent": _mean([x["mem_percent"] for x in samples if x.get("mem_percent") is not None]),
+            "avg_gpu_util_percent": _mean(
+                [g["util_percent"] for g in gpus if g.get("util_percent") is not None]
+            ),
+            "avg_gpu_mem_percent": _mean(
+                [g["mem_used_percent"] for g in gpus if g.get("mem_used_percent") is not None]
+            ),
+            "gpu_count": max((len(x.get("gpus") or []) for x in samples), default=0),
+            "net_rx_avg_bytes_per_s": _mean(rx),
+            "net_rx_max_bytes_per_s": max(rx),
+            "net_tx_avg_bytes_per_s": _mean(tx),
+            "net_tx_max_bytes_per_s": max(tx),
+        }
+    )
+    if not gpus:
+        row["note"] = "no GPU: " + (node.notes[0] if node.notes else "samples carry no GPU figures")
+    return row
+
+
+def node_rows(s: Scenario) -> list[dict[str, Any]]:
+    hosts = list(dict.fromkeys([*s.listed_nodes, *sorted(s.nodes)]))
+    return [node_row(s, host, s.nodes.get(host)) for host in hosts]
+
+
+def results_document(run: Run) -> dict[str, Any]:
+    scenarios = ordered(run)
+    return {
+        "schema_version": 1,
+        "run": str(run.path),
+        "provenance": run.provenance,
+        "notes": {
+            "guide_p95_token_latency_ms": GUIDE_P95_TOKEN_LABEL,
+            "window": "every metric covers each scenario's steady window (warm-up and drain excluded)",
+            "network": "bytes/s summed over non-virtual NICs (veth, cni, bridges ... excluded)",
+        },
+        "scenarios": [
+            {
+                **scenario_row(s),
+                "nodes_detail": node_rows(s),
+                "spec": s.spec,
+                "client": (s.summary or {}).get("client"),
+            }
+            for s in scenarios
+        ],
+    }

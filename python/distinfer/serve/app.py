@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI
 from pydantic import TypeAdapter
 from ray import serve
 from ray.serve.exceptions import BackPressureError
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from distinfer.config import (
     ModelSpec,
@@ -56,7 +56,7 @@ _SPEC = TypeAdapter(ModelSpec)
 class ModelDeployment:
     """One replica of one model: its engine and the model server around it."""
 
-    async def __init__(self, spec: dict[str, Any]) -> None:
+    async def __init__(self, spec: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits it
         model = _SPEC.validate_python(spec)
         self.server = ModelServer(model.name, build_engine(model))
         await self.server.engine.start()
@@ -87,7 +87,8 @@ class ServeBackend:
     async def stream(
         self, model: str, request_id: str, request: OpenAIRequest
     ) -> AsyncGenerator[Event, None]:
-        response = self._handles[model].generate.remote(request_id, request)
+        call = self._handles[model].generate.remote(request_id, request)
+        response = cast(DeploymentResponseGenerator, call)
         finished = False
         try:
             async for event in response:
@@ -117,14 +118,18 @@ class OpenAIIngress:
         return create_app(self._backend, api_key=self._api_key)
 
 
+def _deployment(cls: type) -> serve.Deployment:
+    return cast(serve.Deployment, serve.deployment(cls))
+
+
 def build_app(args: dict[str, Any]) -> serve.Application:
     """The Serve application for a models file (given as a dict: the Serve config's `args`)."""
     models = parse_models(args, "serve application args")
     handles = {
-        spec.name: serve.deployment(ModelDeployment)
+        spec.name: _deployment(ModelDeployment)
         .options(**model_deployment_options(spec))
         .bind(spec.model_dump(mode="json"))
         for spec in models.models
     }
-    ingress = serve.deployment(OpenAIIngress).options(**ingress_deployment_options(models))
+    ingress = _deployment(OpenAIIngress).options(**ingress_deployment_options(models))
     return ingress.bind(app_args(models), handles)

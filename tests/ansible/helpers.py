@@ -86,13 +86,22 @@ def write_models(directory: Path, models: dict[str, Any] | str = LLAMA_MODELS) -
     return path
 
 
-def run_playbook(playbook: str, inventory: Path, *, extra_vars: dict[str, Any] | None = None,
-                 check: bool = False, timeout: float = 300) -> Run:
+def run_playbook(
+    playbook: str,
+    inventory: Path,
+    *,
+    extra_vars: dict[str, Any] | None = None,
+    check: bool = False,
+    tags: str = "",
+    timeout: float = 300,
+) -> Run:
     argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), playbook]
     if extra_vars:
         argv += ["-e", json.dumps(extra_vars)]
     if check:
         argv.append("--check")
+    if tags:
+        argv += ["--tags", tags]
     env = {
         **os.environ,
         "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
@@ -100,6 +109,7 @@ def run_playbook(playbook: str, inventory: Path, *, extra_vars: dict[str, Any] |
         "ANSIBLE_CACHE_PLUGIN": "memory",
         "ANSIBLE_RETRY_FILES_ENABLED": "0",
     }
-    proc = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout,
-                          check=False)
+    proc = subprocess.run(
+        argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
     return Run(proc.returncode, proc.stdout + proc.stderr)

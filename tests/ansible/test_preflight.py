@@ -68,7 +68,10 @@ CASES: dict[str, tuple[Callable[[Inventory], None], list[str]]] = {
     "unpinned image": (unpinned_image, ["ray_service_images.nvidia", "pin an image tag"]),
     "unsupported OS": (unsupported_os, ["xe9680", "operating system", "Ubuntu 22.04"]),
     "unknown platform": (bad_platform, ["distinfer_platform", "slurm", "kubernetes, local"]),
-    "unknown replica override": (unknown_replica_override, ["distinfer_replicas", "llama-3", "llama-2-70b-chat"]),
+    "unknown replica override": (
+        unknown_replica_override,
+        ["distinfer_replicas", "llama-3", "llama-2-70b-chat"],
+    ),
 }
 
 
@@ -85,8 +88,12 @@ def test_broken_inventory_is_rejected_before_any_change(case: str, tmp_path: Pat
 
 
 def test_bad_models_file_is_rejected_with_the_applications_message(tmp_path: Path) -> None:
-    models = write_models(tmp_path, "models:\n  - name: x\n    engine: vllm\n    model: m\n    tensor_parallel_size: 0\n")
-    run = run_playbook("playbooks/preflight.yml", write_inventory(tmp_path / "inv", poweredge_inventory(models)))
+    models = write_models(
+        tmp_path, "models:\n  - name: x\n    engine: vllm\n    model: m\n    tensor_parallel_size: 0\n"
+    )
+    run = run_playbook(
+        "playbooks/preflight.yml", write_inventory(tmp_path / "inv", poweredge_inventory(models))
+    )
     assert run.returncode != 0
     assert "distinfer_models_file" in run.output and "tensor_parallel_size" in run.output, run.output[-3000:]
 

@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playbook_runs import PlaybookRun, run_playbook
+from playbook_runs import (
+    POWEREDGE_INVENTORY,
+    PREREQ_PLAYBOOK,
+    TEST_HOST_VARS,
+    PlaybookRun,
+    inventory_hosts,
+    run_playbook,
+)
 from playbook_runs import ansible_env as _ansible_env
-from testhosts import REPO_ROOT, TestHosts, prune_stale_runs
+from testhosts import TestHosts, prune_stale_runs
 
 HOST_NAMES = ("node1", "node2", "node3")
 
@@ -52,25 +58,6 @@ def ansible_env() -> dict[str, str]:
 
 
 # --- the repo's real inventory on the test hosts (prereq idempotency, K3s/addons check mode) -----------
-
-POWEREDGE_INVENTORY = REPO_ROOT / "inventory" / "poweredge"
-PREREQ_PLAYBOOK = REPO_ROOT / "playbooks" / "prereq.yml"
-# What differs on a test host from the servers inventory/poweredge describes.
-TEST_HOST_VARS = {"distinfer_node_iface": "eth0"}
-
-
-def inventory_hosts(inventory: Path, env: dict[str, str]) -> list[str]:
-    """The inventory's hosts in the order it lists them (`ansible-inventory --list` sorts them)."""
-    proc = subprocess.run(
-        ["ansible", "-i", str(inventory), "all", "--list-hosts"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    # "  hosts (3):" then one indented name per line
-    return [line.strip() for line in proc.stdout.splitlines()[1:] if line.strip()]
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,12 @@ from typing import Any
 
 from testhosts import REPO_ROOT
 
+# The repo's real cluster inventory, put on the test hosts by the conftest fixtures.
+POWEREDGE_INVENTORY = REPO_ROOT / "inventory" / "poweredge"
+PREREQ_PLAYBOOK = REPO_ROOT / "playbooks" / "prereq.yml"
+# What differs on a test host from the servers inventory/poweredge describes.
+TEST_HOST_VARS = {"distinfer_node_iface": "eth0"}
+
 RECAP_LINE = re.compile(r"^(?P<host>\S+)\s+:\s+(?P<counts>(?:\w+=\d+\s*)+)$")
 
 
@@ -148,3 +154,17 @@ def run_playbook(
         duration_s=time.monotonic() - started,
         log=log,
     )
+
+
+def inventory_hosts(inventory: Path, env: dict[str, str]) -> list[str]:
+    """The inventory's hosts in the order it lists them (`ansible-inventory --list` sorts them)."""
+    proc = subprocess.run(
+        ["ansible", "-i", str(inventory), "all", "--list-hosts"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    # "  hosts (3):" then one indented name per line
+    return [line.strip() for line in proc.stdout.splitlines()[1:] if line.strip()]

@@ -1,0 +1,178 @@
+"""The real roles render the cluster's objects (render-only mode) and those objects are valid.
+
+`ray_service_render_dir` / `gpu_operator_render_dir` / `kuberay_operator_render_dir` /
+`amd_device_plugin_render_dir` make the roles write what they would apply to a directory on the
+control machine. Checks: Kubernetes schemas of the pinned K3s minor (kubernetes-validate), the
+RayService against the KubeRay CRD fields we use, golden files, and a second render changes nothing.
+Set UPDATE_GOLDEN=1 to rewrite the golden files after an intended change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from helpers import REPO_ROOT, poweredge_inventory, run_playbook, write_inventory, write_models
+
+HERE = Path(__file__).parent
+GOLDEN = HERE / "golden"
+K3S_VERSION = yaml.safe_load((REPO_ROOT / "inventory/poweredge/group_vars/all/versions.yml").read_text())[
+    "k3s_version"
+]
+KUBE_MINOR = re.match(r"v(\d+\.\d+)\.", K3S_VERSION)[1]  # type: ignore[index]
+RAYSERVICE_SCHEMA = json.loads((HERE / "schemas/rayservice_fields.schema.json").read_text())
+MASKED = "MASKED-depends-on-the-code"
+
+
+def _render(tmp_path: Path, inventory: dict[str, Any]) -> tuple[Path, str]:
+    out = tmp_path / "render"
+    extra = {
+        f"{role}_render_dir": str(out)
+        for role in ("ray_service", "gpu_operator", "kuberay_operator", "amd_device_plugin")
+    }
+    inv = write_inventory(tmp_path / "inv", inventory)
+    outputs = []
+    for playbook, tags in (
+        ("playbooks/addons.yml", "gpu_operator,amd_device_plugin,kuberay_operator"),
+        ("playbooks/ray_service.yml", ""),
+    ):
+        run = run_playbook(playbook, inv, extra_vars=extra, tags=tags)
+        assert run.returncode == 0, run.output[-4000:]
+        outputs.append(run.output)
+    return out, "\n".join(outputs)
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("render")
+    out, _ = _render(tmp, poweredge_inventory(write_models(tmp)))
+    return out
+
+
+def _load(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def _masked(rayservice: dict[str, Any]) -> dict[str, Any]:
+    text = yaml.safe_dump(rayservice, sort_keys=True)
+    text = re.sub(r"(distinfer\.io/code-sha256: )\S+", rf"\1{MASKED}", text)
+    return yaml.safe_load(text)
+
+
+def _pod_templates(rayservice: dict[str, Any]) -> list[dict[str, Any]]:
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    return [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+
+
+@pytest.mark.parametrize("name", ["namespace.yaml", "configmap-code.yaml", "secret.yaml"])
+def test_core_objects_match_the_kubernetes_schema(rendered: Path, name: str) -> None:
+    kubernetes_validate.validate(_load(rendered / name), KUBE_MINOR, strict=True)
+
+
+def test_pod_templates_match_the_kubernetes_schema(rendered: Path) -> None:
+    for template in _pod_templates(_load(rendered / "rayservice.yaml")):
+        pod_template = {
+            "apiVersion": "v1",
+            "kind": "PodTemplate",
+            "metadata": {"name": "t"},
+            "template": template,
+        }
+        kubernetes_validate.validate(pod_template, KUBE_MINOR, strict=True)
+
+
+def test_rayservice_matches_the_kuberay_fields_we_use(rendered: Path) -> None:
+    jsonschema.validate(_load(rendered / "rayservice.yaml"), RAYSERVICE_SCHEMA)
+
+
+def test_rayservice_carries_the_guide_cluster(rendered: Path) -> None:
+    rs = _load(rendered / "rayservice.yaml")
+    cluster = rs["spec"]["rayClusterConfig"]
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
+    assert sorted(groups) == [
+        "nvidia-a100-sxm-80gb-x4",
+        "nvidia-a100-sxm-80gb-x8",
+        "nvidia-h100-pcie-80gb-x4",
+    ]
+    for group in groups.values():
+        container = group["template"]["spec"]["containers"][0]
+        gpus = container["resources"]["limits"]["nvidia.com/gpu"]
+        assert str(gpus) == group["rayStartParams"]["num-gpus"]
+        volumes = {v["name"]: v for v in group["template"]["spec"]["volumes"]}
+        assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
+        assert volumes["model-cache"]["hostPath"]["path"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "distinfer-secrets"
+    serve = yaml.safe_load(rs["spec"]["serveConfigV2"])
+    (app,) = serve["applications"]
+    assert app["import_path"] == "distinfer.serve.app:build_app"
+    assert app["runtime_env"]["py_modules"] == ["/opt/distinfer/wheel/distinfer-0.1.0-py3-none-any.whl"]
+    assert app["args"]["models"][0]["replicas"] == 4  # 16 GPUs / tensor parallel 4
+    assert serve["http_options"]["port"] == 8000
+
+
+def test_no_secret_reaches_the_rendered_files(tmp_path: Path) -> None:
+    inventory = poweredge_inventory(write_models(tmp_path))
+    inventory["all"]["vars"]["ray_service_hf_token"] = "hf_SuperSecretTokenValue123"
+    out, output = _render(tmp_path, inventory)
+    for path in out.iterdir():
+        assert "hf_SuperSecretTokenValue123" not in path.read_text(), path
+    assert "hf_SuperSecretTokenValue123" not in output
+    assert _load(out / "secret.yaml")["stringData"]["hf-token"] == "REDACTED"
+
+
+def test_amd_hosts_get_their_own_group_and_device_plugin(tmp_path: Path) -> None:
+    inventory = poweredge_inventory(write_models(tmp_path))
+    agent = inventory["all"]["children"]["k3s_cluster"]["children"]["k3s_agent"]["hosts"]["r760xa"]
+    agent.update(distinfer_gpu_vendor="amd", distinfer_gpu_model="mi300x")
+    out, _ = _render(tmp_path, inventory)
+    groups = {
+        g["groupName"]: g
+        for g in _load(out / "rayservice.yaml")["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    }
+    container = groups["amd-mi300x-x4"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["amd.com/gpu"] == 4
+    assert "rocm" in container["image"]
+    assert _load(out / "amd-device-plugin-values.yaml")["nodeSelector"] == {"distinfer.io/gpu-vendor": "amd"}
+
+
+def test_gpu_operator_values_point_at_k3s_containerd(rendered: Path) -> None:
+    env = {e["name"]: e["value"] for e in _load(rendered / "gpu-operator-values.yaml")["toolkit"]["env"]}
+    assert env["CONTAINERD_SOCKET"] == "/run/k3s/containerd/containerd.sock"
+    assert env["CONTAINERD_CONFIG"] == "/var/lib/rancher/k3s/agent/etc/containerd/config.toml"
+
+
+@pytest.mark.parametrize(
+    "name", ["rayservice.yaml", "gpu-operator-values.yaml", "kuberay-operator-values.yaml", "namespace.yaml"]
+)
+def test_rendered_manifests_match_golden_files(rendered: Path, name: str) -> None:
+    data = _load(rendered / name)
+    if name == "rayservice.yaml":
+        data = _masked(data)
+    golden = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        golden.write_text(yaml.safe_dump(data, sort_keys=True))
+    assert data == yaml.safe_load(golden.read_text()), (
+        f"{name} differs from {golden}; UPDATE_GOLDEN=1 if intended"
+    )
+
+
+def test_a_second_render_changes_nothing(tmp_path: Path) -> None:
+    inventory = poweredge_inventory(write_models(tmp_path))
+    out = tmp_path / "render"
+    inv = write_inventory(tmp_path / "inv", inventory)
+    runs = [
+        run_playbook("playbooks/ray_service.yml", inv, extra_vars={"ray_service_render_dir": str(out)})
+        for _ in range(2)
+    ]
+    assert runs[0].returncode == 0 and runs[0].total_changed() > 0, runs[0].output[-3000:]
+    assert runs[1].returncode == 0 and runs[1].total_changed() == 0, runs[1].output[-3000:]

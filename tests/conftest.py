@@ -1,0 +1,114 @@
+"""Shared fixtures: one private local Ray + Serve per session, and the tiny model made once.
+
+`ray_serve` starts a single-node Ray of its own (free ports, its own temp dir and auth token, see
+distinfer.serve.local_ray) and Serve's HTTP proxy on a free port, shared by every test that needs
+it, and stops exactly that Ray at the end (also after failures). `ray_serve.deploy(models, name)`
+deploys a ModelsFile as its own application under `/<name>` and returns that app's base URL.
+
+Ray is imported inside the fixtures only: importing it before locust breaks gevent's ssl patching
+in the load-generator tests that share this session.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from distinfer.config import ModelsFile, app_args
+from distinfer.serve.local_ray import LocalRay, env_vars, free_ports
+
+# Exported into the Ray processes so the API-key tests have a key to ask for.
+TEST_API_KEY_ENV = "DISTINFER_TEST_API_KEY"
+TEST_API_KEY = "test-key-" + os.urandom(6).hex()
+
+
+@dataclass
+class RayServe:
+    local: LocalRay
+    http_port: int
+    # An API key exported into every Ray process, for apps whose models file names `api_key_env`.
+    api_key_env: str = TEST_API_KEY_ENV
+    api_key: str = TEST_API_KEY
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment a subprocess needs to talk to this Ray (`serve deploy`, `ray status`)."""
+        return {**os.environ, **self.local.env, TEST_API_KEY_ENV: TEST_API_KEY}
+
+    def deploy(self, models: ModelsFile, name: str, timeout_s: float = 120) -> str:
+        """Deploy `models` as application `name` under route /name; returns its base URL once healthy."""
+        from ray import serve
+
+        from distinfer.serve.app import build_app
+
+        serve.run(build_app(app_args(models)), name=name, route_prefix=f"/{name}", blocking=False)
+        base = f"{self.url}/{name}"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = serve.status().applications.get(name)
+            if status is not None and status.status == "RUNNING":
+                return base
+            if status is not None and status.status == "DEPLOY_FAILED":
+                raise RuntimeError(f"application {name} failed to deploy: {status.message}")
+            time.sleep(0.5)
+        raise TimeoutError(f"application {name} not running after {timeout_s}s")
+
+    def delete(self, name: str) -> None:
+        from ray import serve
+
+        serve.delete(name)
+
+
+@pytest.fixture(scope="session")
+def ray_serve() -> Iterator[RayServe]:
+    """A private local Ray with Serve's HTTP proxy on a free port, for the whole session."""
+    local = LocalRay.start(num_cpus=8, extra_env={TEST_API_KEY_ENV: TEST_API_KEY})
+    try:
+        with env_vars(local.env):
+            import ray
+            from ray import serve
+
+            ray.init(address=local.address, _node_ip_address="127.0.0.1", logging_level="WARNING")
+            try:
+                (port,) = free_ports(1)
+                serve.start(http_options={"host": "127.0.0.1", "port": port})
+                yield RayServe(local, port)
+            finally:
+                try:
+                    serve.shutdown()
+                finally:
+                    ray.shutdown()
+    finally:
+        local.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random tiny Llama + tokenizer (distinfer model make-tiny), made once per session."""
+    from distinfer.models.tiny import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("models") / "tiny")
+
+
+def wait_http_ok(url: str, timeout_s: float = 60, headers: dict[str, Any] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2, headers=headers).status_code == 200:
+                return
+        except httpx.HTTPError as err:
+            last = err
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout_s}s (last: {last})")

@@ -1,0 +1,246 @@
+"""The OpenAI API of the Ray Serve app, spoken by the official `openai` client and raw HTTP.
+
+Runs against the session's real local Ray Serve (tests/conftest.py) with three models in one
+application: `tiny` (hf engine, random tiny Llama), `syn` (synthetic, stops by itself after 3
+tokens) and `slow` (synthetic, one request at a time, no queue, a token every 50 ms).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def client(main_app: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{main_app}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def test_lists_every_model(client: openai.OpenAI) -> None:
+    assert sorted(m.id for m in client.models.list()) == ["slow", "syn", "tiny"]
+
+
+def test_completion_has_exact_usage(client: openai.OpenAI, tiny_model_dir: Any) -> None:
+    from transformers import AutoTokenizer
+
+    prompt = "Tell me a story about a robot"
+    answer = client.completions.create(
+        model="tiny", prompt=prompt, max_tokens=12, extra_body={"ignore_eos": True}
+    )
+    expected_prompt_tokens = len(AutoTokenizer.from_pretrained(tiny_model_dir)(prompt)["input_ids"])
+    assert answer.model == "tiny"
+    assert answer.choices[0].finish_reason == "length"
+    assert answer.usage is not None
+    assert answer.usage.prompt_tokens == expected_prompt_tokens
+    assert answer.usage.completion_tokens == 12
+    assert answer.usage.total_tokens == expected_prompt_tokens + 12
+
+
+def test_chat_uses_the_chat_template(client: openai.OpenAI, tiny_model_dir: Any) -> None:
+    from transformers import AutoTokenizer
+
+    messages = [{"role": "user", "content": "hello there"}]
+    answer = client.chat.completions.create(model="tiny", messages=messages, max_tokens=5)  # type: ignore[arg-type]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    templated = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert answer.choices[0].message.role == "assistant"
+    assert answer.usage is not None
+    assert answer.usage.prompt_tokens == len(tokenizer(templated)["input_ids"])
+    assert 1 <= answer.usage.completion_tokens <= 5
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+def test_stream_with_usage_chunk(client: openai.OpenAI, api: str) -> None:
+    if api == "chat":
+        stream: Any = client.chat.completions.create(
+            model="syn",
+            messages=[{"role": "user", "content": "one two three"}],
+            max_tokens=10,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True},
+        )
+    else:
+        stream = client.completions.create(
+            model="syn",
+            prompt="one two three",
+            max_tokens=10,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True},
+        )
+    chunks = list(stream)
+    content = [c for c in chunks if c.choices]
+    texts = [c.choices[0].delta.content if api == "chat" else c.choices[0].text for c in content]
+    assert len(content) == 10, "one chunk per token"
+    assert "".join(texts).split() == ["alpha", "beta"] * 5
+    assert content[-1].choices[0].finish_reason == "length"
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 10
+    assert chunks[-1].usage.prompt_tokens > 0
+
+
+def test_stream_without_usage_has_none(client: openai.OpenAI) -> None:
+    chunks = list(client.completions.create(model="syn", prompt="x", max_tokens=2, stream=True))
+    assert all(c.usage is None for c in chunks)
+    assert len(chunks) == 2
+
+
+def test_two_models_routed_by_name(client: openai.OpenAI) -> None:
+    syn = client.completions.create(model="syn", prompt="x", max_tokens=2)
+    tiny = client.completions.create(model="tiny", prompt="x", max_tokens=2, extra_body={"ignore_eos": True})
+    assert syn.choices[0].text == "alpha beta" and syn.model == "syn"
+    assert tiny.model == "tiny" and tiny.choices[0].text != "alpha beta"
+
+
+def test_ignore_eos_gives_exactly_max_tokens(client: openai.OpenAI) -> None:
+    natural = client.completions.create(model="syn", prompt="x", max_tokens=50)
+    forced = client.completions.create(
+        model="syn", prompt="x", max_tokens=50, extra_body={"ignore_eos": True}
+    )
+    assert natural.usage is not None and forced.usage is not None
+    assert (natural.usage.completion_tokens, natural.choices[0].finish_reason) == (3, "stop")
+    assert (forced.usage.completion_tokens, forced.choices[0].finish_reason) == (50, "length")
+    tiny = client.completions.create(model="tiny", prompt="x", max_tokens=40, extra_body={"ignore_eos": True})
+    assert tiny.usage is not None and tiny.usage.completion_tokens == 40
+
+
+BAD_REQUESTS: list[tuple[str, str, bytes, int, str]] = [
+    ("malformed JSON", "completions", b'{"model": "syn", "prompt": ', 400, "not valid JSON"),
+    ("not an object", "completions", b"[1, 2]", 400, "JSON object"),
+    ("wrong type", "completions", b'{"model": "syn", "prompt": "x", "max_tokens": "ten"}', 400, "max_tokens"),
+    ("missing prompt", "completions", b'{"model": "syn"}', 400, "prompt: Field required"),
+    ("missing messages", "chat/completions", b'{"model": "syn"}', 400, "messages: Field required"),
+    (
+        "negative max_tokens",
+        "completions",
+        b'{"model": "syn", "prompt": "x", "max_tokens": -1}',
+        400,
+        "(got -1)",
+    ),
+    (
+        "zero max_tokens",
+        "completions",
+        b'{"model": "syn", "prompt": "x", "max_tokens": 0}',
+        400,
+        "max_tokens",
+    ),
+    (
+        "max_tokens past the model limit",
+        "completions",
+        b'{"model": "tiny", "prompt": "x", "max_tokens": 100000}',
+        400,
+        "ask for at most",
+    ),
+    ("unknown field", "completions", b'{"model": "syn", "prompt": "x", "max_token": 5}', 400, "max_token"),
+    (
+        "bad temperature",
+        "chat/completions",
+        b'{"model": "syn", "messages": [{"role": "user", "content": "x"}], "temperature": 7}',
+        400,
+        "temperature",
+    ),
+    (
+        "bad role",
+        "chat/completions",
+        b'{"model": "syn", "messages": [{"role": "wizard", "content": "x"}]}',
+        400,
+        "role",
+    ),
+    (
+        "unknown model",
+        "completions",
+        b'{"model": "gpt-9", "prompt": "x"}',
+        404,
+        "known models: ['tiny', 'syn'",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "path", "body", "status", "needle"), BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS]
+)
+def test_bad_input_is_a_clear_4xx_and_the_server_keeps_serving(
+    main_app: str, case: str, path: str, body: bytes, status: int, needle: str
+) -> None:
+    answer = httpx.post(f"{main_app}/v1/{path}", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == status, answer.text
+    error = answer.json()["error"]
+    assert needle in error["message"], error
+    assert error["type"]
+    ok = httpx.post(f"{main_app}/v1/completions", json={"model": "syn", "prompt": "x", "max_tokens": 1})
+    assert ok.status_code == 200
+
+
+def test_prompt_longer_than_the_model_takes(client: openai.OpenAI) -> None:
+    long_prompt = " ".join(["robot"] * 400)  # > 128 tokens of the tiny model
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model="tiny", prompt=long_prompt, max_tokens=5)
+    assert "shorten the prompt" in str(caught.value)
+    assert caught.value.body["code"] == "context_length_exceeded"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": long_prompt}])
+    assert client.completions.create(model="tiny", prompt="x", max_tokens=1).usage is not None
+
+
+def test_unknown_model_via_client_is_404(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.completions.create(model="nope", prompt="x")
+    assert "syn" in str(caught.value)
+
+
+def _read_chunks(response: httpx.Response, count: int) -> list[dict[str, Any]]:
+    chunks = []
+    for line in response.iter_lines():
+        if line.startswith("data: {"):
+            chunks.append(json.loads(line[6:]))
+            if len(chunks) == count:
+                break
+    return chunks
+
+
+def test_overload_is_503_at_once_and_a_disconnect_frees_the_slot(main_app: str) -> None:
+    body = {"model": "slow", "prompt": "x", "max_tokens": 400, "stream": True, "ignore_eos": True}
+    quick = {"model": "slow", "prompt": "x", "max_tokens": 2}
+    with (
+        httpx.Client(timeout=30) as holder,
+        holder.stream("POST", f"{main_app}/v1/completions", json=body) as held,
+    ):
+        assert held.status_code == 200
+        assert len(_read_chunks(held, 2)) == 2  # the only slot is now taken for ~20 s
+        started = time.monotonic()
+        refused = httpx.post(f"{main_app}/v1/completions", json=quick, timeout=30)
+        refused_after = time.monotonic() - started
+        assert refused.status_code == 503, refused.text
+        assert refused.headers.get("retry-after", "").isdigit()
+        assert refused.json()["error"]["code"] == "overloaded"
+        assert refused_after < 2.0, f"503 took {refused_after:.2f}s"
+    # The client hung up mid-stream: the engine must abort and free the slot well before the
+    # 20 s the stream would otherwise have run.
+    deadline = time.monotonic() + 5
+    while True:
+        answer = httpx.post(f"{main_app}/v1/completions", json=quick, timeout=30)
+        if answer.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert answer.status_code == 200, f"slot still held after the client left: {answer.text}"
+
+
+def test_api_key_is_enforced_when_configured(secured_app: str, ray_serve: Any) -> None:
+    body = {"model": "syn", "prompt": "x", "max_tokens": 1}
+    missing = httpx.post(f"{secured_app}/v1/completions", json=body)
+    wrong = httpx.post(f"{secured_app}/v1/completions", json=body, headers={"Authorization": "Bearer nope"})
+    assert missing.status_code == 401 and wrong.status_code == 401
+    assert "Authorization: Bearer" in missing.json()["error"]["message"]
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{secured_app}/v1", api_key="wrong", max_retries=0).models.list()
+    good = openai.OpenAI(base_url=f"{secured_app}/v1", api_key=ray_serve.api_key, max_retries=0)
+    assert good.completions.create(**body).usage is not None  # type: ignore[call-overload]
+    assert httpx.get(f"{secured_app}/health").status_code == 200  # probes need no key

@@ -262,8 +262,16 @@ def ingress_deployment_options(models: ModelsFile) -> dict[str, Any]:
 
 
 def app_args(models: ModelsFile) -> dict[str, Any]:
-    """The `args` of the Serve application: the models file itself, so build_app re-validates it."""
-    return models.model_dump(mode="json", exclude_none=True)
+    """The `args` of the Serve application: the models file itself, so build_app re-validates it.
+
+    Replica counts are left out: they live only in the config's `deployments` (`num_replicas`), so
+    scaling a model is a lightweight Serve update. Ray Serve rebuilds the whole application, restarting
+    every replica, whenever `args` change.
+    """
+    args = models.model_dump(mode="json", exclude_none=True)
+    for model in args["models"]:
+        model.pop("replicas", None)
+    return args
 
 
 def serve_config(models: ModelsFile, app_name: str = DEFAULT_APP_NAME) -> dict[str, Any]:

@@ -1,0 +1,281 @@
+"""`site.yml` with the `local` platform on three real test hosts (issue 5).
+
+One Ray cluster spans the podman test hosts (systemd inside, reached over SSH); the Serve app runs a
+synthetic model with one replica per host; the benchmark role drives load from this machine (the
+controller), records every host's metrics and writes the report. The tests run in order and share the
+cluster:
+
+1. two hosts in the inventory: a cluster of two nodes, two replicas, one scenario;
+2. the third host added, the same run id: the cluster grows by one node and one replica, the first two
+   hosts' Ray nodes and Serve replicas keep running (nothing restarts), the report shows both
+   scenarios;
+3. the idempotency gate: `site.yml` again without the benchmark tag reports changed=0 on every host;
+4. a fault: one replica's process killed by PID mid-scenario is recorded as errors in that scenario, the
+   service recovers, the next scenario runs clean, and the finished scenarios keep their data.
+
+The synthetic engine (fixed time per token) keeps three Ray nodes and the load within this 2-core
+machine; the `hf` engine runs the same path in `make demo`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from playbook_runs import PlaybookRun, run_playbook
+from testhosts import REPO_ROOT, TestHosts
+
+SITE = REPO_ROOT / "site.yml"
+HTTP_PORT = 24800
+DASHBOARD_PORT = 24265
+RAY_BIN = REPO_ROOT / ".venv" / "bin" / "ray"
+RAY_ENV = "RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=/var/lib/distinfer/ray/auth_token"
+USERS_PER_REPLICA = 4
+
+MODELS = {
+    "models": [
+        {
+            "name": "synth",
+            "engine": "synthetic",
+            "ttft_ms": 20,
+            "itl_ms": 10,
+            # One replica per host: each host offers Ray 1.5 CPUs (group vars below).
+            "num_cpus": 1,
+            "replicas": 1,
+            "max_ongoing_requests": USERS_PER_REPLICA,
+            "max_queued_requests": 64,
+        }
+    ],
+    "ingress": {"num_cpus": 0.1},
+    "http": {"host": "0.0.0.0", "port": HTTP_PORT},
+}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("local-platform")
+    (path / "models.yaml").write_text(yaml.safe_dump(MODELS, sort_keys=False))
+    return path
+
+
+def write_inventory(hosts: TestHosts, workdir: Path, names: list[str], **extra: Any) -> Path:
+    """The local platform's inventory shape (inventory/local): ray_head + ray_workers under ray_cluster."""
+    group_vars = {
+        "distinfer_platform": "local",
+        "distinfer_models_file": str(workdir / "models.yaml"),
+        "distinfer_results_dir": str(workdir / "results"),
+        "ray_local_num_cpus": 1.5,
+        "ray_local_object_store_memory": 100 * 1024 * 1024,
+        "loadtest_scenarios": [{"users_per_replica": USERS_PER_REPLICA}],
+        "loadtest_duration_s": 20,
+        "loadtest_warmup_s": 4,
+        "loadtest_max_tokens": 16,
+        **extra,
+    }
+    inventory = {
+        "all": {
+            "hosts": {name: hosts.inventory_host_vars(name) for name in names},
+            "children": {
+                "ray_cluster": {
+                    "vars": group_vars,
+                    "children": {
+                        "ray_head": {"hosts": {names[0]: None}},
+                        "ray_workers": {"hosts": {name: None for name in names[1:]}},
+                    },
+                }
+            },
+        }
+    }
+    path = workdir / f"inventory-{len(names)}-hosts.yml"
+    path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    return path
+
+
+def site(inventory: Path, workdir: Path, label: str, **kwargs: Any) -> PlaybookRun:
+    run = run_playbook(SITE, inventory, log=workdir / "logs" / f"{label}.log", timeout=1500, **kwargs)
+    assert run.returncode == 0, run.describe()
+    return run
+
+
+def ray_json(hosts: TestHosts, *args: str) -> list[dict[str, Any]]:
+    """`ray list ...` on the head, as JSON."""
+    head = hosts.host("node1").ip
+    command = (
+        f"{RAY_ENV} {RAY_BIN} list {' '.join(args)} --address http://{head}:{DASHBOARD_PORT}"
+        " --format json --limit 1000"
+    )
+    out = hosts.ssh("node1", command, timeout=120).stdout
+    return json.loads(out[out.index("[") :])
+
+
+def replicas_by_host(hosts: TestHosts) -> dict[str, set[str]]:
+    """Alive replica actors of the synth model, by the test host they run on."""
+    ip_to_name = {h.ip: h.name for h in hosts.hosts}
+    nodes = {n["node_id"]: ip_to_name.get(n["node_ip"], n["node_ip"]) for n in ray_json(hosts, "nodes")}
+    actors = ray_json(hosts, "actors", "--filter", "state=ALIVE")
+    placed: dict[str, set[str]] = {}
+    for actor in actors:
+        if actor["class_name"].endswith(":model-synth"):
+            placed.setdefault(nodes.get(actor["node_id"], "?"), set()).add(actor["actor_id"])
+    return placed
+
+
+def ray_node_process(hosts: TestHosts, name: str) -> tuple[int, str]:
+    """The Ray node process on a host: PID and its kernel start time (a restart changes either)."""
+    record = json.loads(hosts.ssh(name, "cat /var/lib/distinfer/ray/distinfer-ray.json").stdout)
+    pid = int(record["pid"])
+    stat = hosts.ssh(name, f"cat /proc/{pid}/stat").stdout
+    return pid, stat.rsplit(")", 1)[1].split()[19]
+
+
+def scenario_dir(workdir: Path, run_id: str, scenario: str) -> Path:
+    return workdir / "results" / run_id / "scenarios" / scenario
+
+
+def summary(workdir: Path, run_id: str, scenario: str) -> dict[str, Any]:
+    path = scenario_dir(workdir, run_id, scenario) / "summary.json"
+    assert path.exists(), f"scenario {scenario} did not finish: no {path}"
+    return json.loads(path.read_text())
+
+
+def error_count(data: dict[str, Any]) -> int:
+    return int(data["metrics"]["failed"])
+
+
+def completed(data: dict[str, Any]) -> int:
+    return int(data["metrics"]["completed"])
+
+
+def records(workdir: Path, run_id: str, scenario: str) -> list[dict[str, Any]]:
+    path = scenario_dir(workdir, run_id, scenario) / "records.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def cluster(test_hosts: TestHosts, workdir: Path) -> Iterator[dict[str, Any]]:
+    """Shared state of the ordered tests below; Ray is stopped on every host at the end."""
+    state: dict[str, Any] = {"hosts": test_hosts}
+    yield state
+    for host in test_hosts.hosts:  # stop what the role started (only its unit), also after a failure
+        test_hosts.ssh(host.name, "systemctl stop distinfer-ray.service || true", check=False, timeout=120)
+
+
+def test_two_hosts_make_a_cluster_with_two_replicas(cluster: dict[str, Any], workdir: Path) -> None:
+    hosts: TestHosts = cluster["hosts"]
+    inventory = write_inventory(hosts, workdir, ["node1", "node2"], distinfer_run_id="scaling")
+    site(inventory, workdir, "two-hosts")
+
+    placed = replicas_by_host(hosts)
+    assert {name: len(ids) for name, ids in placed.items()} == {"node1": 1, "node2": 1}, placed
+    data = summary(workdir, "scaling", "2n-2r-4u")
+    assert completed(data) > 0 and error_count(data) == 0, data
+    nodes = scenario_dir(workdir, "scaling", "2n-2r-4u") / "nodes"
+    assert sorted(p.name for p in nodes.glob("*.jsonl")) == ["node1.jsonl", "node2.jsonl"]
+    cluster["before"] = {
+        "replicas": placed,
+        "ray": {name: ray_node_process(hosts, name) for name in ("node1", "node2")},
+    }
+
+
+def test_adding_a_host_grows_the_cluster_and_restarts_nothing(cluster: dict[str, Any], workdir: Path) -> None:
+    hosts: TestHosts = cluster["hosts"]
+    before = cluster.get("before")
+    assert before, "the two-host run did not complete"
+    inventory = write_inventory(hosts, workdir, ["node1", "node2", "node3"], distinfer_run_id="scaling")
+    site(inventory, workdir, "three-hosts")
+    cluster["inventory"] = inventory
+
+    nodes = ray_json(hosts, "nodes", "--filter", "state=ALIVE")
+    assert sorted(n["node_ip"] for n in nodes) == sorted(h.ip for h in hosts.hosts)
+    placed = replicas_by_host(hosts)
+    assert {name: len(ids) for name, ids in placed.items()} == {"node1": 1, "node2": 1, "node3": 1}, placed
+    for name in ("node1", "node2"):
+        assert ray_node_process(hosts, name) == before["ray"][name], f"Ray restarted on {name}"
+        assert placed[name] == before["replicas"][name], f"the Serve replica on {name} was replaced"
+
+    data = summary(workdir, "scaling", "3n-3r-4u")
+    assert completed(data) > 0 and error_count(data) == 0, data
+    grown = scenario_dir(workdir, "scaling", "3n-3r-4u") / "nodes"
+    assert sorted(p.name for p in grown.glob("*.jsonl")) == ["node1.jsonl", "node2.jsonl", "node3.jsonl"]
+    # The first scenario is still there, and the report puts both side by side with 3 node rows.
+    assert completed(summary(workdir, "scaling", "2n-2r-4u")) > 0
+    report = (workdir / "results" / "scaling" / "report" / "report.md").read_text()
+    assert "2n-2r-4u" in report and "3n-3r-4u" in report, report
+    node_rows = [line for line in report.splitlines() if line.startswith("| 3n-3r-4u | node")]
+    assert sorted(line.split("|")[2].strip() for line in node_rows) == ["node1", "node2", "node3"], report
+
+
+def test_a_second_run_changes_nothing(cluster: dict[str, Any], workdir: Path) -> None:
+    inventory = cluster.get("inventory")
+    assert inventory, "the three-host run did not complete"
+    run = site(inventory, workdir, "idempotent", skip_tags=["benchmark"])
+    assert set(run.recap) >= {"node1", "node2", "node3"}, run.describe()
+    assert all(count == 0 for count in run.changed().values()), run.describe()
+    cluster["idempotent_s"] = run.duration_s
+    (workdir / "idempotent_s.txt").write_text(f"{run.duration_s:.1f}\n")
+
+
+def _kill_a_replica_mid_scenario(hosts: TestHosts, records_file: Path, outcome: dict[str, Any]) -> None:
+    """Wait until the scenario has steady traffic, then SIGKILL one worker host's replica by its PID."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if records_file.exists() and len(records_file.read_text().splitlines()) >= 40:
+            break
+        time.sleep(0.5)
+    else:
+        outcome["error"] = f"no traffic in {records_file}"
+        return
+    time.sleep(8)  # past the warm-up (4 s): the failures must land in the measured window
+    ip_to_name = {h.ip: h.name for h in hosts.hosts}
+    nodes = {n["node_id"]: n["node_ip"] for n in ray_json(hosts, "nodes")}
+    for actor in ray_json(hosts, "actors", "--filter", "state=ALIVE"):
+        host = ip_to_name.get(nodes.get(actor["node_id"], ""))
+        if actor["class_name"].endswith(":model-synth") and host == "node2":
+            hosts.ssh(host, f"kill -KILL {int(actor['pid'])}")
+            outcome.update(host=host, pid=actor["pid"], at=time.time())
+            return
+    outcome["error"] = "no synth replica found on node2"
+
+
+def test_a_killed_replica_is_recorded_and_the_next_scenario_runs_clean(
+    cluster: dict[str, Any], workdir: Path
+) -> None:
+    hosts: TestHosts = cluster["hosts"]
+    assert cluster.get("inventory"), "the three-host run did not complete"
+    inventory = write_inventory(
+        hosts,
+        workdir,
+        ["node1", "node2", "node3"],
+        distinfer_run_id="fault",
+        loadtest_scenarios=[
+            {"name": "killed", "users_per_replica": USERS_PER_REPLICA, "duration_s": 30},
+            {"name": "after", "users_per_replica": USERS_PER_REPLICA, "duration_s": 20},
+        ],
+    )
+    outcome: dict[str, Any] = {}
+    killer = threading.Thread(
+        target=_kill_a_replica_mid_scenario,
+        args=(hosts, scenario_dir(workdir, "fault", "killed") / "records.jsonl", outcome),
+        daemon=True,
+    )
+    killer.start()
+    site(inventory, workdir, "fault")
+    killer.join(timeout=60)
+    assert "pid" in outcome, outcome
+
+    killed = summary(workdir, "fault", "killed")
+    assert error_count(killed) > 0, f"the killed replica left no error in the scenario: {killed}"
+    failed = [r for r in records(workdir, "fault", "killed") if r.get("error") or r.get("status") != 200]
+    assert failed, "no failed request among the raw records"
+    after = summary(workdir, "fault", "after")
+    assert completed(after) > 0 and error_count(after) == 0, after
+    # Nothing finished earlier was lost: the scaling run's scenarios are intact.
+    assert completed(summary(workdir, "scaling", "3n-3r-4u")) > 0
+    report = (workdir / "results" / "fault" / "report" / "report.md").read_text()
+    assert "killed" in report and "after" in report

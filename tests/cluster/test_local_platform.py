@@ -45,8 +45,8 @@ MODELS = {
             "engine": "synthetic",
             "ttft_ms": 20,
             "itl_ms": 10,
-            # One replica per host: each host offers Ray 1.5 CPUs (group vars below).
-            "num_cpus": 1,
+            # One replica per host: each host offers Ray 2 CPUs (group vars below).
+            "num_cpus": 1.5,
             "replicas": 1,
             "max_ongoing_requests": USERS_PER_REPLICA,
             "max_queued_requests": 64,
@@ -70,7 +70,7 @@ def write_inventory(hosts: TestHosts, workdir: Path, names: list[str], **extra: 
         "distinfer_platform": "local",
         "distinfer_models_file": str(workdir / "models.yaml"),
         "distinfer_results_dir": str(workdir / "results"),
-        "ray_local_num_cpus": 1.5,
+        "ray_local_num_cpus": 2,
         "ray_local_object_store_memory": 100 * 1024 * 1024,
         "loadtest_scenarios": [{"users_per_replica": USERS_PER_REPLICA}],
         "loadtest_duration_s": 20,

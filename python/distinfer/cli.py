@@ -55,11 +55,7 @@ def _root(
 
 
 for _module in COMMAND_MODULES:
-    try:
-        importlib.import_module(_module).register(app)
-    except ModuleNotFoundError as err:  # a command group not written yet; never hide a missing dependency
-        if not err.name or not _module.startswith(err.name):
-            raise
+    importlib.import_module(_module).register(app)
 
 
 def main() -> None:

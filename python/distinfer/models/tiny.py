@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
+
+from distinfer.models.folder import write_once
 
 log = logging.getLogger(__name__)
+
+KIND = "tiny-llama"
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}</s>\n{% endfor %}"
@@ -51,11 +56,23 @@ def train_tokenizer(vocab_size: int = 512) -> object:
 
 
 def make_tiny(directory: Path, layers: int = 2, hidden: int = 64, max_len: int = 512, seed: int = 0) -> Path:
-    """Write a random tiny Llama and its tokenizer into `directory` (created if missing)."""
+    """Write a random tiny Llama and its tokenizer into `directory` once (atomically).
+
+    A folder that already holds a complete tiny model is kept as it is (same seed, same weights).
+    """
+
+    def write(out: Path) -> dict[str, Any]:
+        _write_tiny(out, layers=layers, hidden=hidden, max_len=max_len, seed=seed)
+        return {"layers": layers, "hidden": hidden, "max_len": max_len, "seed": seed}
+
+    write_once(Path(directory), KIND, write)
+    return Path(directory)
+
+
+def _write_tiny(directory: Path, layers: int, hidden: int, max_len: int, seed: int) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    directory.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tokenizer()
     torch.manual_seed(seed)
     config = LlamaConfig(
@@ -75,4 +92,3 @@ def make_tiny(directory: Path, layers: int = 2, hidden: int = 64, max_len: int =
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)  # type: ignore[attr-defined]
     log.info("tiny Llama (%d layers, hidden %d) written to %s", layers, hidden, directory)
-    return directory

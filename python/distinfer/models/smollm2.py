@@ -54,7 +54,7 @@ def _convert(gguf: Path, out: Path) -> dict[str, Any]:
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     # Loading de-quantizes every tensor into plain float32 weights, but the model still carries the
     # GGUF quantizer, which refuses to save. Dropping it saves the de-quantized weights as they are.
-    model.hf_quantizer = None
+    setattr(model, "hf_quantizer", None)  # noqa: B010 - torch.nn.Module typing refuses None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out)

@@ -74,9 +74,50 @@ class VllmModel(_ModelBase):
         default_factory=dict, description="Further vLLM AsyncEngineArgs, passed as they are."
     )
 
+    @model_validator(mode="after")
+    def _check_combination(self) -> VllmModel:
+        if self.max_num_seqs is not None and self.max_num_seqs > self.max_ongoing_requests:
+            raise ValueError(
+                f"max_num_seqs={self.max_num_seqs} exceeds max_ongoing_requests={self.max_ongoing_requests}: "
+                "Serve never lets more requests into a replica, so the extra vLLM slots would only hold "
+                "KV cache; set max_num_seqs to at most max_ongoing_requests (or leave it out)"
+            )
+        repeated = sorted(set(self.engine_args) & _VLLM_TYPED_FIELDS)
+        if repeated:
+            key = repeated[0]
+            raise ValueError(
+                f"engine_args.{key} repeats a field of the entry; set `{key}:` on the model entry itself "
+                "(it is validated there and placement groups are sized from it)"
+            )
+        for key in ("pipeline_parallel_size", "data_parallel_size"):
+            if self.engine_args.get(key, 1) != 1:
+                raise ValueError(
+                    f"engine_args.{key}={self.engine_args[key]!r} is not supported: a replica's placement "
+                    "group holds tensor_parallel_size GPUs on one node; scale out with `replicas` instead"
+                )
+        backend = self.engine_args.get("distributed_executor_backend")
+        if self.tensor_parallel_size > 1 and backend not in (None, "ray"):
+            raise ValueError(
+                f"engine_args.distributed_executor_backend={backend!r} with tensor_parallel_size="
+                f"{self.tensor_parallel_size}: the workers must be Ray actors in the replica's placement "
+                "group; remove the key (distinfer sets 'ray')"
+            )
+        return self
+
     @property
     def gpus_per_replica(self) -> float:
         return float(self.tensor_parallel_size)
+
+
+# VllmModel fields that become AsyncEngineArgs of the same name (engine_args may not repeat them).
+_VLLM_TYPED_FIELDS = frozenset(
+    {"model", "tensor_parallel_size", "dtype", "max_num_seqs", "max_model_len", "gpu_memory_utilization"}
+)
+
+
+def effective_max_num_seqs(spec: VllmModel) -> int:
+    """vLLM's batch size for a replica: as set, else the replica's cap on requests in flight."""
+    return spec.max_num_seqs if spec.max_num_seqs is not None else spec.max_ongoing_requests
 
 
 class HfModel(_ModelBase):

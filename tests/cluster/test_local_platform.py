@@ -114,15 +114,21 @@ def ray_json(hosts: TestHosts, *args: str) -> list[dict[str, Any]]:
     return json.loads(out[out.index("[") :])
 
 
-def replicas_by_host(hosts: TestHosts) -> dict[str, set[str]]:
-    """Alive replica actors of the synth model, by the test host they run on."""
+def synth_replicas(hosts: TestHosts) -> list[tuple[str, str, int]]:
+    """Alive replica actors of the synth model: (test host, actor id, PID inside that host)."""
     ip_to_name = {h.ip: h.name for h in hosts.hosts}
     nodes = {n["node_id"]: ip_to_name.get(n["node_ip"], n["node_ip"]) for n in ray_json(hosts, "nodes")}
-    actors = ray_json(hosts, "actors", "--filter", "state=ALIVE")
+    return [
+        (nodes.get(actor["node_id"], "?"), actor["actor_id"], int(actor["pid"]))
+        for actor in ray_json(hosts, "actors", "--filter", "state=ALIVE")
+        if actor["class_name"].endswith(":model-synth")
+    ]
+
+
+def replicas_by_host(hosts: TestHosts) -> dict[str, set[str]]:
     placed: dict[str, set[str]] = {}
-    for actor in actors:
-        if actor["class_name"].endswith(":model-synth"):
-            placed.setdefault(nodes.get(actor["node_id"], "?"), set()).add(actor["actor_id"])
+    for host, actor_id, _ in synth_replicas(hosts):
+        placed.setdefault(host, set()).add(actor_id)
     return placed
 
 
@@ -163,7 +169,8 @@ def cluster(test_hosts: TestHosts, workdir: Path) -> Iterator[dict[str, Any]]:
     state: dict[str, Any] = {"hosts": test_hosts}
     yield state
     for host in test_hosts.hosts:  # stop what the role started (only its unit), also after a failure
-        test_hosts.ssh(host.name, "systemctl stop distinfer-ray.service || true", check=False, timeout=120)
+        command = "systemctl stop --no-block distinfer-ray.service distinfer-nodemetrics.service || true"
+        test_hosts.ssh(host.name, command, check=False, timeout=60)
 
 
 def test_two_hosts_make_a_cluster_with_two_replicas(cluster: dict[str, Any], workdir: Path) -> None:
@@ -222,25 +229,26 @@ def test_a_second_run_changes_nothing(cluster: dict[str, Any], workdir: Path) ->
 
 
 def _kill_a_replica_mid_scenario(hosts: TestHosts, records_file: Path, outcome: dict[str, Any]) -> None:
-    """Wait until the scenario has steady traffic, then SIGKILL one worker host's replica by its PID."""
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if records_file.exists() and len(records_file.read_text().splitlines()) >= 40:
-            break
-        time.sleep(0.5)
-    else:
-        outcome["error"] = f"no traffic in {records_file}"
-        return
-    time.sleep(8)  # past the warm-up (4 s): the failures must land in the measured window
-    ip_to_name = {h.ip: h.name for h in hosts.hosts}
-    nodes = {n["node_id"]: n["node_ip"] for n in ray_json(hosts, "nodes")}
-    for actor in ray_json(hosts, "actors", "--filter", "state=ALIVE"):
-        host = ip_to_name.get(nodes.get(actor["node_id"], ""))
-        if actor["class_name"].endswith(":model-synth") and host == "node2":
-            hosts.ssh(host, f"kill -KILL {int(actor['pid'])}")
-            outcome.update(host=host, pid=actor["pid"], at=time.time())
+    """Once the scenario's load runs, SIGKILL node2's replica by its PID, past the warm-up."""
+    try:
+        deadline = time.monotonic() + 900
+        while not records_file.exists():  # the scenario's replicas are deployed and its load has begun
+            if time.monotonic() > deadline:
+                outcome["error"] = f"no traffic in {records_file}"
+                return
+            time.sleep(0.2)
+        load_seen = time.monotonic()
+        # `ray list` is slow on a busy machine: look the PID up first, kill later.
+        pids = [pid for host, _, pid in synth_replicas(hosts) if host == "node2"]
+        if not pids:
+            outcome["error"] = "no synth replica found on node2"
             return
-    outcome["error"] = "no synth replica found on node2"
+        pid = pids[0]
+        time.sleep(max(0.0, 10 - (time.monotonic() - load_seen)))  # well past the 4 s warm-up
+        hosts.ssh("node2", f"kill -KILL {pid}")
+        outcome.update(pid=pid, at=time.time())
+    except Exception as err:  # reported by the test's assertion, with the reason
+        outcome["error"] = repr(err)
 
 
 def test_a_killed_replica_is_recorded_and_the_next_scenario_runs_clean(
@@ -270,6 +278,7 @@ def test_a_killed_replica_is_recorded_and_the_next_scenario_runs_clean(
     assert "pid" in outcome, outcome
 
     killed = summary(workdir, "fault", "killed")
+    assert outcome["at"] < killed["load_end"], "the replica was killed after the load had ended"
     assert error_count(killed) > 0, f"the killed replica left no error in the scenario: {killed}"
     failed = [r for r in records(workdir, "fault", "killed") if r.get("error") or r.get("status") != 200]
     assert failed, "no failed request among the raw records"

@@ -183,11 +183,14 @@ class ModelsFile(_Strict):
 
     @model_validator(mode="after")
     def _unique_names(self) -> ModelsFile:
-        seen: set[str] = set()
-        for spec in self.models:
+        seen: dict[str, int] = {}
+        for index, spec in enumerate(self.models):
             if spec.name in seen:
-                raise ValueError(f"model name {spec.name!r} appears twice; give each entry its own name")
-            seen.add(spec.name)
+                raise ValueError(
+                    f"models[{index}].name {spec.name!r} repeats models[{seen[spec.name]}].name; "
+                    "give each entry its own name (clients pick a model by it)"
+                )
+            seen[spec.name] = index
         return self
 
     def model(self, name: str) -> VllmModel | HfModel | SyntheticModel:
@@ -210,13 +213,70 @@ class ModelsFile(_Strict):
         return self.model_copy(update={"models": models})
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
+_ENGINE_CLASSES: dict[str, type[_Strict]] = {"vllm": VllmModel, "hf": HfModel, "synthetic": SyntheticModel}
+_SECTION_CLASSES: dict[str, type[_Strict]] = {"ingress": IngressOptions, "http": HttpOptions}
+
+
+def _located(loc: tuple[int | str, ...], data: Any) -> tuple[str, type[_Strict] | None]:
+    """`models[0] 'name'.field` for an error location, and the schema class the field belongs to."""
+    parts = list(loc)
+    owner: type[_Strict] | None = ModelsFile
+    label = ""
+    if len(parts) >= 2 and parts[0] == "models" and isinstance(parts[1], int):
+        index = parts[1]
+        label = f"models[{index}]"
+        entry = data["models"][index] if isinstance(data, dict) else None
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            label += f" ({entry['name']!r})"
+        rest = parts[2:]
+        # pydantic puts the discriminator's value (the engine) into the path: keep it as the owner.
+        owner = _ENGINE_CLASSES.get(str(rest[0])) if rest else None
+        if rest and str(rest[0]) in _ENGINE_CLASSES:
+            rest = rest[1:]
+        if rest:
+            label += "." + ".".join(str(r) for r in rest)
+        return label, owner if len(rest) == 1 else None
+    if len(parts) == 2 and parts[0] in _SECTION_CLASSES:
+        return ".".join(str(p) for p in parts), _SECTION_CLASSES[str(parts[0])]
+    return ".".join(str(p) for p in parts) or "(top level)", owner if len(parts) <= 1 else None
+
+
+def _fix(item: Any, owner: type[_Strict] | None) -> str:
+    """What to change, for the error kinds a hand-written file runs into."""
+    kind = item["type"]
+    field = str(item["loc"][-1]) if item["loc"] else ""
+    ctx = item.get("ctx") or {}
+    engines = ", ".join(_ENGINE_CLASSES)
+    if kind == "missing":
+        return f"add `{field}:`" + (" (one of: " + engines + ")" if field == "engine" else "")
+    if kind == "extra_forbidden":
+        allowed = f"; allowed here: {', '.join(owner.model_fields)}" if owner is not None else ""
+        return f"remove `{field}` or fix its spelling{allowed}"
+    if kind == "union_tag_invalid":
+        return f"set engine to one of: {engines}"
+    if kind == "union_tag_not_found":
+        return f"add `engine:` (one of: {engines})"
+    if kind == "model_type" and not item["loc"]:
+        return "the file must be a YAML mapping with a `models:` list"
+    bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+    if kind in bounds:
+        limit = next(iter(ctx.values()), "?")
+        return f"use a value {bounds[kind]} {limit}"
+    return ""
+
+
+def format_validation_error(err: ValidationError, source: str, data: Any = None) -> str:
     lines = [f"{source} is not a valid models file:"]
     for item in err.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        where, owner = _located(tuple(item["loc"]), data)
         got = item.get("input")
         shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
-        lines.append(f"  - {where}: {item['msg']}{shown}")
+        fix = _fix(item, owner)
+        message = str(item["msg"]).removeprefix("Value error, ")  # our own messages carry their fix
+        if item["type"] == "value_error" and where == "(top level)":
+            lines.append(f"  - {message}")
+            continue
+        lines.append(f"  - {where}: {message}{shown}" + (f"; fix: {fix}" if fix else ""))
     lines.append("See files/models/*.yaml for working examples.")
     return "\n".join(lines)
 
@@ -225,7 +285,7 @@ def parse_models(data: Any, source: str = "models file") -> ModelsFile:
     try:
         return ModelsFile.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source)) from None
+        raise ConfigError(format_validation_error(err, source, data)) from None
 
 
 def load_models_file(path: str | Path) -> ModelsFile:

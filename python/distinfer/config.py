@@ -38,7 +38,8 @@ class _ModelBase(_Strict):
     )
     max_queued_requests: int = Field(
         64,
-        ge=0,
+        # Ray Serve takes a positive bound or -1 (unbounded); unbounded queues are not allowed here.
+        ge=1,
         le=1_000_000,
         description="Requests allowed to wait (per caller) once every replica is full; beyond it: 503.",
     )

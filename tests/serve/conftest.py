@@ -36,7 +36,7 @@ def main_models(tiny_dir: Path) -> ModelsFile:
                     "name": "slow",
                     "engine": "synthetic",
                     "max_ongoing_requests": 1,
-                    "max_queued_requests": 0,
+                    "max_queued_requests": 1,
                     "itl_ms": 50,
                 },
             ]

@@ -2,13 +2,15 @@
 
 Runs against the session's real local Ray Serve (tests/conftest.py) with three models in one
 application: `tiny` (hf engine, random tiny Llama), `syn` (synthetic, stops by itself after 3
-tokens) and `slow` (synthetic, one request at a time, no queue, a token every 50 ms).
+tokens) and `slow` (synthetic, one request at a time and one waiting, a token every 50 ms).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -196,9 +198,14 @@ def test_unknown_model_via_client_is_404(client: openai.OpenAI) -> None:
     assert "syn" in str(caught.value)
 
 
-def _read_chunks(response: httpx.Response, count: int) -> list[dict[str, Any]]:
+def _read_chunks(lines: Iterator[str], count: int) -> list[dict[str, Any]]:
+    """Read `count` SSE chunks from an open stream's line iterator, leaving the stream open.
+
+    The caller keeps `lines` alive: an abandoned httpx line iterator is garbage-collected at once,
+    and closing it closes the connection, which is a client disconnect.
+    """
     chunks = []
-    for line in response.iter_lines():
+    for line in lines:
         if line.startswith("data: {"):
             chunks.append(json.loads(line[6:]))
             if len(chunks) == count:
@@ -207,30 +214,34 @@ def _read_chunks(response: httpx.Response, count: int) -> list[dict[str, Any]]:
 
 
 def test_overload_is_503_at_once_and_a_disconnect_frees_the_slot(main_app: str) -> None:
+    # `slow` takes 1 request in flight and lets 1 more wait (Ray Serve needs a queue bound >= 1).
     body = {"model": "slow", "prompt": "x", "max_tokens": 400, "stream": True, "ignore_eos": True}
     quick = {"model": "slow", "prompt": "x", "max_tokens": 2}
+    url = f"{main_app}/v1/completions"
     with (
+        ThreadPoolExecutor(1) as pool,
         httpx.Client(timeout=30) as holder,
-        holder.stream("POST", f"{main_app}/v1/completions", json=body) as held,
+        holder.stream("POST", url, json=body) as held,
     ):
         assert held.status_code == 200
-        assert len(_read_chunks(held, 2)) == 2  # the only slot is now taken for ~20 s
+        lines = held.iter_lines()
+        assert len(_read_chunks(lines, 2)) == 2  # the only slot is now taken for ~20 s
+        queued = pool.submit(httpx.post, url, json=quick, timeout=30)
+        time.sleep(1.0)  # let it reach the ingress's queue
+        assert not queued.done(), f"the second request should wait for the slot: {queued.result().text}"
         started = time.monotonic()
-        refused = httpx.post(f"{main_app}/v1/completions", json=quick, timeout=30)
+        refused = httpx.post(url, json=quick, timeout=30)
         refused_after = time.monotonic() - started
         assert refused.status_code == 503, refused.text
         assert refused.headers.get("retry-after", "").isdigit()
         assert refused.json()["error"]["code"] == "overloaded"
         assert refused_after < 2.0, f"503 took {refused_after:.2f}s"
-    # The client hung up mid-stream: the engine must abort and free the slot well before the
-    # 20 s the stream would otherwise have run.
-    deadline = time.monotonic() + 5
-    while True:
-        answer = httpx.post(f"{main_app}/v1/completions", json=quick, timeout=30)
-        if answer.status_code == 200 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert answer.status_code == 200, f"slot still held after the client left: {answer.text}"
+        held.close()  # the client hangs up mid-stream
+        del lines
+        # The engine must abort and free the slot well before the 20 s the stream would have run:
+        # the queued request then gets it and finishes.
+        answer = queued.result(timeout=10)
+    assert answer.status_code == 200, f"slot not freed after the client left: {answer.text}"
 
 
 def test_api_key_is_enforced_when_configured(secured_app: str, ray_serve: Any) -> None:

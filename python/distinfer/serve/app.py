@@ -87,18 +87,28 @@ class ServeBackend:
     async def stream(
         self, model: str, request_id: str, request: OpenAIRequest
     ) -> AsyncGenerator[Event, None]:
-        call = self._handles[model].generate.remote(request_id, request)
-        response = cast(DeploymentResponseGenerator, call)
+        response: DeploymentResponseGenerator | None = None
         finished = False
         try:
+            # The handle may refuse at once (queue full) or on the first item: both are backpressure.
+            call = self._handles[model].generate.remote(request_id, request)
+            response = cast(DeploymentResponseGenerator, call)
             async for event in response:
                 yield event
             finished = True
         except BackPressureError as err:
+            # Never assigned to a replica: nothing to cancel. (Ray Serve's cancel() re-raises the
+            # stored BackPressureError, which would replace our 503 with Serve's plain-text one.)
+            finished = True
             raise Overloaded(model, err.retry_after_s or 1.0) from None
         finally:
-            if not finished:
-                response.cancel()
+            if not finished and response is not None:
+                # Client gone: cancel the replica call so the engine aborts and frees the slot.
+                # Best effort: cancel() may re-raise the call's own failure, already handled above.
+                try:
+                    response.cancel()
+                except Exception as err:
+                    log.debug("cancel of %s after it ended: %r", request_id, err)
 
     async def health(self) -> dict[str, Any]:
         return {"models": [card.id for card in self._cards]}

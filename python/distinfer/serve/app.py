@@ -16,9 +16,11 @@ ray/serve/_private/http_util.py) and the proxy writes each batch out as it arriv
 engine yields reaches the client within one event-loop turn. The timer-based batching lives in
 Ray Serve LLM (`experimental_configs.stream_batching_interval_ms`, default
 `RAYLLM_MODEL_RESPONSE_BATCH_TIMEOUT_MS=50`), which coalesces tokens into 50 ms chunks and would
-blur per-token latency; we do not use Serve LLM's server, and our model deployment yields one item
-per token (stream batching interval 0) so inter-token times measured by a client are the engine's.
-We also keep the defaults RAY_SERVE_ENABLE_HA_PROXY=0 (no extra proxy hop) and
+blur per-token latency; we do not use Serve LLM's server. Between our model replica and the
+ingress, each streamed item is a Ray object, so the replica sends lists of events with a zero
+interval (serve/coalesce.py): the first waiting token goes out at once with whatever else is
+already queued, never waiting for more; a non-streamed request gets its verdict and then one
+merged delta. We also keep the defaults RAY_SERVE_ENABLE_HA_PROXY=0 (no extra proxy hop) and
 RAY_SERVE_THROUGHPUT_OPTIMIZED=0 (it moves user code onto the replica's main loop and buffers
 request-path logs; throughput settings, not needed for per-token timing).
 """
@@ -44,6 +46,7 @@ from distinfer.config import (
 )
 from distinfer.engines import build_engine
 from distinfer.serve.api import Overloaded, create_app
+from distinfer.serve.coalesce import coalesce_ready, whole_answer
 from distinfer.serve.model_server import Event, ModelServer, OpenAIRequest
 from distinfer.serve.protocol import ModelCard
 from distinfer.serve.settings import resolve_api_key
@@ -62,10 +65,13 @@ class ModelDeployment:
         await self.server.engine.start()
         log.info("model %s ready (%s engine)", model.name, model.engine)
 
-    async def generate(self, request_id: str, request: OpenAIRequest) -> AsyncGenerator[Event, None]:
-        # Cancelling this generator (client gone) runs ModelServer.stream's finally: engine abort.
-        async for event in self.server.stream(request_id, request):
-            yield event
+    async def generate(self, request_id: str, request: OpenAIRequest) -> AsyncGenerator[list[Event], None]:
+        # Lists of events: see serve/coalesce.py. Cancelling this generator (client gone) closes
+        # ModelServer.stream, whose cleanup aborts the request in the engine.
+        events = self.server.stream(request_id, request)
+        batches = coalesce_ready(events) if request.stream else whole_answer(events)
+        async for batch in batches:
+            yield batch
 
     async def check_health(self) -> None:
         await self.server.engine.check_health()
@@ -93,8 +99,9 @@ class ServeBackend:
             # The handle may refuse at once (queue full) or on the first item: both are backpressure.
             call = self._handles[model].generate.remote(request_id, request)
             response = cast(DeploymentResponseGenerator, call)
-            async for event in response:
-                yield event
+            async for batch in response:
+                for event in batch:
+                    yield event
             finished = True
         except BackPressureError as err:
             # Never assigned to a replica: nothing to cancel. (Ray Serve's cancel() re-raises the

@@ -60,8 +60,11 @@ class Overloaded(Exception):
 class Backend(Protocol):
     def model_cards(self) -> list[ModelCard]: ...
 
-    def stream(self, model: str, request_id: str, request: OpenAIRequest) -> AsyncGenerator[Event, None]:
-        """The model server's events; raises Overloaded on the first step when no slot is free."""
+    def stream(
+        self, model: str, request_id: str, request: OpenAIRequest
+    ) -> AsyncGenerator[list[Event], None]:
+        """The model server's events in lists of those ready together (serve/coalesce.py); the first
+        list starts with the verdict. Raises Overloaded on the first step when no slot is free."""
         ...
 
     async def health(self) -> dict[str, Any]: ...
@@ -133,7 +136,7 @@ class _Exchange:
         request_id = _request_id(request)
         stream = self.backend.stream(body.model, request_id, body)
         try:
-            first = await stream.__anext__()
+            first, *ready = await stream.__anext__()
         except Overloaded as err:
             await stream.aclose()
             return error_response(
@@ -150,24 +153,24 @@ class _Exchange:
         headers = {"X-Request-Id": request_id}
         if body.stream:
             return StreamingResponse(
-                self._sse_stream(stream, body, request_id, first),
+                self._sse_stream(stream, body, request_id, first, ready),
                 media_type="text/event-stream",
                 headers={**SSE_HEADERS, **headers},
             )
-        return await self._whole(stream, body, request_id, first, headers)
+        return await self._whole(stream, body, request_id, first, ready, headers)
 
     async def _whole(
         self,
-        stream: AsyncGenerator[Event, None],
+        stream: AsyncGenerator[list[Event], None],
         body: OpenAIRequest,
         request_id: str,
         accepted: Accepted,
+        ready: list[Event],
         headers: dict[str, str],
     ) -> Response:
         texts: list[str] = []
         completion_tokens, finish = 0, None
-        async for event in stream:
-            assert isinstance(event, TokenDelta)
+        async for event in _flat(ready, stream):
             texts.append(event.text)
             completion_tokens, finish = event.completion_tokens, event.finish_reason
         usage = Usage.of(accepted.prompt_tokens, completion_tokens)
@@ -190,7 +193,12 @@ class _Exchange:
         return JSONResponse(answer.model_dump(), headers=headers)
 
     async def _sse_stream(
-        self, stream: AsyncGenerator[Event, None], body: OpenAIRequest, request_id: str, accepted: Accepted
+        self,
+        stream: AsyncGenerator[list[Event], None],
+        body: OpenAIRequest,
+        request_id: str,
+        accepted: Accepted,
+        ready: list[Event],
     ) -> AsyncIterator[bytes]:
         chat = isinstance(body, ChatCompletionRequest)
         base = {
@@ -201,24 +209,51 @@ class _Exchange:
         }
         completion_tokens, first = 0, True
         try:
-            async for event in stream:
-                assert isinstance(event, TokenDelta)
-                completion_tokens = event.completion_tokens
-                choice: dict[str, Any] = {"index": 0, "finish_reason": event.finish_reason, "logprobs": None}
-                if chat:
-                    choice["delta"] = (
-                        {"role": "assistant", "content": event.text} if first else {"content": event.text}
-                    )
-                else:
-                    choice["text"] = event.text
-                first = False
-                yield _sse({**base, "choices": [choice]})
+            # One body write per list of deltas that arrived together: each delta is still its own
+            # SSE event, and nothing waits for a list to fill (per-token timing is kept).
+            async for batch in _batches(ready, stream):
+                out = bytearray()
+                for event in batch:
+                    assert isinstance(event, TokenDelta)
+                    completion_tokens = event.completion_tokens
+                    out += _sse({**base, "choices": [_stream_choice(event, chat, first)]})
+                    first = False
+                if out:
+                    yield bytes(out)
             if body.include_usage:
                 usage = Usage.of(accepted.prompt_tokens, completion_tokens).model_dump()
                 yield _sse({**base, "choices": [], "usage": usage})
             yield b"data: [DONE]\n\n"
         finally:
             await stream.aclose()
+
+
+def _stream_choice(event: TokenDelta, chat: bool, first: bool) -> dict[str, Any]:
+    choice: dict[str, Any] = {"index": 0, "finish_reason": event.finish_reason, "logprobs": None}
+    if chat:
+        choice["delta"] = {"role": "assistant", "content": event.text} if first else {"content": event.text}
+    else:
+        choice["text"] = event.text
+    return choice
+
+
+async def _batches(
+    ready: list[Event], stream: AsyncGenerator[list[Event], None]
+) -> AsyncGenerator[list[Event], None]:
+    """The events that came with the verdict, then the stream's lists."""
+    if ready:
+        yield ready
+    async for batch in stream:
+        yield batch
+
+
+async def _flat(
+    ready: list[Event], stream: AsyncGenerator[list[Event], None]
+) -> AsyncGenerator[TokenDelta, None]:
+    async for batch in _batches(ready, stream):
+        for event in batch:
+            assert isinstance(event, TokenDelta)
+            yield event
 
 
 def create_app(backend: Backend, api_key: str | None = None, lifespan: Any = None) -> FastAPI:

@@ -92,7 +92,7 @@ class ServeBackend:
 
     async def stream(
         self, model: str, request_id: str, request: OpenAIRequest
-    ) -> AsyncGenerator[Event, None]:
+    ) -> AsyncGenerator[list[Event], None]:
         response: DeploymentResponseGenerator | None = None
         finished = False
         try:
@@ -100,8 +100,7 @@ class ServeBackend:
             call = self._handles[model].generate.remote(request_id, request)
             response = cast(DeploymentResponseGenerator, call)
             async for batch in response:
-                for event in batch:
-                    yield event
+                yield batch
             finished = True
         except BackPressureError as err:
             # Never assigned to a replica: nothing to cancel. (Ray Serve's cancel() re-raises the

@@ -16,6 +16,7 @@ from typing import Any
 from distinfer.config import ModelsFile
 from distinfer.engines import build_engine
 from distinfer.serve.api import Overloaded, create_app
+from distinfer.serve.coalesce import coalesce_ready, whole_answer
 from distinfer.serve.model_server import Event, ModelServer, OpenAIRequest
 from distinfer.serve.protocol import ModelCard
 from distinfer.serve.settings import resolve_api_key
@@ -74,12 +75,16 @@ class LocalBackend:
 
     async def stream(
         self, model: str, request_id: str, request: OpenAIRequest
-    ) -> AsyncGenerator[Event, None]:
+    ) -> AsyncGenerator[list[Event], None]:
         gate = self._gates[model]
         await gate.enter()
         try:
-            async for event in self._servers[model].stream(request_id, request):
-                yield event
+            # The same event lists as a Serve model replica sends (serve/coalesce.py), so both paths
+            # write the same HTTP chunks.
+            events = self._servers[model].stream(request_id, request)
+            batches = coalesce_ready(events) if request.stream else whole_answer(events)
+            async for batch in batches:
+                yield batch
         finally:
             gate.leave()
 

@@ -6,10 +6,12 @@ its own settings, and hands each token to its request's stream as soon as the st
 requests join at the next step; finished or aborted ones leave at once. The model call runs in a
 worker thread so the replica's event loop keeps streaming while torch computes.
 
-Each step re-encodes every sequence in full (no KV cache). That keeps batching of sequences of
-different lengths simple and exact; its cost grows with sequence length, which is fine for the
-small models this engine exists for (the tiny test model, SmolLM2-135M) and short benchmark
-prompts. Large models on GPUs belong to the vllm engine.
+A KV cache keeps each step to one new token per sequence: a joining request is prefilled alone,
+and its cache is merged into the batch's (left-padded to the longest, with an attention mask that
+hides the padding); a leaving one's row is dropped, and padding no row needs any more is trimmed.
+Models whose cache is not a plain per-layer key/value cache (sliding-window layers, state-space
+models) fall back to re-encoding every sequence in full each step: exact, but its cost grows with
+the sequence length. Large models on GPUs belong to the vllm engine.
 """
 
 from __future__ import annotations
@@ -51,6 +53,77 @@ class _Sequence:
         return self.token_ids[self.prompt_len :]
 
 
+def _plain_kv_cache(cache: Any) -> bool:
+    """A cache whose every layer holds keys/values as [batch, heads, seq, dim] tensors we may edit."""
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    layers = getattr(cache, "layers", None) or []
+    return bool(layers) and all(
+        type(layer) is DynamicLayer and not isinstance(layer, DynamicSlidingWindowLayer) for layer in layers
+    )
+
+
+class _KvBatch:
+    """The decoding batch's KV cache: row i belongs to rows[i]; mask marks real (1) vs padding (0)."""
+
+    def __init__(self) -> None:
+        self.rows: list[_Sequence] = []
+        self.cache: Any = None
+        self.mask: Any = None
+
+    def add(self, seq: _Sequence, cache: Any) -> None:
+        """Append a prefilled sequence's cache as a new row, left-padding the shorter side."""
+        import torch
+
+        length = cache.layers[0].keys.shape[-2]
+        mask = torch.ones(1, length, dtype=torch.long)
+        if not self.rows:
+            self.rows, self.cache, self.mask = [seq], cache, mask
+            return
+        width = max(self.mask.shape[1], length)
+        for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
+            mine.keys = torch.cat([_pad_left(mine.keys, width), _pad_left(theirs.keys, width)])
+            mine.values = torch.cat([_pad_left(mine.values, width), _pad_left(theirs.values, width)])
+        self.mask = torch.cat([_pad_left_mask(self.mask, width), _pad_left_mask(mask, width)])
+        self.rows.append(seq)
+
+    def keep(self, request_ids: set[str]) -> None:
+        """Drop rows whose request ended, then the padding columns no remaining row needs."""
+        import torch
+
+        keep = [i for i, seq in enumerate(self.rows) if seq.request_id in request_ids]
+        if len(keep) == len(self.rows):
+            return
+        if not keep:
+            self.rows, self.cache, self.mask = [], None, None
+            return
+        index = torch.tensor(keep, dtype=torch.long)
+        self.rows = [self.rows[i] for i in keep]
+        self.mask = self.mask.index_select(0, index)
+        used = self.mask.any(dim=0).nonzero()
+        first = int(used[0]) if len(used) else 0
+        self.mask = self.mask[:, first:]
+        for layer in self.cache.layers:
+            layer.keys = layer.keys.index_select(0, index.to(layer.keys.device))[:, :, first:]
+            layer.values = layer.values.index_select(0, index.to(layer.values.device))[:, :, first:]
+
+
+def _pad_left(t: Any, width: int) -> Any:
+    import torch
+
+    missing = width - t.shape[-2]
+    if missing == 0:
+        return t
+    return torch.cat([t.new_zeros(*t.shape[:-2], missing, t.shape[-1]), t], dim=-2)
+
+
+def _pad_left_mask(mask: Any, width: int) -> Any:
+    import torch
+
+    missing = width - mask.shape[1]
+    return mask if missing == 0 else torch.cat([mask.new_zeros(mask.shape[0], missing), mask], dim=1)
+
+
 class HfEngine(Engine):
     def __init__(self, spec: HfModel) -> None:
         self._spec = spec
@@ -63,6 +136,8 @@ class HfEngine(Engine):
         self._model: Any = None
         self._tokenizer: Any = None
         self._max_model_len = spec.max_model_len or 0
+        self._batch = _KvBatch()
+        self._use_cache = True
 
     # ---- set-up ----
 
@@ -158,17 +233,22 @@ class HfEngine(Engine):
             while True:
                 if not self._active:
                     seq = await self._pending.get()
-                    self._active[seq.request_id] = seq
+                    await self._join(seq)
                 while not self._pending.empty() and len(self._active) < self._max_batch:
-                    seq = self._pending.get_nowait()
-                    self._active[seq.request_id] = seq
+                    await self._join(self._pending.get_nowait())
                 for request_id in list(self._aborted):
                     self._active.pop(request_id, None)
                     self._aborted.discard(request_id)
+                if self._batch.rows:
+                    await asyncio.to_thread(self._batch.keep, set(self._active))
                 if not self._active:
                     continue
-                batch = list(self._active.values())
-                next_ids = await asyncio.to_thread(self._step, batch)
+                if self._use_cache:
+                    batch = list(self._batch.rows)
+                    next_ids = await asyncio.to_thread(self._decode_step, batch)
+                else:
+                    batch = list(self._active.values())
+                    next_ids = await asyncio.to_thread(self._full_step, batch)
                 for seq, token in zip(batch, next_ids, strict=True):
                     self._advance(seq, token)
         except asyncio.CancelledError:
@@ -179,8 +259,55 @@ class HfEngine(Engine):
             for seq in self._active.values():
                 seq.out.put_nowait(err)
             self._active.clear()
+            self._batch = _KvBatch()
 
-    def _step(self, batch: list[_Sequence]) -> list[int]:
+    async def _join(self, seq: _Sequence) -> None:
+        """Admit a request: with the KV cache, prefill it and emit its first token at once."""
+        if seq.request_id in self._aborted:
+            self._aborted.discard(seq.request_id)
+            return
+        self._active[seq.request_id] = seq
+        if self._use_cache:
+            token = await asyncio.to_thread(self._prefill, seq)
+            self._advance(seq, token)
+
+    def _prefill(self, seq: _Sequence) -> int:
+        import torch
+
+        with torch.inference_mode():
+            out = self._model(input_ids=torch.tensor([seq.token_ids], device=self._device), use_cache=True)
+            cache = out.cache
+            if not _plain_kv_cache(cache):  # found on the first request: this model re-encodes instead
+                self._use_cache = False
+                log.info(
+                    "hf model %s: cache %s is not a plain KV cache; re-encoding each step",
+                    self._spec.model,
+                    type(cache).__name__,
+                )
+                return self._sample(out.logits[0, -1, :].float().cpu(), seq)
+            self._batch.add(seq, cache)
+            return self._sample(out.logits[0, -1, :].float().cpu(), seq)
+
+    def _decode_step(self, batch: list[_Sequence]) -> list[int]:
+        import torch
+
+        b = self._batch
+        ids = torch.tensor([[seq.token_ids[-1]] for seq in batch], device=self._device)
+        positions = b.mask.sum(-1, keepdim=True)
+        mask = torch.cat([b.mask, b.mask.new_ones(len(batch), 1)], dim=1)
+        with torch.inference_mode():
+            out = self._model(
+                input_ids=ids,
+                attention_mask=mask.to(self._device),
+                position_ids=positions.to(self._device),
+                cache=b.cache,
+                use_cache=True,
+            )
+            b.cache, b.mask = out.cache, mask
+            logits = out.logits[:, -1, :].float().cpu()
+            return [self._sample(logits[row], seq) for row, seq in enumerate(batch)]
+
+    def _full_step(self, batch: list[_Sequence]) -> list[int]:
         import torch
 
         width = max(len(s.token_ids) for s in batch)

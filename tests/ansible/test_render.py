@@ -116,7 +116,11 @@ def test_rayservice_carries_the_guide_cluster(rendered: Path) -> None:
     (app,) = serve["applications"]
     assert app["import_path"] == "distinfer.serve.app:build_app"
     assert app["runtime_env"]["py_modules"] == ["/opt/distinfer/wheel/distinfer-0.1.0-py3-none-any.whl"]
-    assert app["args"]["models"][0]["replicas"] == 4  # 16 GPUs / tensor parallel 4
+    deployments = {d["name"]: d for d in app["deployments"]}
+    model = app["args"]["models"][0]["name"]
+    # 16 GPUs / tensor parallel 4; replicas live only in `deployments` (a scale change stays lightweight)
+    assert deployments[f"model-{model}"]["num_replicas"] == 4
+    assert "replicas" not in app["args"]["models"][0]
     assert serve["http_options"]["port"] == 8000
 
 

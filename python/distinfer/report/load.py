@@ -26,6 +26,8 @@ class Scenario:
     summary: dict[str, Any] | None
     nodes: dict[str, NodeSamples]
     listed_nodes: list[str]
+    # host -> why it has no samples (nodes/<host>.error.json, written by the node_metrics role)
+    node_errors: dict[str, str] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -101,10 +103,20 @@ def load_scenario(folder: Path) -> Scenario:
     for path in sorted((folder / "nodes").glob("*.jsonl")):
         node = read_node_samples(path)
         nodes[node.host] = node
+    errors = {}
+    for path in sorted((folder / "nodes").glob("*.error.json")):
+        data = _read_json(path) or {}
+        host = str(data.get("host") or path.name.removesuffix(".error.json"))
+        errors[host] = str(data.get("error") or "the host recorded no samples")
     meta = spec.get("meta") or {}
     listed = [n.strip() for n in str(meta.get("nodes", "")).split(",") if n.strip()]
     return Scenario(
-        name=spec.get("name", folder.name), spec=spec, summary=summary, nodes=nodes, listed_nodes=listed
+        name=spec.get("name", folder.name),
+        spec=spec,
+        summary=summary,
+        nodes=nodes,
+        listed_nodes=listed,
+        node_errors=errors,
     )
 
 

@@ -95,7 +95,8 @@ def _mean(values: list[float]) -> float | None:
 def node_row(s: Scenario, host: str, node: NodeSamples | None) -> dict[str, Any]:
     row: dict[str, Any] = {"scenario": s.name, "host": host, "samples": 0, "note": ""}
     if node is None:
-        row["note"] = f"MISSING: no samples from {host} (expected nodes/{host}.jsonl)"
+        reason = s.node_errors.get(host, f"expected nodes/{host}.jsonl")
+        row["note"] = f"MISSING: no samples from {host} ({reason})"
         return row
     window = s.window
     samples = [x for x in node.samples if window is None or window[0] <= x["time"] <= window[1]]
@@ -130,7 +131,7 @@ def node_row(s: Scenario, host: str, node: NodeSamples | None) -> dict[str, Any]
 
 
 def node_rows(s: Scenario) -> list[dict[str, Any]]:
-    hosts = list(dict.fromkeys([*s.listed_nodes, *sorted(s.nodes)]))
+    hosts = list(dict.fromkeys([*s.listed_nodes, *sorted(s.nodes), *sorted(s.node_errors)]))
     return [node_row(s, host, s.nodes.get(host)) for host in hosts]
 
 

@@ -84,7 +84,9 @@ def models_file(directory: Path, max_ongoing: int) -> Path:
 
 
 @contextmanager
-def server(kind: str, models: Path, port: int, log_dir: Path, niceness: int) -> Iterator[str]:
+def server(
+    kind: str, models: Path, port: int, log_dir: Path, niceness: int, serve_env: dict[str, str]
+) -> Iterator[str]:
     """Start `distinfer serve [--bare]` on port; yield its URL once it answers; stop it (only it)."""
     cmd = [
         str(BIN / "distinfer"),
@@ -103,6 +105,8 @@ def server(kind: str, models: Path, port: int, log_dir: Path, niceness: int) -> 
         # Ray starts its workers (proxy, replicas) at nice 15 by default; the bare server runs at the
         # caller's priority. On a shared machine that alone skews the comparison, so both get the same.
         env = {**os.environ, "RAY_worker_niceness": str(niceness)}
+        if kind == "serve":
+            env.update(serve_env)
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -123,7 +127,7 @@ def server(kind: str, models: Path, port: int, log_dir: Path, niceness: int) -> 
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)  # distinfer serve removes its app and stops its own Ray
             try:
-                proc.wait(60)
+                proc.wait(150)  # Serve can take a while to delete its app under load
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
@@ -218,6 +222,13 @@ def main() -> int:
         default=os.nice(0),
         help="nice value of Ray's workers (Ray's default is 15); default: this process's, as the bare server",
     )
+    parser.add_argument(
+        "--serve-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment for the Serve side only, e.g. RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (repeatable)",
+    )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
 
@@ -225,7 +236,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="di-overhead-") as tmp:
         models = models_file(Path(tmp), max_ongoing=max(256, args.concurrency))
         for kind in ("bare", "serve"):
-            with server(kind, models, free_port(), Path(tmp), args.ray_worker_niceness) as url:
+            serve_env = dict(item.split("=", 1) for item in args.serve_env)
+            with server(kind, models, free_port(), Path(tmp), args.ray_worker_niceness, serve_env) as url:
                 result = measure(kind, url, args)
             results.append(result)
             print(json.dumps(asdict(result)), flush=True)

@@ -115,7 +115,7 @@ def test_rayservice_carries_the_guide_cluster(rendered: Path) -> None:
     serve = yaml.safe_load(rs["spec"]["serveConfigV2"])
     (app,) = serve["applications"]
     assert app["import_path"] == "distinfer.serve.app:build_app"
-    assert app["runtime_env"]["py_modules"] == ["/opt/distinfer/wheel/distinfer-0.1.0-py3-none-any.whl"]
+    assert "runtime_env" not in app  # Serve takes only remote URIs there; the code comes by PYTHONPATH
     deployments = {d["name"]: d for d in app["deployments"]}
     model = app["args"]["models"][0]["name"]
     # 16 GPUs / tensor parallel 4; replicas live only in `deployments` (a scale change stays lightweight)

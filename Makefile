@@ -35,6 +35,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check python tests benchmarks
 	@if [ -d roles ] && ls roles/*/tasks/main.yml >/dev/null 2>&1; then \
 		PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/ansible-lint --profile production; fi
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/ansible-playbook -i inventory/local --syntax-check site.yml
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/ansible-playbook -i inventory/poweredge --syntax-check site.yml
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -11,7 +11,8 @@ cluster:
    scenarios;
 3. the idempotency gate: `site.yml` again without the benchmark tag reports changed=0 on every host;
 4. a fault: one replica's process killed by PID mid-scenario is recorded as errors in that scenario, the
-   service recovers, the next scenario runs clean, and the finished scenarios keep their data.
+   service recovers, the next scenario runs clean, and the finished scenarios keep their data;
+5. Ctrl-C during a benchmark, then the same command: the run resumes where it stopped.
 
 The synthetic engine (fixed time per token) keeps three Ray nodes and the load within this 2-core
 machine; the `hf` engine runs the same path in `make demo`.
@@ -20,6 +21,9 @@ machine; the `hf` engine runs the same path in `make demo`.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +32,7 @@ from typing import Any
 
 import pytest
 import yaml
-from playbook_runs import PlaybookRun, run_playbook
+from playbook_runs import PlaybookRun, ansible_env, run_playbook
 from testhosts import REPO_ROOT, TestHosts
 
 SITE = REPO_ROOT / "site.yml"
@@ -291,3 +295,57 @@ def test_a_killed_replica_is_recorded_and_the_next_scenario_runs_clean(
     assert completed(summary(workdir, "scaling", "3n-3r-4u")) > 0
     report = (workdir / "results" / "fault" / "report" / "report.md").read_text()
     assert "killed" in report and "after" in report
+
+
+def test_an_interrupted_benchmark_resumes_where_it_stopped(cluster: dict[str, Any], workdir: Path) -> None:
+    """Ctrl-C during the second scenario, then the same command again: the run resumes under the same
+    id, the finished scenario is not run again, the interrupted attempt's records are kept aside, and
+    the report covers both scenarios."""
+    hosts: TestHosts = cluster["hosts"]
+    assert cluster.get("inventory"), "the three-host run did not complete"
+    inventory = write_inventory(
+        hosts,
+        workdir,
+        ["node1", "node2", "node3"],
+        loadtest_scenarios=[
+            {"name": "first", "users_per_replica": USERS_PER_REPLICA, "duration_s": 10},
+            {"name": "second", "users_per_replica": USERS_PER_REPLICA, "duration_s": 40},
+        ],
+    )
+    results = workdir / "results"
+    argv = ["ansible-playbook", "-i", str(inventory), str(SITE), "--tags", "benchmark"]
+    log = (workdir / "logs" / "interrupted.log").open("w")
+    proc = subprocess.Popen(
+        argv, cwd=REPO_ROOT, env=ansible_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 600
+        second = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = sorted(results.glob("*/scenarios/second/records.jsonl"))
+            if found and len(found[0].read_text().splitlines()) >= 20:
+                second = found[0]
+                break
+            time.sleep(0.5)
+        assert second is not None, f"the second scenario never ran; see {log.name}"
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+    run_dir = second.parents[2]
+    assert (results / ".unfinished").read_text().strip() == run_dir.name
+    first_summary = (run_dir / "scenarios" / "first" / "summary.json").read_bytes()
+    partial = len(second.read_text().splitlines())
+
+    site(inventory, workdir, "resumed", tags=["benchmark"])
+
+    assert (run_dir / "scenarios" / "first" / "summary.json").read_bytes() == first_summary, "re-run"
+    (kept,) = (run_dir / "interrupted").iterdir()
+    assert len((kept / "records.jsonl").read_text().splitlines()) >= partial
+    assert completed(summary(workdir, run_dir.name, "second")) > 0
+    report = (run_dir / "report" / "report.md").read_text()
+    assert "first" in report and "second" in report
+    assert not (results / ".unfinished").exists()

@@ -15,7 +15,7 @@ from distinfer.report.tables import GUIDE_P95_TOKEN_LABEL, node_rows, ordered, r
 GUIDE_COLUMNS = (
     "Inference Nodes", "Devices", "GPUs", "Concurrent Requests", "RPS", "Tokens/s (output)",
     "Tokens/s (total)", "P95 Latency (s)", GUIDE_P95_TOKEN_LABEL, "TTFT P50 (ms)", "TTFT P95 (ms)",
-    "TPOT P50 (ms)", "TPOT P95 (ms)", "Errors", "Valid",
+    "TPOT P50 (ms)", "TPOT P95 (ms)", "Errors", "Valid", "Scenario",
 )  # fmt: skip
 NODE_COLUMNS = (
     "Scenario", "Node", "Avg CPU %", "Avg Memory %", "Avg GPU Util %", "Avg GPU Memory %",
@@ -70,6 +70,7 @@ def guide_cells(row: dict[str, Any]) -> list[str]:
         _f(row.get("p95_tpot_ms"), 2),
         (", ".join(f"{k}: {v}" for k, v in sorted(errors.items())) or "0") if row.get("finished") else "-",
         valid,
+        row["scenario"],
     ]
 
 

@@ -31,6 +31,8 @@ def _by_batch(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 def throughput_vs_replicas(run: Run, out: Path) -> Path:
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     rows = [scenario_row(s) for s in ordered(run)]
     fig, (ax_tok, ax_rps) = plt.subplots(1, 2, figsize=(10, 4))
     for label, group in _by_batch(rows).items():
@@ -48,6 +50,7 @@ def throughput_vs_replicas(run: Run, out: Path) -> Path:
     ):
         ax.set_title(title)
         ax.set_xlabel("replicas" if has_replicas else "concurrent users")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # replicas and users are whole numbers
         ax.set_ylabel(ylabel)
         ax.set_ylim(bottom=0)
         ax.legend(fontsize=7)
@@ -61,6 +64,8 @@ def throughput_vs_replicas(run: Run, out: Path) -> Path:
 
 def latency_vs_concurrency(run: Run, out: Path) -> Path:
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     rows = [r for r in (scenario_row(s) for s in ordered(run)) if r.get("median_e2el_ms") is not None]
     rows.sort(key=lambda r: r["max_concurrency"])
     x = [r["max_concurrency"] for r in rows]
@@ -76,6 +81,7 @@ def latency_vs_concurrency(run: Run, out: Path) -> Path:
     ax_tok.set_yscale("log")
     for ax in (ax_e2e, ax_tok):
         ax.set_xlabel("concurrent users")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if len(set(x)) > 1 and max(x) / max(min(x), 1) >= 8:
             ax.set_xscale("log", base=2)
         ax.legend(fontsize=7)

@@ -1,10 +1,12 @@
 """The serveConfigV2 the real `ray_service` role renders, with the code it ships, runs on Ray.
 
-The role renders the RayService for the guide's inventory with a synthetic model; its serveConfigV2 is
-deployed with Ray's own `serve deploy` CLI on a private local Ray, started the way the pods start
-theirs: with PYTHONPATH set to the wheel taken out of the rendered ConfigMap (the pods mount it at the
-path the rendered PYTHONPATH names). Only the proxy's port 8000 becomes a free one. The app must then
-answer /v1/models and a completion, and the wheel must be what Python imports distinfer from.
+The role renders the RayService for the guide's inventory with the repository's own
+files/models/synthetic.yaml as distinfer_models_file (replicas raised from the inventory). Its
+serveConfigV2 is deployed with Ray's own `serve deploy` CLI on a private local Ray, started the way
+the pods start theirs: with PYTHONPATH set to the wheel taken out of the rendered ConfigMap (the pods
+mount it at the path the rendered PYTHONPATH names). Only the proxy's port 8000 becomes a free one.
+The app must then answer /v1/models and a completion, and the wheel must be what Python imports
+distinfer from.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from helpers import poweredge_inventory, write_models
+from helpers import REPO_ROOT, poweredge_inventory
 from test_render import _render
 
 from distinfer.serve.local_ray import LocalRay, free_ports
@@ -28,17 +30,15 @@ from distinfer.serve.local_ray import LocalRay, free_ports
 pytestmark = pytest.mark.ray
 
 BIN = Path(sys.executable).parent
-MODELS = {
-    "models": [
-        {"name": "syn", "engine": "synthetic", "ttft_ms": 5, "itl_ms": 2, "num_cpus": 0.1},
-    ],
-}
+MODELS_FILE = REPO_ROOT / "files/models/synthetic.yaml"
+MODEL = "synthetic"  # the one model that file declares
 
 
 def _rendered(tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any], Path]:
     """The RayService and its serveConfigV2 as the role renders them; the shipped wheel, on disk."""
-    inventory = poweredge_inventory(write_models(tmp_path, MODELS))
-    inventory["all"]["vars"]["distinfer_replicas"] = {"syn": 2}
+    inventory = poweredge_inventory(MODELS_FILE)
+    # The models file says 1 replica; the inventory's override must win in the rendered config.
+    inventory["all"]["vars"]["distinfer_replicas"] = {MODEL: 2}
     rendered, _ = _render(tmp_path, inventory)
     rayservice = yaml.safe_load((rendered / "rayservice.yaml").read_text())
     configmap = yaml.safe_load((rendered / "configmap-code.yaml").read_text())
@@ -52,7 +52,7 @@ def _rendered(tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any], Path]:
 def test_rendered_serve_config_deployed_with_serve_deploy_answers(tmp_path: Path) -> None:
     rayservice, config, wheel = _rendered(tmp_path)
     (app,) = config["applications"]
-    assert {d["name"]: d["num_replicas"] for d in app["deployments"]}["model-syn"] == 2
+    assert {d["name"]: d["num_replicas"] for d in app["deployments"]}[f"model-{MODEL}"] == 2
     head = rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
     pythonpath = {e["name"]: e.get("value") for e in head["env"]}["PYTHONPATH"]
     assert pythonpath.endswith("/" + wheel.name)
@@ -107,8 +107,8 @@ def _answers(base: str) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(1)
-    assert listed == ["syn"], "the rendered app never listed its model within 240 s"
-    body = {"model": "syn", "prompt": "hello", "max_tokens": 5, "ignore_eos": True}
+    assert listed == [MODEL], "the rendered app never listed its model within 240 s"
+    body = {"model": MODEL, "prompt": "hello", "max_tokens": 5, "ignore_eos": True}
     answer = httpx.post(f"{base}/v1/completions", json=body, timeout=60)
     assert answer.status_code == 200, answer.text
     assert answer.json()["usage"]["completion_tokens"] == 5

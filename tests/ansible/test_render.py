@@ -180,3 +180,23 @@ def test_a_second_render_changes_nothing(tmp_path: Path) -> None:
     ]
     assert runs[0].returncode == 0 and runs[0].total_changed() > 0, runs[0].output[-3000:]
     assert runs[1].returncode == 0 and runs[1].total_changed() == 0, runs[1].output[-3000:]
+
+
+def test_adding_a_host_joins_its_group_and_raises_the_replicas(tmp_path: Path) -> None:
+    """Scenarios come from the inventory: a second XE8545 joins the XE8545 worker group (one pod per
+    host) and its 4 GPUs add one tensor-parallel-4 replica: 5 instead of the guide's 4."""
+    inventory = poweredge_inventory(write_models(tmp_path))
+    agents = inventory["all"]["children"]["k3s_cluster"]["children"]["k3s_agent"]["hosts"]
+    agents["xe8545-2"] = dict(agents["xe8545"])
+    out, _ = _render(tmp_path, inventory)
+    rs = _load(out / "rayservice.yaml")
+    groups = {g["groupName"]: g for g in rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    group = groups["nvidia-a100-sxm-80gb-x4"]
+    assert (group["replicas"], group["minReplicas"], group["maxReplicas"]) == (2, 2, 2)
+    node_affinity = group["template"]["spec"]["affinity"]["nodeAffinity"]
+    terms = node_affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms[0]["matchExpressions"][0]["values"] == ["xe8545", "xe8545-2"]
+    assert groups["nvidia-a100-sxm-80gb-x8"]["replicas"] == 1
+    (app,) = yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"]
+    replicas = {d["name"]: d["num_replicas"] for d in app["deployments"]}
+    assert replicas["model-llama-2-70b-chat"] == 5

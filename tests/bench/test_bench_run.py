@@ -86,13 +86,13 @@ def _start_long_run(server: SyntheticServer, out: Path) -> subprocess.Popen[str]
 
 
 def _wait_for_records(path: Path, count: int, proc: subprocess.Popen[str]) -> None:
-    deadline = time.time() + 30
+    deadline = time.time() + 120  # a bound, not a speed goal: a loaded 2-core CI box starts Locust slowly
     while time.time() < deadline:
         if path.exists() and len(path.read_text().splitlines()) >= count:
             return
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         time.sleep(0.1)
-    raise AssertionError(f"fewer than {count} records after 30 s")
+    raise AssertionError(f"fewer than {count} records after 120 s")
 
 
 def _group_gone(pgid: int, within_s: float) -> bool:
@@ -116,8 +116,8 @@ def test_killing_the_bench_keeps_the_records_already_written(server, tmp_path, s
             os.killpg(proc.pid, sig)  # Ctrl-C in a terminal reaches the whole foreground group
         else:
             proc.kill()  # only the runner: its workers must notice and stop by themselves
-        proc.wait(timeout=30)
-        assert _group_gone(proc.pid, 15), "load workers outlived the runner"
+        proc.wait(timeout=60)
+        assert _group_gone(proc.pid, 60), "load workers outlived the runner"
         records = load_records(out / "records.jsonl")
         assert len(records) >= 10
         assert sum(r.ok for r in records) >= 10

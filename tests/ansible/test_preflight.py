@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import poweredge_inventory, run_playbook, write_inventory, write_models
+from helpers import REPO_ROOT, poweredge_inventory, run_playbook, write_inventory, write_models
 
 Inventory = dict[str, Any]
 
@@ -55,6 +55,15 @@ def bad_platform(inv: Inventory) -> None:
     inv["all"]["vars"]["distinfer_platform"] = "slurm"
 
 
+def incomplete_airgap_dir(inv: Inventory) -> None:
+    # A directory on the control machine that exists but lacks the images tarball.
+    inv["all"]["vars"]["k3s_agent_airgap_dir"] = str(REPO_ROOT / "roles/k3s_agent")
+
+
+def missing_helm_archive(inv: Inventory) -> None:
+    inv["all"]["vars"]["helm_archive"] = "/nonexistent/helm.tar.gz"
+
+
 def unknown_replica_override(inv: Inventory) -> None:
     inv["all"]["vars"]["distinfer_replicas"] = {"llama-3": 2}
 
@@ -68,6 +77,18 @@ CASES: dict[str, tuple[Callable[[Inventory], None], list[str]]] = {
     "unpinned image": (unpinned_image, ["ray_service_images.nvidia", "pin an image tag"]),
     "unsupported OS": (unsupported_os, ["xe9680", "operating system", "Ubuntu 22.04"]),
     "unknown platform": (bad_platform, ["distinfer_platform", "slurm", "kubernetes, local"]),
+    "air-gap dir incomplete": (
+        incomplete_airgap_dir,
+        [
+            "k3s_agent_airgap_dir",
+            "k3s-airgap-images-amd64.tar.zst is missing",
+            "leave k3s_agent_airgap_dir empty",
+        ],
+    ),
+    "helm archive missing": (
+        missing_helm_archive,
+        ["helm_archive", "/nonexistent/helm.tar.gz", "get.helm.sh"],
+    ),
     "unknown replica override": (
         unknown_replica_override,
         ["distinfer_replicas", "llama-3", "llama-2-70b-chat"],

@@ -7,6 +7,7 @@ check mode runs every role's logic, templating and argument validation up to the
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,17 @@ def test_playbook_completes_in_check_mode(
     assert run.recap and not run.failed_hosts(), run.describe()
     # Nothing is installed on the hosts yet, so check mode must report changes it would make.
     assert sum(run.changed().values()) > 0, run.describe()
+    if name == "k3s.yml":
+        _assert_k3s_config_from_inventory_and_token_hidden(run)
+
+
+def _assert_k3s_config_from_inventory_and_token_hidden(run: PlaybookRun) -> None:
+    """The --diff shows each node's K3s config as YAML built from the inventory (flannel on the NIC
+    the test hosts name, agents pointed at the first server); the join token never shows."""
+    assert "+flannel-iface: eth0" in run.output, run.describe()
+    assert "+token-file: /etc/rancher/k3s/distinfer-token" in run.output, run.describe()
+    assert re.search(r"^\+server: https://[0-9.]+:6443$", run.output, re.M), run.describe()
+    token_tasks = re.findall(r"Write the join token\] \*+\n(.*?)\n\n", run.output, re.S)
+    assert len(token_tasks) == 2, run.describe()  # the server's and the agents'
+    for section in token_tasks:
+        assert "changed:" in section and "+++" not in section, section

@@ -1,0 +1,99 @@
+"""The cluster roles keep the project's conventions (what ansible-lint does not check).
+
+Every role has a README, argument specs that describe exactly its defaults, defaults prefixed with the
+role's name; Helm releases go through kubernetes.core.helm with a pinned chart_version, and no task
+shells out to helm or kubectl.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from helpers import REPO_ROOT
+
+ROLES = (
+    "preflight",
+    "prereq",
+    "k3s_server",
+    "k3s_agent",
+    "helm",
+    "gpu_operator",
+    "amd_device_plugin",
+    "kuberay_operator",
+    "ray_service",
+)
+SHELL_MODULES = ("ansible.builtin.command", "ansible.builtin.shell", "ansible.builtin.raw")
+
+
+def _yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def _tasks(node: Any) -> Iterator[dict[str, Any]]:
+    """Every task of a task file, also inside block/rescue/always."""
+    for task in node or []:
+        yield task
+        for key in ("block", "rescue", "always"):
+            yield from _tasks(task.get(key))
+
+
+def _role_tasks(role: str) -> Iterator[tuple[Path, dict[str, Any]]]:
+    for folder in ("tasks", "handlers"):
+        for path in sorted((REPO_ROOT / "roles" / role / folder).glob("*.yml")):
+            for task in _tasks(_yaml(path)):
+                yield path, task
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_role_has_readme_and_argument_specs_matching_its_defaults(role: str) -> None:
+    root = REPO_ROOT / "roles" / role
+    assert (root / "README.md").read_text().strip(), f"{role}: README.md is empty"
+    defaults = _yaml(root / "defaults/main.yml") or {}
+    unprefixed = [name for name in defaults if not name.startswith(f"{role}_")]
+    assert not unprefixed, f"{role}: defaults not prefixed with '{role}_': {unprefixed}"
+    specs = _yaml(root / "meta/argument_specs.yml")["argument_specs"]
+    documented: set[str] = set()
+    for entry in specs.values():
+        for name, option in (entry.get("options") or {}).items():
+            assert option.get("description"), f"{role}: argument spec {name} has no description"
+            documented.add(name)
+    assert documented == set(defaults), (
+        f"{role}: defaults without a spec {sorted(set(defaults) - documented)}, "
+        f"specs without a default {sorted(documented - set(defaults))}"
+    )
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_no_task_shells_out_to_helm_or_kubectl(role: str) -> None:
+    for path, task in _role_tasks(role):
+        for module in SHELL_MODULES:
+            if module in task:
+                text = yaml.safe_dump(task[module])
+                assert "helm" not in text and "kubectl" not in text, f"{path}: {task.get('name')}"
+
+
+def test_every_helm_release_pins_its_chart_version() -> None:
+    releases = [
+        (path, task["kubernetes.core.helm"])
+        for role in ROLES
+        for path, task in _role_tasks(role)
+        if "kubernetes.core.helm" in task
+    ]
+    assert len(releases) == 3, releases  # GPU Operator, AMD device plugin, KubeRay operator
+    versions = _yaml(REPO_ROOT / "inventory/poweredge/group_vars/all/versions.yml")
+    for path, args in releases:
+        variable = args.get("chart_version", "").strip("{} ")
+        assert variable in versions, f"{path}: chart_version {variable!r} is not pinned in versions.yml"
+
+
+def test_k3s_restarts_only_through_handlers() -> None:
+    """Only handlers restart K3s: a re-run with nothing changed restarts nothing."""
+    for role in ("k3s_server", "k3s_agent"):
+        for path, task in _role_tasks(role):
+            service = task.get("ansible.builtin.systemd_service") or {}
+            if service.get("state") == "restarted":
+                assert path.parent.name == "handlers", f"{path}: {task.get('name')} restarts K3s"

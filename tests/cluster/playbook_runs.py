@@ -137,6 +137,7 @@ def run_playbook(
         argv,
         cwd=REPO_ROOT,
         env=ansible_env(env),
+        stdin=subprocess.DEVNULL,  # a playbook that prompts (reset.yml) must not wait for a terminal
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -53,7 +53,6 @@ async def _alone_then_together(model_dir: Path) -> tuple[list[tuple[str, int]], 
 
 
 def test_batched_decoding_matches_decoding_alone(tiny_model_dir: Path) -> None:
-    alone, together, rows_left = asyncio.run(_alone_then_together(tiny_model_dir))
+    alone, together, _ = asyncio.run(_alone_then_together(tiny_model_dir))
     assert [count for _, count in alone] == [24, 8, 16, 12]
     assert together == alone
-    assert rows_left <= len(PROMPTS)  # finished rows leave at the next step, which may not have come yet

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -37,3 +38,20 @@ def load_prompts(path: str | Path | None = None) -> list[Prompt]:
     if not prompts:
         raise ValueError(f"prompts file {source} holds no prompts")
     return prompts
+
+
+class PromptSampler:
+    """Prompts drawn uniformly at random, with replacement, from a seeded generator.
+
+    Each load-generator process gets its own stream (`seed`, `stream`), so a run with the same seed and
+    the same number of workers draws the same prompt sequence in every process.
+    """
+
+    def __init__(self, texts: list[str], seed: int, stream: int = 0) -> None:
+        if not texts:
+            raise ValueError("PromptSampler needs at least one prompt")
+        self._texts = texts
+        self._rng = random.Random(seed * 1_000_003 + stream)
+
+    def next(self) -> str:
+        return self._rng.choice(self._texts)

@@ -32,7 +32,7 @@ from locust import User, constant, task
 from locust.env import Environment
 from locust.exception import StopUser
 
-from distinfer.bench.prompts import load_prompts
+from distinfer.bench.prompts import PromptSampler, load_prompts
 from distinfer.bench.records import RecordWriter, RequestRecord
 from distinfer.bench.scenario import WorkerPlan
 from distinfer.bench.stream import RequestSpec, StreamError, StreamResult, make_client, stream_request
@@ -58,8 +58,9 @@ class Load:
             api_key=api_key,
             timeout_s=sc.timeout_s,
         )
-        self.prompts = [p.text for p in load_prompts(sc.prompts)]
-        self.rng = random.Random(sc.seed * 1_000_003 + plan.index)
+        self.prompts = PromptSampler([p.text for p in load_prompts(sc.prompts)], sc.seed, plan.index)
+        # Arrival times have their own stream, so they do not depend on how many prompts were drawn.
+        self.arrivals = random.Random(sc.seed * 1_000_003 + plan.index + 7_919)
         self.writer = RecordWriter(plan.records)
         self.start = 0.0
         self.load_end = 0.0
@@ -82,7 +83,7 @@ class Load:
         """One request, start to end, and its record. Cancellation still writes the record."""
         self.seq += 1
         seq = self.seq
-        prompt = self.rng.choice(self.prompts)
+        prompt = self.prompts.next()
         result = StreamResult()
         error: StreamError | None = None
         sent_wall, sent_perf = time.time(), time.perf_counter()
@@ -218,7 +219,7 @@ class OpenLoopUser(User):
         pool = LOAD.pool = Pool(LOAD.plan.users)
         due = LOAD.start
         while True:
-            due += LOAD.rng.expovariate(rate)
+            due += LOAD.arrivals.expovariate(rate)
             if due >= LOAD.load_end or LOAD.stopping:
                 break
             gevent.sleep(max(0.0, due - time.time()))

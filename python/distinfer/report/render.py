@@ -9,7 +9,7 @@ from typing import Any
 
 from distinfer.bench.scenario import write_json_atomic
 from distinfer.report.charts import all_charts
-from distinfer.report.load import Run
+from distinfer.report.load import Run, Scenario
 from distinfer.report.tables import GUIDE_P95_TOKEN_LABEL, node_rows, ordered, results_document, scenario_row
 
 GUIDE_COLUMNS = (
@@ -26,6 +26,10 @@ DETAIL_COLUMNS = (
     "ITL P99 (ms)",
 )  # fmt: skip
 E2E_KEYS = ("median_e2el_ms", "p95_e2el_ms", "p99_e2el_ms")
+CONFIG_COLUMNS = (
+    "Scenario", "Model", "URL", "API", "Users", "Rate (req/s)", "Duration (s)", "Warm-up (s)",
+    "Max tokens", "Temperature", "Seed", "Prompts", "Workers",
+)  # fmt: skip
 COMPARED = (
     ("request_throughput", "RPS"),
     ("output_throughput", "output tok/s"),
@@ -142,10 +146,45 @@ def markdown(run: Run, charts: list[Path], compare: Run | None) -> str:
             for r in rows
         ],
     )  # fmt: skip
+    lines += ["", *provenance_section(run)]
     lines += ["", "## Charts", ""] + [f"![{p.stem}]({p.name})" for p in charts]
     if compare is not None:
         lines += ["", *compare_section(run, compare)]
     return "\n".join(lines) + "\n"
+
+
+def config_cells(s: Scenario) -> list[str]:
+    spec = s.spec
+    client = (s.summary or {}).get("client") or {}
+    return [
+        s.name, _f(spec.get("model")), _f(spec.get("url")), _f(spec.get("api")), _f(spec.get("users")),
+        _f(spec.get("rate")), _f(spec.get("duration_s")), _f(spec.get("warmup_s")),
+        _f(spec.get("max_tokens")), _f(spec.get("temperature")), _f(spec.get("seed")),
+        spec.get("prompts") or "files/prompts/prompts.jsonl", _f(client.get("workers")),
+    ]  # fmt: skip
+
+
+def provenance_section(run: Run) -> list[str]:
+    """What the run was measured with: versions, the load machine's hardware, the command, the config."""
+    prov = run.provenance
+    hardware = prov.get("hardware") or {}
+    memory = hardware.get("memory_bytes")
+    lines = ["## Run provenance", ""]
+    if not prov:
+        lines += [f"No run.json in {run.path}: versions and hardware were not recorded.", ""]
+    else:
+        lines += [
+            f"- Load generator host: {prov.get('host', '-')} ({prov.get('platform', '-')})",
+            f"- Hardware: {hardware.get('cpu_model', '-')}; {hardware.get('logical_cpus', '-')} logical / "
+            f"{hardware.get('physical_cpus', '-')} physical CPUs; "
+            f"memory {_f(None if memory is None else memory / 2**30)} GiB",
+            f"- Python {prov.get('python', '-')}; "
+            + ", ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items() if v),
+            f"- Command: `{' '.join(prov.get('command') or [])}`",
+            "",
+        ]
+    lines += ["Configuration of each scenario (scenario.json):", ""]
+    return lines + _md_table(CONFIG_COLUMNS, [config_cells(s) for s in ordered(run)])
 
 
 def comparison(run: Run, other: Run) -> list[dict[str, Any]]:

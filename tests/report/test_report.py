@@ -1,0 +1,338 @@
+"""`distinfer report` on real runs: two scenarios of real load (`distinfer bench run` against the
+project's lightest server, `distinfer serve --bare` with the synthetic engine) with different meta
+(replicas 1 and 2) and real node samples (`distinfer nodemetrics record`), plus an open-loop run the
+saturation guard flags. Checked: every column of the guide's tables and of the per-node table, with
+values recomputed from the raw records and raw node samples; results.json with vLLM's field names;
+CSV; PNG charts; versions, hardware and config; a host that failed to record named; --compare.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from synthetic_server import SyntheticServer, synthetic_server
+
+from distinfer.report.tables import VIRTUAL_NIC_PREFIXES
+
+DISTINFER = str(Path(sys.executable).with_name("distinfer"))
+HOST = socket.gethostname()
+SCENARIOS = {"r1": {"replicas": 1, "users": 3}, "r2": {"replicas": 2, "users": 6}}
+MAX_TOKENS = 12
+TOKEN_LABEL = "P95 token latency (ms, guide's derived: P95 latency / max_tokens)"
+
+GUIDE_COLUMNS = [
+    "Inference Nodes",
+    "Devices",
+    "GPUs",
+    "Concurrent Requests",
+    "RPS",
+    "Tokens/s (output)",
+    "Tokens/s (total)",
+    "P95 Latency (s)",
+    TOKEN_LABEL,
+    "TTFT P50 (ms)",
+    "TTFT P95 (ms)",
+    "TPOT P50 (ms)",
+    "TPOT P95 (ms)",
+    "Errors",
+    "Valid",
+]
+NODE_COLUMNS = [
+    "Node",
+    "Avg CPU %",
+    "Avg Memory %",
+    "Avg GPU Util %",
+    "Avg GPU Memory %",
+    "Net rx avg (MB/s)",
+    "Net rx max (MB/s)",
+    "Net tx avg (MB/s)",
+    "Net tx max (MB/s)",
+]
+# Names of vLLM's benchmarks/benchmark_serving.py result JSON, same meanings.
+VLLM_FIELDS = [
+    "duration",
+    "completed",
+    "total_input_tokens",
+    "total_output_tokens",
+    "request_throughput",
+    "output_throughput",
+    "total_token_throughput",
+    "max_concurrency",
+    "request_rate",
+    *(f"{s}_{m}_ms" for m in ("ttft", "tpot", "itl", "e2el") for s in ("mean", "median", "std", "p99")),
+]
+
+
+def _bench(server: SyntheticServer, out: Path, name: str, *args: str) -> None:
+    argv = [
+        DISTINFER, "bench", "run", "--url", server.url, "--model", server.model,
+        "--duration", "6", "--warmup", "1", "--max-tokens", str(MAX_TOKENS),
+        "--api", "completions", "--scenario", name, "--out", str(out), *args,
+    ]  # fmt: skip
+    subprocess.run(argv, check=True, capture_output=True, timeout=300)
+
+
+def _meta(replicas: int, users_per_replica: int) -> list[str]:
+    return [
+        "--meta", f"nodes={HOST},ghost", "--meta", f"replicas={replicas}",
+        "--meta", f"users_per_replica={users_per_replica}", "--meta", "gpus=0",
+        "--meta", "devices=test box,phantom box",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    work = tmp_path_factory.mktemp("report")
+    run, saturated = work / "run", work / "saturated"
+    with synthetic_server(work) as server:
+        for name, spec in SCENARIOS.items():
+            folder = run / "scenarios" / name
+            (folder / "nodes").mkdir(parents=True)
+            recorder = subprocess.Popen(
+                [DISTINFER, "nodemetrics", "record", "--out", str(folder / "nodes" / f"{HOST}.jsonl"),
+                 "--interval", "0.5"],
+                start_new_session=True,
+            )  # fmt: skip
+            try:
+                users = spec["users"]
+                _bench(server, folder, name, "--users", str(users), *_meta(spec["replicas"], 3))
+            finally:
+                recorder.send_signal(signal.SIGTERM)
+                recorder.wait(timeout=30)
+            # What the node_metrics role leaves for a host that could not record.
+            error = {"host": "ghost", "scenario": name, "error": "recorder did not start: disk full"}
+            (folder / "nodes" / "ghost.error.json").write_text(json.dumps(error))
+        # Open loop at 150 req/s with at most 2 in flight (~130 ms each): the client must drop
+        # arrivals, and the saturation guard must mark the run invalid.
+        _bench(server, saturated / "scenarios" / "sat", "sat", "--users", "2", "--rate", "150")
+    for path in (run, saturated):
+        subprocess.run([DISTINFER, "report", str(path)], check=True, capture_output=True, timeout=300)
+    yield {"run": run, "saturated": saturated}
+
+
+def _table(markdown: str, first_header: str) -> list[dict[str, str]]:
+    """The markdown tables whose header starts with `first_header`, as dicts (all such tables joined)."""
+    rows: list[dict[str, str]] = []
+    lines = markdown.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith(f"| {first_header} |"):
+            header = [c.strip() for c in line.strip("|").split("|")]
+            for body in lines[i + 2 :]:
+                if not body.startswith("|"):
+                    break
+                rows.append(dict(zip(header, (c.strip() for c in body.strip("|").split("|")), strict=True)))
+    return rows
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _summary(run: Path, name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((run / "scenarios" / name / "summary.json").read_text())
+    return data
+
+
+def _window(run: Path, name: str) -> tuple[float, float]:
+    metrics = _summary(run, name)["metrics"]
+    return metrics["window_start"], metrics["window_end"]
+
+
+def _output_tokens_in(records: list[dict[str, Any]], w0: float, w1: float) -> float:
+    """Output tokens inside the window: each request's tokens spread evenly from first to last."""
+    total = 0.0
+    for r in records:
+        if not r["ok"] or not r["completion_tokens"]:
+            continue
+        first, last, n = r["first_token"], r["last_token"], r["completion_tokens"]
+        total += 1.0 if w0 <= first < w1 else 0.0
+        total += (n - 1) * max(0.0, min(last, w1) - max(first, w0)) / (last - first)
+    return total
+
+
+def test_guide_tables_have_every_column_with_values_from_the_raw_records(runs: dict[str, Path]) -> None:
+    run = runs["run"]
+    report = (run / "report" / "report.md").read_text()
+    assert "## 1. Scalability results for batch size of 3 per replica" in report
+    rows = _table(report, "Inference Nodes")
+    assert len(rows) == 2, report
+    for column in GUIDE_COLUMNS:
+        assert column in rows[0], f"missing column {column!r} in {list(rows[0])}"
+    by_name = {r["Scenario"]: r for r in rows}
+    for name, spec in SCENARIOS.items():
+        row = by_name[name]
+        w0, w1 = _window(run, name)
+        span = w1 - w0
+        records = _jsonl(run / "scenarios" / name / "records.jsonl")
+        population = [r for r in records if w0 <= r["scheduled"] < w1 and r["ok"]]
+        assert len(population) > 20, "too few requests to check the figures"
+        assert row["Concurrent Requests"] == str(spec["users"])
+        ended = [r for r in records if r["ok"] and w0 <= r["end"] < w1]
+        assert float(row["RPS"]) == pytest.approx(len(ended) / span, abs=0.006)
+        output = _output_tokens_in(records, w0, w1) / span
+        assert float(row["Tokens/s (output)"].replace(",", "")) == pytest.approx(output, abs=0.06)
+        prompt = sum(r["prompt_tokens"] for r in records if r["ok"] and w0 <= r["first_token"] < w1) / span
+        total = float(row["Tokens/s (total)"].replace(",", ""))
+        assert total == pytest.approx(output + prompt, abs=0.06) and total > output
+        e2e = np.array([r["end"] - r["sent"] for r in population])
+        assert float(row["P95 Latency (s)"]) == pytest.approx(np.percentile(e2e, 95), abs=0.006)
+        assert float(row[TOKEN_LABEL]) == pytest.approx(np.percentile(e2e, 95) * 1000 / MAX_TOKENS, abs=0.006)
+        ttft = np.array([(r["first_token"] - r["sent"]) * 1000 for r in population])
+        assert float(row["TTFT P50 (ms)"]) == pytest.approx(np.percentile(ttft, 50), abs=0.06)
+        assert float(row["TTFT P95 (ms)"]) == pytest.approx(np.percentile(ttft, 95), abs=0.06)
+        tpot = np.array(
+            [(r["last_token"] - r["first_token"]) * 1000 / (r["completion_tokens"] - 1) for r in population]
+        )
+        assert float(row["TPOT P50 (ms)"]) == pytest.approx(np.percentile(tpot, 50), abs=0.006)
+        assert float(row["TPOT P95 (ms)"]) == pytest.approx(np.percentile(tpot, 95), abs=0.006)
+        # The synthetic engine's clock (ttft 20 ms, itl 10 ms) shows through the measured figures.
+        assert 20 <= np.percentile(ttft, 50) < 200 and 9 <= np.percentile(tpot, 50) < 30
+        assert row["Errors"] == "0"
+        assert row["Valid"] == {True: "yes", False: "NO"}[_summary(run, name)["valid"]]
+        assert row["GPUs"] == "0"
+        assert row["Devices"] == "test box<br>phantom box"
+        assert row["Inference Nodes"] == "Two Nodes"  # nodes=<this host>,ghost
+    assert "not a measured token latency" in report
+
+
+def test_node_table_values_come_from_the_raw_samples_and_a_failed_host_is_named(
+    runs: dict[str, Path],
+) -> None:
+    run = runs["run"]
+    report = (run / "report" / "report.md").read_text()
+    rows = [r for r in _table(report, "Scenario") if "Node" in r]
+    for column in NODE_COLUMNS:
+        assert column in rows[0], f"missing column {column!r} in {list(rows[0])}"
+    for name in SCENARIOS:
+        (row,) = [r for r in rows if r["Node"] == HOST and r["Scenario"] == name]
+        w0, w1 = _window(run, name)
+        raw = _jsonl(run / "scenarios" / name / "nodes" / f"{HOST}.jsonl")
+        samples = [s for s in raw if s["kind"] == "sample" and w0 <= s["time"] <= w1]
+        assert len(samples) >= 5 and row["Samples"] == str(len(samples))
+        cpu = np.mean([s["cpu_percent"] for s in samples])
+        assert 0 < cpu <= 100 and float(row["Avg CPU %"]) == pytest.approx(cpu, abs=0.051)
+        mem = np.mean([s["mem_percent"] for s in samples])
+        assert float(row["Avg Memory %"]) == pytest.approx(mem, abs=0.051)
+        virtual = VIRTUAL_NIC_PREFIXES
+        physical = [{n: v for n, v in s["net"].items() if not n.startswith(virtual)} for s in samples]
+        assert all(physical), "this machine has a physical NIC (eth0): its traffic must be counted"
+        for direction in ("rx", "tx"):
+            key = f"{direction}_bytes_per_s"
+            per_sample = [sum(v[key] for v in nics.values()) / 1e6 for nics in physical]
+            assert float(row[f"Net {direction} avg (MB/s)"]) == pytest.approx(np.mean(per_sample), abs=0.0051)
+            assert float(row[f"Net {direction} max (MB/s)"]) == pytest.approx(max(per_sample), abs=0.0051)
+        assert row["Avg GPU Util %"] == "n/a" and row["Avg GPU Memory %"] == "n/a"  # no GPU here
+        assert "no GPU" in row["Note"]
+    ghost = [r for r in rows if r["Node"] == "ghost"]
+    assert len(ghost) == 2 and all("disk full" in r["Note"] for r in ghost), ghost
+    assert "**Nodes listed in the scenarios but without samples:** ghost (r1), ghost (r2)" in report
+
+
+def test_results_json_uses_vllm_names_and_csv_and_charts(runs: dict[str, Path]) -> None:
+    run = runs["run"]
+    out = run / "report"
+    document = json.loads((out / "results.json").read_text())
+    assert [s["scenario"] for s in document["scenarios"]] == ["r1", "r2"]
+    for scenario in document["scenarios"]:
+        for field in VLLM_FIELDS:
+            assert field in scenario, f"results.json lacks vLLM's {field}"
+        name = scenario["scenario"]
+        records = _jsonl(run / "scenarios" / name / "records.jsonl")
+        w0, w1 = _window(run, name)
+        population = [r for r in records if w0 <= r["scheduled"] < w1 and r["ok"]]
+        assert scenario["completed"] == len(population)
+        assert scenario["max_concurrency"] == SCENARIOS[name]["users"]
+        assert scenario["replicas"] == SCENARIOS[name]["replicas"]
+        assert scenario["total_output_tokens"] == MAX_TOKENS * len(population)
+        ttft = [(r["first_token"] - r["sent"]) * 1000 for r in population]
+        assert scenario["median_ttft_ms"] == pytest.approx(float(np.median(ttft)), rel=1e-9)
+        assert scenario["p99_ttft_ms"] == pytest.approx(float(np.percentile(ttft, 99)), rel=1e-9)
+        gaps = [g for r in population for g in r["gaps_ms"]]
+        assert scenario["p99_itl_ms"] == pytest.approx(float(np.percentile(gaps, 99)), rel=1e-9)
+        e2e = [(r["end"] - r["sent"]) * 1000 for r in population]
+        assert scenario["mean_e2el_ms"] == pytest.approx(float(np.mean(e2e)), rel=1e-9)
+    with (out / "results.csv").open() as handle:
+        rows = {r["scenario"]: r for r in csv.DictReader(handle)}
+    assert set(rows) == set(SCENARIOS)
+    for scenario in document["scenarios"]:
+        csv_row = rows[scenario["scenario"]]
+        assert float(csv_row["request_throughput"]) == pytest.approx(scenario["request_throughput"])
+        assert float(csv_row["p99_e2el_ms"]) == pytest.approx(scenario["p99_e2el_ms"])
+    charts = sorted(out.glob("*.png"))
+    assert {"throughput_vs_replicas.png", "latency_vs_concurrency.png"} <= {c.name for c in charts}
+    assert any(c.name.startswith("node") for c in charts), [c.name for c in charts]
+    for chart in charts:
+        data = chart.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) > 5000, chart
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        assert width >= 400 and height >= 300, (chart, width, height)
+        assert f"({chart.name})" in (out / "report.md").read_text()
+
+
+def test_versions_hardware_and_config_are_recorded(runs: dict[str, Path]) -> None:
+    run = runs["run"]
+    provenance = json.loads((run / "report" / "results.json").read_text())["provenance"]
+    assert provenance["versions"]["locust"] and provenance["versions"]["distinfer"]
+    assert provenance["hardware"]["logical_cpus"] >= 1 and provenance["hardware"]["memory_bytes"] > 0
+    assert provenance["command"][1:3] == ["bench", "run"]
+    report = (run / "report" / "report.md").read_text()
+    assert "## Run provenance" in report
+    assert f"locust {provenance['versions']['locust']}" in report
+    assert f"Python {provenance['python']}" in report
+    assert str(provenance["hardware"]["cpu_model"]) in report
+    config = {r["Scenario"]: r for r in _table(report, "Scenario") if "Model" in r}
+    assert set(config) == set(SCENARIOS)
+    for name, spec in SCENARIOS.items():
+        assert config[name]["Users"] == str(spec["users"]) and config[name]["Max tokens"] == str(MAX_TOKENS)
+        assert config[name]["Duration (s)"] == "6.0" and config[name]["API"] == "completions"
+
+
+def test_a_run_the_saturation_guard_flagged_is_marked_invalid(runs: dict[str, Path]) -> None:
+    run = runs["saturated"]
+    summary = _summary(run, "sat")
+    assert summary["valid"] is False
+    assert any("arrivals were dropped" in reason for reason in summary["invalid_reasons"])
+    report = (run / "report" / "report.md").read_text()
+    (row,) = _table(report, "Inference Nodes")
+    assert row["Valid"] == "NO"
+    w0, w1 = _window(run, "sat")
+    records = _jsonl(run / "scenarios" / "sat" / "records.jsonl")
+    dropped = sum(1 for r in records if w0 <= r["scheduled"] < w1 and r["error_kind"] == "client_overflow")
+    assert dropped > 0 and row["Errors"] == f"client_overflow: {dropped}"
+    assert "## Invalid scenarios (the load generator could not keep up)" in report
+    assert "- **sat**: " in report and "arrivals were dropped" in report
+    document = json.loads((run / "report" / "results.json").read_text())
+    assert document["scenarios"][0]["valid"] is False
+
+
+def test_compare_shows_the_change(runs: dict[str, Path], tmp_path: Path) -> None:
+    run = runs["run"]
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    shutil.rmtree(other / "report")
+    summary = other / "scenarios" / "r1" / "summary.json"
+    data = json.loads(summary.read_text())
+    data["metrics"]["request_throughput"] /= 2  # the other run served half the requests/s
+    summary.write_text(json.dumps(data))
+    subprocess.run([DISTINFER, "report", str(run), "--compare", str(other)], check=True, capture_output=True)
+    report = (run / "report" / "report.md").read_text()
+    assert f"## Compared with {other}" in report
+    (row,) = [r for r in _table(report, "Scenario") if r.get("RPS") and r["Scenario"] == "r1"]
+    assert row["RPS"].endswith(", +100.0%)")  # this run's RPS is twice the other's
+    (unchanged,) = [r for r in _table(report, "Scenario") if r.get("RPS") and r["Scenario"] == "r2"]
+    assert unchanged["RPS"].endswith(", +0.0%)")
+    compare = json.loads((run / "report" / "results.json").read_text())["compare"]
+    assert compare["other_run"] == str(other)
+    (r1,) = [c for c in compare["scenarios"] if c["scenario"] == "r1"]
+    assert r1["request_throughput"]["delta_percent"] == pytest.approx(100.0)

@@ -1,0 +1,535 @@
+"""How faithful are the load generator's TTFT and TPOT? Ours and GuideLLM's against the server's truth.
+
+The synthetic engine emits token i of a request at `arrival + ttft_ms + i * itl_ms` on an absolute
+clock and, with `truth_log` set, writes when it really received each request and really emitted its
+first and last token (engines/synthetic.py). Served by `distinfer serve --bare` (one uvicorn
+process, no Ray: the lightest server the project has), that is the yardstick: any difference
+between what a client reports and what the server recorded is the client's own error (plus the
+HTTP/SSE hop between them). Client and server share this machine's clock.
+
+For each point (users, itl_ms) the script starts one bare server (ttft 50 ms, the point's itl,
+256 tokens per request with ignore_eos), then, one after the other against that same server:
+
+  ours      `distinfer bench run --api completions` (closed loop, N users); its summary.json gives
+            TTFT P50 and TPOT P50 and the saturation guard's verdict. The truth for the same
+            requests is joined by X-Request-Id (the latency population: successful requests due
+            in the steady window).
+  guidellm  GuideLLM 0.8.1 (its own venv, created here if missing), `guidellm run` with a
+            concurrent profile of N streams, synthetic data (prompt 30 tokens, 256 output tokens,
+            ignore_eos), offline (HF_HUB_OFFLINE=1, tokenizer = a tiny local folder). TTFT and
+            TPOT P50 from its per-request records (successful requests after its warm-up); the
+            truth for the same requests is joined by the response id (`cmpl-<server request id>`).
+
+The 1-minute load average is recorded before and after every client run: the machine is shared.
+
+    .venv/bin/python benchmarks/loadgen_fidelity.py --out /tmp/lgf/run1
+
+Writes DIR/results.json (everything, rewritten after each point) and DIR/table.md, prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+log = logging.getLogger("loadgen_fidelity")
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parent.parent
+PEER_VERSION = "0.8.1"
+TTFT_MS = 50.0
+MAX_TOKENS = 256
+TTFT_TOLERANCE = 0.05
+TPOT_TOLERANCE = 0.02
+CLIENTS = ("ours", "guidellm")
+
+
+@dataclass
+class ClientResult:
+    client: str
+    ttft_p50_ms: float | None = None
+    tpot_p50_ms: float | None = None
+    truth_ttft_p50_ms: float | None = None
+    truth_tpot_p50_ms: float | None = None
+    truth_requests: int = 0
+    client_requests: int = 0
+    valid: bool | None = None
+    invalid_reasons: list[str] = field(default_factory=list)
+    error: str | None = None
+    command: list[str] = field(default_factory=list)
+    load_before: float = 0.0
+    load_after: float = 0.0
+    wall_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def rel_err(self, which: str) -> float | None:
+        measured, truth = getattr(self, f"{which}_p50_ms"), getattr(self, f"truth_{which}_p50_ms")
+        if measured is None or not truth:
+            return None
+        return float((measured - truth) / truth)
+
+    def compliant(self) -> bool:
+        ttft, tpot = self.rel_err("ttft"), self.rel_err("tpot")
+        if ttft is None or tpot is None:
+            return False
+        return abs(ttft) <= TTFT_TOLERANCE and abs(tpot) <= TPOT_TOLERANCE
+
+
+@dataclass
+class Point:
+    users: int
+    itl_ms: float
+    results: list[ClientResult] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------- server
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def load1() -> float:
+    return os.getloadavg()[0]
+
+
+@contextlib.contextmanager
+def bare_server(workdir: Path, itl_ms: float, users: int) -> Iterator[tuple[str, Path]]:
+    """`distinfer serve --bare` with a truth log; yields (url, truth log); stops only its own group."""
+    port = free_port()
+    truth = workdir / "truth.jsonl"
+    models = workdir / "models.yaml"
+    cap = max(2 * users, 64)  # admission must never be what limits the point
+    spec = {
+        "models": [
+            {
+                "name": "synthetic",
+                "engine": "synthetic",
+                "ttft_ms": TTFT_MS,
+                "itl_ms": itl_ms,
+                "max_ongoing_requests": cap,
+                "max_queued_requests": cap,
+                "truth_log": str(truth),
+            }
+        ],
+        "http": {"host": "127.0.0.1", "port": port},
+    }
+    models.write_text(yaml.safe_dump(spec))
+    log_path = workdir / "server.log"
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(BIN / "distinfer"), "serve", "--bare", "--models", str(models)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc, log_path)
+        yield url, truth
+    finally:
+        _stop_group(proc)
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _stop_group(proc: subprocess.Popen[Any], grace_s: float = 15.0) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def read_truth(path: Path, start_line: int) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()[start_line:]
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def truth_line_count(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def truth_p50(rows: list[dict[str, Any]]) -> tuple[float | None, float | None]:
+    """P50 of the server's own TTFT (arrival -> first token) and TPOT ((last - first) / (n - 1)), ms."""
+    ttft = [(t["first_token_unix"] - t["arrival_unix"]) * 1000 for t in rows if t.get("first_token_unix")]
+    tpot = [
+        (t["last_token_unix"] - t["first_token_unix"]) * 1000 / (t["completion_tokens"] - 1)
+        for t in rows
+        if t.get("first_token_unix") and t.get("last_token_unix") and t["completion_tokens"] >= 2
+    ]
+    return _p50(ttft), _p50(tpot)
+
+
+def _p50(values: list[float | None]) -> float | None:
+    data = [v for v in values if v is not None]
+    return float(np.percentile(data, 50)) if data else None
+
+
+def _run_logged(cmd: list[str], log_path: Path, timeout_s: float, env: dict[str, str] | None = None) -> int:
+    """Run a client in its own process group, output to a file; stop only that group on timeout."""
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        try:
+            return proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _stop_group(proc)
+            return -9
+        except BaseException:
+            _stop_group(proc)  # Ctrl-C: no client left behind
+            raise
+
+
+# ------------------------------------------------------------------------------------------------ ours
+
+
+def run_ours(
+    url: str, truth: Path, users: int, duration: float, warmup: float, workdir: Path
+) -> ClientResult:
+    out = workdir / "ours"
+    cmd = [
+        str(BIN / "distinfer"), "bench", "run", "--url", url, "--model", "synthetic",
+        "--users", str(users), "--duration", str(duration), "--warmup", str(warmup),
+        "--max-tokens", str(MAX_TOKENS), "--api", "completions", "--out", str(out),
+    ]  # fmt: skip
+    res = ClientResult(client="ours", command=cmd)
+    start_line = truth_line_count(truth)
+    res.load_before = load1()
+    t0 = time.monotonic()
+    rc = _run_logged(cmd, workdir / "ours.log", timeout_s=duration + 240)
+    res.wall_s, res.load_after = time.monotonic() - t0, load1()
+    if rc != 0 or not (out / "summary.json").exists():
+        res.error = f"exit {rc}: " + (workdir / "ours.log").read_text()[-1500:]
+        return res
+    summary = json.loads((out / "summary.json").read_text())
+    m = summary["metrics"]
+    res.ttft_p50_ms, res.tpot_p50_ms = m["ttft_ms"]["p50"], m["tpot_ms"]["p50"]
+    res.valid, res.invalid_reasons = bool(summary["valid"]), list(summary.get("invalid_reasons") or [])
+    res.extra = {k: m.get(k) for k in ("achieved_concurrency", "completed", "failed", "requests_scheduled")}
+    # The same population the summary's latencies come from: successful requests due in the window.
+    w0, w1 = m["window_start"], m["window_end"]
+    ids = set()
+    for line in (out / "records.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec["ok"] and w0 <= rec["scheduled"] < w1:
+            ids.add(rec["request_id"])
+    rows = [t for t in read_truth(truth, start_line) if t["request_id"] in ids]
+    res.client_requests, res.truth_requests = len(ids), len(rows)
+    res.truth_ttft_p50_ms, res.truth_tpot_p50_ms = truth_p50(rows)
+    return res
+
+
+# -------------------------------------------------------------------------------------------- guidellm
+
+# GuideLLM 0.8.1 adds vLLM's `stream_options.continuous_usage_stats: true` to every streamed request;
+# our server's request schema forbids unknown fields and answers 400 (the probe below records the
+# exact answer). This shim, loaded only into GuideLLM's processes (spawned workers included, via
+# PYTHONPATH), removes that one key after GuideLLM builds the body. `include_usage` stays, so GuideLLM
+# still reads the token counts from the final usage chunk; nothing on its timing path changes.
+PEER_SHIM = """
+from guidellm.backends.openai import request_handlers as _rh
+
+
+def _wrap(cls):
+    original = cls.format
+
+    def format(self, *args, **kwargs):
+        arguments = original(self, *args, **kwargs)
+        options = (arguments.body or {}).get("stream_options")
+        if isinstance(options, dict):
+            options.pop("continuous_usage_stats", None)
+        return arguments
+
+    cls.format = format
+
+
+_wrap(_rh.TextCompletionsRequestHandler)
+"""
+
+
+def ensure_peer_venv(venv: Path) -> Path:
+    """GuideLLM in its own venv (never .venv): created on first use. Returns its `guidellm` script."""
+    exe = venv / "bin" / "guidellm"
+    if exe.exists():
+        return exe
+    log.info("creating %s with guidellm==%s", venv, PEER_VERSION)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "pip"), "install", "-q"]
+    # GuideLLM needs torch; install the CPU build this project's venv uses first where pip can find it
+    # (otherwise pip resolves the CUDA build and several GiB of NVIDIA wheels this machine cannot use).
+    with contextlib.suppress(metadata.PackageNotFoundError, subprocess.CalledProcessError):
+        subprocess.run([*pip, f"torch=={metadata.version('torch')}"], check=True)
+    subprocess.run([*pip, f"guidellm=={PEER_VERSION}"], check=True)
+    return exe
+
+
+def ensure_tokenizer_folder(path: Path) -> Path:
+    if not (path / "tokenizer.json").exists():
+        subprocess.run([str(BIN / "distinfer"), "model", "make-tiny", str(path)], check=True)
+    return path
+
+
+def probe_peer_body(url: str) -> str:
+    """What our server answers to the stream_options GuideLLM sends (recorded, not hidden)."""
+    body = {
+        "model": "synthetic",
+        "prompt": "probe",
+        "max_tokens": 2,
+        "stream": True,
+        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+        "ignore_eos": True,
+    }
+    request = urllib.request.Request(
+        f"{url}/v1/completions", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return f"HTTP {response.status}: {response.read(400).decode(errors='replace')}"
+    except urllib.error.HTTPError as err:
+        return f"HTTP {err.code}: {err.read(400).decode(errors='replace')}"
+
+
+def peer_command(
+    exe: Path, url: str, users: int, duration: float, warmup: float, tok: Path, out: Path
+) -> list[str]:
+    return [
+        str(exe), "run",
+        "--backend", f"kind=openai_http,target={url},model=synthetic,request_format=/v1/completions",
+        "--profile", f"kind=concurrent,streams={users},warmup={warmup:g}",
+        "--constraint", f"kind=max_duration,seconds={duration:g}",
+        "--tokenizer", f"kind=huggingface_auto,model={tok}",
+        "--data", f"kind=synthetic_text,prompt_tokens=30,output_tokens={MAX_TOKENS}",
+        "--output", f"kind=json,path={out}",
+        "--disable-console-interactive",
+    ]  # fmt: skip
+
+
+def run_peer(
+    exe: Path, url: str, truth: Path, users: int, duration: float, warmup: float, tok: Path, workdir: Path
+) -> ClientResult:
+    out = workdir / "guidellm.json"
+    cmd = peer_command(exe, url, users, duration, warmup, tok, out)
+    res = ClientResult(client="guidellm", command=cmd)
+    shim_dir = workdir / "peer-shim"
+    shim_dir.mkdir(exist_ok=True)
+    (shim_dir / "sitecustomize.py").write_text(PEER_SHIM)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(shim_dir)}
+    start_line = truth_line_count(truth)
+    res.load_before = load1()
+    t0 = time.monotonic()
+    rc = _run_logged(cmd, workdir / "guidellm.log", timeout_s=duration + 300, env=env)
+    res.wall_s, res.load_after = time.monotonic() - t0, load1()
+    if rc != 0 or not out.exists():
+        res.error = f"exit {rc}: " + (workdir / "guidellm.log").read_text()[-1500:]
+        return res
+    bench = json.loads(out.read_text())["benchmarks"][0]
+    ok = bench["requests"]["successful"]
+    res.client_requests = len(ok)
+    res.ttft_p50_ms = _p50([r["time_to_first_token_ms"] for r in ok])
+    res.tpot_p50_ms = _p50([r["time_per_output_token_ms"] for r in ok])
+    res.extra = {
+        "itl_p50_ms": _p50([r["inter_token_latency_ms"] for r in ok]),
+        "errored": len(bench["requests"]["errored"]),
+        "incomplete": len(bench["requests"]["incomplete"]),
+        "measured_s": bench.get("duration"),
+        "reported_ttft_median_ms": _dig(bench, "metrics", "time_to_first_token_ms", "successful", "median"),
+        "reported_tpot_median_ms": _dig(bench, "metrics", "time_per_output_token_ms", "successful", "median"),
+        "reported_itl_median_ms": _dig(bench, "metrics", "inter_token_latency_ms", "successful", "median"),
+        "reported_concurrency_mean": _dig(bench, "metrics", "request_concurrency", "successful", "mean"),
+    }
+    if not ok:
+        res.error = f"no successful request ({res.extra['errored']} errored): " + _first_error(bench)
+    # Joined by the response id: the server answers `cmpl-<request_id>` and GuideLLM keeps it.
+    ids = {str(r.get("response_id") or "").removeprefix("cmpl-") for r in ok}
+    rows = [t for t in read_truth(truth, start_line) if t["request_id"] in ids]
+    res.truth_requests = len(rows)
+    res.truth_ttft_p50_ms, res.truth_tpot_p50_ms = truth_p50(rows)
+    return res
+
+
+def _dig(obj: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(obj, dict) or key not in obj:
+            return None
+        obj = obj[key]
+    return obj
+
+
+def _first_error(bench: dict[str, Any]) -> str:
+    errored = bench["requests"]["errored"]
+    return str(errored[0]["info"]["error"])[:400] if errored else "none"
+
+
+# --------------------------------------------------------------------------------------------- results
+
+
+def parse_points(text: str) -> list[tuple[int, float]]:
+    points = []
+    for item in text.split(","):
+        users, _, itl = item.partition(":")
+        try:
+            points.append((int(users), float(itl)))
+        except ValueError:
+            raise SystemExit(
+                f"--points item {item!r} is not USERS:ITL_MS (e.g. 32:20); fix --points"
+            ) from None
+    return points
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:+.2f} %"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def table(points: list[Point]) -> str:
+    rows = [
+        "| users | itl ms | client | truth TTFT P50 | TTFT P50 | TTFT err | truth TPOT P50 | TPOT P50 | "
+        "TPOT err | within 5 % / 2 % | our run valid | requests (client/truth) | load 1-min before → after |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---|---:|---|",
+    ]
+    for p in points:
+        for r in p.results:
+            valid = "-" if r.valid is None else ("yes" if r.valid else "no: " + "; ".join(r.invalid_reasons))
+            ok = "yes" if r.compliant() else ("**failed**" if r.error else "no")
+            rows.append(
+                f"| {p.users} | {p.itl_ms:g} | {r.client} "
+                f"| {_ms(r.truth_ttft_p50_ms)} | {_ms(r.ttft_p50_ms)} "
+                f"| {_pct(r.rel_err('ttft'))} | {_ms(r.truth_tpot_p50_ms)} | {_ms(r.tpot_p50_ms)} "
+                f"| {_pct(r.rel_err('tpot'))} | {ok} | {valid} | {r.client_requests}/{r.truth_requests} "
+                f"| {r.load_before:.2f} → {r.load_after:.2f} |"
+            )
+    return "\n".join(rows)
+
+
+def largest_compliant(points: list[Point], client: str) -> int | None:
+    """The largest user count at which this client, and every smaller point, stayed within tolerance."""
+    best = None
+    for p in sorted(points, key=lambda p: p.users):
+        r = next((r for r in p.results if r.client == client), None)
+        if r is None or not r.compliant():
+            break
+        best = p.users
+    return best
+
+
+def versions(peer_exe: Path | None) -> dict[str, str]:
+    out = {name: _version(name) for name in ("distinfer", "locust", "uvicorn")}
+    out["python"] = platform.python_version()
+    if peer_exe is not None:
+        probe = subprocess.run([str(peer_exe), "--version"], capture_output=True, text=True)
+        out["guidellm"] = (probe.stdout or probe.stderr).strip()
+    return out
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _write(out: Path, meta: dict[str, Any], points: list[Point]) -> None:
+    doc = {
+        **meta,
+        "points": [asdict(p) for p in points],
+        "largest_compliant": {c: largest_compliant(points, c) for c in CLIENTS},
+    }
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(out / "results.json")
+    (out / "table.md").write_text(table(points) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, required=True, help="Results folder (created).")
+    parser.add_argument("--points", default="32:20,256:20,1024:50", help="USERS:ITL_MS,... (%(default)s)")
+    parser.add_argument("--duration", type=float, default=45.0, help="Seconds of load, warm-up included.")
+    parser.add_argument("--warmup", type=float, default=5.0, help="Seconds left out at the start.")
+    parser.add_argument("--peer-venv", type=Path, default=REPO / ".cache" / "peer-venv")
+    parser.add_argument("--no-peer", action="store_true", help="Skip GuideLLM.")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args.out.mkdir(parents=True, exist_ok=True)
+    points = [Point(users, itl) for users, itl in parse_points(args.points)]
+    peer_exe = None if args.no_peer else ensure_peer_venv(args.peer_venv)
+    tok = ensure_tokenizer_folder(args.out / "tiny-tokenizer")
+    meta: dict[str, Any] = {
+        "started_unix": time.time(),
+        "command": [sys.executable, *sys.argv],
+        "versions": versions(peer_exe),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "server": {"kind": "distinfer serve --bare", "ttft_ms": TTFT_MS, "max_tokens": MAX_TOKENS},
+    }
+    for point in points:
+        workdir = args.out / f"u{point.users}-itl{point.itl_ms:g}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        with bare_server(workdir, point.itl_ms, point.users) as (url, truth):
+            if peer_exe is not None and "peer_probe" not in meta:
+                meta["peer_probe"] = probe_peer_body(url)
+            log.info("point %d users, itl %g ms: ours", point.users, point.itl_ms)
+            point.results.append(run_ours(url, truth, point.users, args.duration, args.warmup, workdir))
+            _write(args.out, meta, points)  # after every client run: nothing measured is lost on a crash
+            if peer_exe is not None:
+                log.info("point %d users, itl %g ms: guidellm", point.users, point.itl_ms)
+                point.results.append(
+                    run_peer(peer_exe, url, truth, point.users, args.duration, args.warmup, tok, workdir)
+                )
+                _write(args.out, meta, points)
+    meta["finished_unix"] = time.time()
+    _write(args.out, meta, points)
+    print(table(points))
+    for client in CLIENTS:
+        print(f"largest compliant user count, {client}: {largest_compliant(points, client)}")
+
+
+if __name__ == "__main__":
+    main()

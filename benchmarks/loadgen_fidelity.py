@@ -263,14 +263,21 @@ def run_ours(
 
 # GuideLLM 0.8.1 adds vLLM's `stream_options.continuous_usage_stats: true` to every streamed request;
 # our server's request schema forbids unknown fields and answers 400 (the probe below records the
-# exact answer). This shim, loaded only into GuideLLM's processes (spawned workers included, via
-# PYTHONPATH), removes that one key after GuideLLM builds the body. `include_usage` stays, so GuideLLM
-# still reads the token counts from the final usage chunk; nothing on its timing path changes.
+# exact answer). This shim, loaded into GuideLLM's processes (spawned workers included) as a
+# sitecustomize on PYTHONPATH, removes that one key after GuideLLM builds the body. `include_usage`
+# stays, so GuideLLM still reads token counts from the final usage chunk; its timing path is untouched.
+# It patches lazily, when GuideLLM itself imports its request handlers: importing GuideLLM from
+# sitecustomize would make every helper process (multiprocessing's resource tracker included)
+# import it and spawn another helper, without end.
 PEER_SHIM = """
-from guidellm.backends.openai import request_handlers as _rh
+import sys
+from importlib.abc import MetaPathFinder
+
+_TARGET = "guidellm.backends.openai.request_handlers"
 
 
-def _wrap(cls):
+def _patch(module):
+    cls = module.TextCompletionsRequestHandler
     original = cls.format
 
     def format(self, *args, **kwargs):
@@ -283,7 +290,29 @@ def _wrap(cls):
     cls.format = format
 
 
-_wrap(_rh.TextCompletionsRequestHandler)
+class _Finder(MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != _TARGET:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        exec_module = spec.loader.exec_module
+
+        def patched_exec(module):
+            exec_module(module)
+            _patch(module)
+
+        spec.loader.exec_module = patched_exec
+        return spec
+
+
+sys.meta_path.insert(0, _Finder())
 """
 
 

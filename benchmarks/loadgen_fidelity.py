@@ -201,6 +201,19 @@ def truth_p50(rows: list[dict[str, Any]]) -> tuple[float | None, float | None]:
     return _p50(ttft), _p50(tpot)
 
 
+def split_ttft_error(pairs: list[tuple[float, float, dict[str, Any]]]) -> dict[str, float | None]:
+    """Where a client's extra TTFT goes, per request on the shared clock (P50s, ms).
+
+    `request_path`: client send -> the engine receiving the request (client send, HTTP, the server's
+    parsing and event-loop wait before the engine). `response_path`: the engine emitting the first
+    token -> the client reading it (the server's SSE write, the client's read and event-loop wait).
+    """
+    return {
+        "request_path_p50_ms": _p50([(t["arrival_unix"] - sent) * 1000 for sent, _, t in pairs]),
+        "response_path_p50_ms": _p50([(first - t["first_token_unix"]) * 1000 for _, first, t in pairs]),
+    }
+
+
 def _p50(values: list[float | None]) -> float | None:
     data = [v for v in values if v is not None]
     return float(np.percentile(data, 50)) if data else None
@@ -248,14 +261,19 @@ def run_ours(
     res.extra = {k: m.get(k) for k in ("achieved_concurrency", "completed", "failed", "requests_scheduled")}
     # The same population the summary's latencies come from: successful requests due in the window.
     w0, w1 = m["window_start"], m["window_end"]
-    ids = set()
+    records: dict[str, dict[str, Any]] = {}
     for line in (out / "records.jsonl").read_text().splitlines():
         rec = json.loads(line)
         if rec["ok"] and w0 <= rec["scheduled"] < w1:
-            ids.add(rec["request_id"])
+            records[rec["request_id"]] = rec
+    ids = set(records)
     rows = [t for t in read_truth(truth, start_line) if t["request_id"] in ids]
     res.client_requests, res.truth_requests = len(ids), len(rows)
     res.truth_ttft_p50_ms, res.truth_tpot_p50_ms = truth_p50(rows)
+    by_id = {t["request_id"]: t for t in rows}
+    res.extra.update(
+        split_ttft_error([(r["sent"], r["first_token"], by_id[i]) for i, r in records.items() if i in by_id])
+    )
     return res
 
 
@@ -409,10 +427,17 @@ def run_peer(
     if not ok:
         res.error = f"no successful request ({res.extra['errored']} errored): " + _first_error(bench)
     # Joined by the response id: the server answers `cmpl-<request_id>` and GuideLLM keeps it.
-    ids = {str(r.get("response_id") or "").removeprefix("cmpl-") for r in ok}
-    rows = [t for t in read_truth(truth, start_line) if t["request_id"] in ids]
+    by_response = {str(r.get("response_id") or "").removeprefix("cmpl-"): r for r in ok}
+    rows = [t for t in read_truth(truth, start_line) if t["request_id"] in by_response]
     res.truth_requests = len(rows)
     res.truth_ttft_p50_ms, res.truth_tpot_p50_ms = truth_p50(rows)
+    pairs = []
+    for t in rows:
+        r = by_response[t["request_id"]]
+        if r.get("request_start_time") and r.get("time_to_first_token_ms") is not None:
+            start = r["request_start_time"]
+            pairs.append((start, start + r["time_to_first_token_ms"] / 1000, t))
+    res.extra.update(split_ttft_error(pairs))
     return res
 
 
@@ -456,8 +481,9 @@ def _ms(value: float | None) -> str:
 def table(points: list[Point]) -> str:
     rows = [
         "| users | itl ms | client | truth TTFT P50 | TTFT P50 | TTFT err | truth TPOT P50 | TPOT P50 | "
-        "TPOT err | within 5 % / 2 % | our run valid | requests (client/truth) | load 1-min before → after |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---|---:|---|",
+        "TPOT err | within 5 % / 2 % | our run valid | send→engine / engine→client P50 "
+        "| requests (client/truth) | load 1-min before → after |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---|",
     ]
     for p in points:
         for r in p.results:
@@ -467,7 +493,9 @@ def table(points: list[Point]) -> str:
                 f"| {p.users} | {p.itl_ms:g} | {r.client} "
                 f"| {_ms(r.truth_ttft_p50_ms)} | {_ms(r.ttft_p50_ms)} "
                 f"| {_pct(r.rel_err('ttft'))} | {_ms(r.truth_tpot_p50_ms)} | {_ms(r.tpot_p50_ms)} "
-                f"| {_pct(r.rel_err('tpot'))} | {ok} | {valid} | {r.client_requests}/{r.truth_requests} "
+                f"| {_pct(r.rel_err('tpot'))} | {ok} | {valid} "
+                f"| {_ms(r.extra.get('request_path_p50_ms'))} / {_ms(r.extra.get('response_path_p50_ms'))} "
+                f"| {r.client_requests}/{r.truth_requests} "
                 f"| {r.load_before:.2f} → {r.load_after:.2f} |"
             )
     return "\n".join(rows)

@@ -59,10 +59,13 @@ NODE_COLUMNS = [
     "Net tx avg (MB/s)",
     "Net tx max (MB/s)",
 ]
-# Names of vLLM's benchmarks/benchmark_serving.py result JSON, same meanings.
+# Names of vLLM's serving benchmark result JSON (benchmark_serving.py / `vllm bench serve`), same
+# meanings; max_concurrency and request_rate are the run arguments it saves beside them.
 VLLM_FIELDS = [
     "duration",
     "completed",
+    "failed",
+    "request_goodput",
     "total_input_tokens",
     "total_output_tokens",
     "request_throughput",

@@ -43,6 +43,10 @@ def run_command(
     max_tokens: Annotated[int, typer.Option(help="Output tokens per request.")] = 256,
     temperature: Annotated[float, typer.Option()] = 1.0,
     warmup: Annotated[float, typer.Option(help="Seconds at the start left out of every metric.")] = 0.0,
+    ramp: Annotated[
+        float | None,
+        typer.Option(help="Closed loop: seconds over which users start, evenly (default: the warm-up)."),
+    ] = None,
     drain_timeout: Annotated[float, typer.Option(help="Seconds in-flight requests may finish.")] = 300.0,
     api: Annotated[str, typer.Option(help="chat or completions.")] = "chat",
     seed: Annotated[int, typer.Option(help="Seeds prompt choice and open-loop arrivals.")] = 0,
@@ -72,6 +76,7 @@ def run_command(
         "users": users,
         "duration_s": duration,
         "warmup_s": warmup,
+        "ramp_s": ramp,
         "drain_timeout_s": drain_timeout,
         "max_tokens": max_tokens,
         "temperature": temperature,

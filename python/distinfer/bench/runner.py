@@ -90,6 +90,7 @@ class ScenarioRun:
                 index=index,
                 scenario=self.spec,
                 users=users[index],
+                workers=count,
                 rate=None if self.spec.rate is None else self.spec.rate / count,
                 records=str(self.out / RECORDS_FILE),
                 stats=str(self.out / "client" / f"worker-{index}.json"),

@@ -31,6 +31,12 @@ class ScenarioSpec(_Strict):
     users_per_replica: int | None = Field(None, ge=1, description="The guide's 'batch size per replica'.")
     duration_s: float = Field(gt=0, description="How long new requests are sent, warm-up included.")
     warmup_s: float = Field(0.0, ge=0)
+    ramp_s: float | None = Field(
+        None,
+        ge=0,
+        description="Closed loop: users start evenly spread over this many seconds (default: the "
+        "warm-up); 0 starts them all at once, and with a fixed-length answer they stay in lockstep.",
+    )
     drain_timeout_s: float = Field(300.0, ge=0, description="How long in-flight requests may finish after.")
     max_tokens: int = Field(256, ge=1)
     temperature: float = Field(1.0, ge=0)
@@ -53,7 +59,17 @@ class ScenarioSpec(_Strict):
                 f"warm-up ({self.warmup_s}s) must be shorter than duration ({self.duration_s}s): "
                 "the steady window is what is left"
             )
+        if self.ramp_s is not None and self.ramp_s >= self.duration_s:
+            raise ValueError(
+                f"ramp ({self.ramp_s}s) must be shorter than duration ({self.duration_s}s); "
+                "ramp over the warm-up (the default) so the steady window sees every user"
+            )
         return self
+
+    @property
+    def ramp(self) -> float:
+        """Seconds over which closed-loop users start (the warm-up unless set)."""
+        return self.warmup_s if self.ramp_s is None else self.ramp_s
 
     @property
     def open_loop(self) -> bool:
@@ -63,9 +79,19 @@ class ScenarioSpec(_Strict):
 class WorkerPlan(_Strict):
     """A worker's share of a scenario. The API key is passed in the environment, never in a file."""
 
+    def start_offset(self, local_user: int) -> float:
+        """Seconds after the load start at which this worker's user `local_user` sends first.
+
+        Users of all workers interleave (worker w's k-th user is user k * workers + w of the
+        scenario, which `split` keeps below the total), evenly spread over the ramp.
+        """
+        position = local_user * self.workers + self.index
+        return self.scenario.ramp * position / self.scenario.users
+
     index: int
     scenario: ScenarioSpec
     users: int = Field(description="Closed loop: users here; open loop: in-flight cap here.")
+    workers: int = Field(1, ge=1, description="How many workers share the scenario.")
     rate: float | None = None
     records: str
     stats: str

@@ -5,6 +5,10 @@ socket buffer. Reading with a fixed block size instead (`iter_content(1024)`, `r
 until that many bytes have arrived, which holds the first token back by several tokens' worth of
 time: the mistake the guide's readers would otherwise repeat. Only gevent-cooperative code here;
 it runs inside a Locust worker process.
+
+After `data: [DONE]` the rest of the response (the chunked body's terminator, which the server
+sends in a write of its own) is read too: geventhttpclient closes a connection whose response was
+not read to its end, and every next request would then pay for a new TCP connection in its TTFT.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import gevent
 from geventhttpclient import HTTPClient
 from geventhttpclient.url import URL
 
@@ -132,6 +137,7 @@ def stream_request(
             data = line[5:].strip()
             if data == b"[DONE]":
                 result.done = True
+                _read_to_end(response)
                 break
             _handle_event(json.loads(data), now, result)
     finally:
@@ -139,6 +145,17 @@ def stream_request(
     if not result.done or result.completion_tokens is None:
         missing = "[DONE]" if not result.done else "usage"
         raise StreamError("incomplete", f"stream ended without {missing}", result.status)
+
+
+# How long the end of a response may take after [DONE] before its connection is given up.
+END_OF_BODY_TIMEOUT_S = 5.0
+
+
+def _read_to_end(response: Any) -> None:
+    """Consume what follows [DONE] so the keep-alive connection can carry the next request."""
+    with gevent.Timeout(END_OF_BODY_TIMEOUT_S, False):
+        while response.readline(b"\n"):
+            pass
 
 
 def _handle_event(event: dict[str, Any], now: float, result: StreamResult) -> None:

@@ -200,6 +200,9 @@ class ClosedLoopUser(User):
     def on_start(self) -> None:
         self.index = ClosedLoopUser._next_index
         ClosedLoopUser._next_index += 1
+        # Locust starts every user at once; each waits for its place in the ramp instead, or all
+        # would ask at the same instant (and, with equal answers, keep doing so every round).
+        gevent.sleep(max(0.0, LOAD.start + LOAD.plan.start_offset(self.index) - time.time()))
 
     @task
     def one_request(self) -> None:

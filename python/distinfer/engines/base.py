@@ -39,6 +39,9 @@ class GenerationRequest:
     sampling: SamplingParams
     # Token ids when the caller already tokenized the prompt (saves a second tokenization).
     prompt_token_ids: tuple[int, ...] | None = None
+    # Unix time the model server received the request (before tokenizing, admission and the HTTP
+    # answer starting); the engine's own arrival comes later. None when an engine is driven directly.
+    received_unix: float | None = None
 
 
 @dataclass(frozen=True)

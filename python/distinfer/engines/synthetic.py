@@ -7,9 +7,12 @@ client itself. That makes it the yardstick for the load generator (benchmarks/lo
 and for the serving overhead (benchmarks/serve_overhead.py).
 
 Ground truth: with `truth_log` set, every finished request appends one JSON line to that file:
-`{"request_id", "arrival_unix", "first_token_unix", "last_token_unix", "prompt_tokens",
-"completion_tokens", "finish_reason"}` (unix seconds, this host's clock, taken inside the replica
-when the engine received the request and when it emitted the tokens). The request id is the one the
+`{"request_id", "received_unix", "arrival_unix", "first_token_unix", "last_token_unix",
+"prompt_tokens", "completion_tokens", "finish_reason"}` (unix seconds, this host's clock, taken inside
+the replica: when its model server received the request, before tokenizing, admission and the start
+of the HTTP answer; when the engine itself got it; and when the engine emitted the tokens). The
+server's TTFT is `first_token_unix - received_unix` (vLLM also counts from the API server's
+receipt); `arrival_unix` leaves the server's own accept path out. The request id is the one the
 HTTP layer answers in the `X-Request-Id` header and the response `id` (`cmpl-<request_id>`); a
 client may choose it by sending `X-Request-Id` itself.
 """
@@ -137,6 +140,7 @@ class SyntheticEngine(Engine):
         line = json.dumps(
             {
                 "request_id": request.request_id,
+                "received_unix": request.received_unix or arrival_unix,
                 "arrival_unix": arrival_unix,
                 "first_token_unix": first_unix,
                 "last_token_unix": last_unix,

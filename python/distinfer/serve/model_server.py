@@ -9,6 +9,7 @@ uvicorn (serve/bare.py), so both paths answer identically. Its stream starts wit
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
@@ -69,6 +70,7 @@ class ModelServer:
         return Accepted(prompt_tokens=prompt_tokens, max_tokens=max_tokens)
 
     async def stream(self, request_id: str, request: OpenAIRequest) -> AsyncGenerator[Event, None]:
+        received_unix = time.time()
         prompt = self._prompt(request)
         token_ids = self.engine.tokenize(prompt)
         prompt_tokens = len(token_ids) if token_ids is not None else self.engine.count_tokens(prompt)
@@ -81,6 +83,7 @@ class ModelServer:
             prompt=prompt,
             sampling=request.sampling(verdict.max_tokens),
             prompt_token_ids=token_ids,
+            received_unix=received_unix,
         )
         finished = False
         stream = self.engine.generate(gen_request)

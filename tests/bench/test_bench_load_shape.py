@@ -1,0 +1,138 @@
+"""How the load reaches the server: users ramp in evenly, and each keeps one connection alive.
+
+Both were found by benchmarks/loadgen_fidelity.py: Locust starts every user in the same instant, so a
+closed loop against fixed-length answers sent all its requests in bursts (TTFT +18 % at 256 users);
+and a response not read past `[DONE]` made geventhttpclient close the connection, so every request
+paid for a new one inside its TTFT.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import gevent
+import pytest
+from synthetic_server import DISTINFER, SyntheticServer
+
+from distinfer.bench.records import load_records
+from distinfer.bench.stream import RequestSpec, StreamResult, make_client, stream_request
+
+
+def first_sends(server: SyntheticServer, out: Path, *args: str) -> list[float]:
+    cmd = [DISTINFER, "bench", "run", "--url", server.url, "--model", server.model, "--out", str(out)]
+    result = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    first: dict[tuple[int, int], float] = {}
+    for r in sorted(load_records(out / "records.jsonl"), key=lambda r: r.sent):
+        first.setdefault((r.worker, r.user), r.sent)
+    return sorted(first.values())
+
+
+def test_closed_loop_users_start_evenly_over_the_ramp(server, tmp_path):
+    # 8 users over 2 workers, ramped over the 2 s warm-up: one first request every 0.25 s.
+    sends = first_sends(
+        server, tmp_path / "ramped", "--users", "8", "--workers", "2", "--duration", "4", "--warmup", "2",
+        "--max-tokens", "4",
+    )  # fmt: skip
+    assert len(sends) == 8
+    gaps = [b - a for a, b in itertools.pairwise(sends)]
+    assert all(0.15 <= g <= 0.40 for g in gaps), gaps
+    assert 1.5 <= sends[-1] - sends[0] <= 2.0
+
+
+def test_ramp_zero_starts_every_user_at_once(server, tmp_path):
+    sends = first_sends(
+        server, tmp_path / "burst", "--users", "8", "--duration", "3", "--warmup", "1", "--ramp", "0",
+        "--max-tokens", "4",
+    )  # fmt: skip
+    assert len(sends) == 8
+    assert sends[-1] - sends[0] < 0.15
+
+
+def test_ramp_longer_than_the_run_is_refused_before_any_load(server, tmp_path):
+    out = tmp_path / "bad"
+    cmd = [DISTINFER, "bench", "run", "--url", server.url, "--model", server.model, "--out", str(out)]
+    result = subprocess.run(
+        [*cmd, "--users", "2", "--duration", "3", "--ramp", "5"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "ramp" in result.stderr and "shorter than duration" in result.stderr
+    assert not (out / "records.jsonl").exists()
+
+
+class LateEndServer:
+    """An HTTP/1.1 server that sends `data: [DONE]` and, 100 ms later, the chunked body's end, as a
+    buffering proxy may; it counts the connections it accepts. Plain sockets on 127.0.0.1."""
+
+    EVENT = (
+        b'data: {"choices":[{"index":0,"text":"hi"}],"usage":{"prompt_tokens":3,"completion_tokens":1}}\n\n'
+    )
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        reader = conn.makefile("rb")
+        with conn:
+            for _ in range(20):  # bounded: a test sends a handful of requests
+                length = None
+                while (line := reader.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                if not line or length is None:
+                    return
+                reader.read(length)
+                head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                conn.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n")
+                for payload in (self.EVENT, b"data: [DONE]\n\n"):
+                    conn.sendall(b"%x\r\n%s\r\n" % (len(payload), payload))
+                time.sleep(0.1)
+                conn.sendall(b"0\r\n\r\n")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_one_user_keeps_one_connection_when_the_body_ends_late():
+    server = LateEndServer()
+    url = f"http://127.0.0.1:{server.port}"
+    spec = RequestSpec(url=url, model="m", api="completions", max_tokens=1, temperature=1.0, ignore_eos=True)
+    client = make_client(spec, 1)
+    try:
+        for i in range(3):
+            result = StreamResult()
+            gevent.spawn(stream_request, client, spec, "keep me alive", result, f"late-{i}").get(timeout=30)
+            assert result.done and result.completion_tokens == 1 and result.chunks == 1
+    finally:
+        client.close()
+        server.close()
+    assert server.accepted == 1, f"{server.accepted} connections for 3 requests of one user"
+
+
+def test_the_server_truth_counts_ttft_from_receipt(server, tmp_path):
+    sends = first_sends(server, tmp_path / "truth", "--users", "2", "--duration", "2", "--max-tokens", "4")
+    assert sends
+    rows = [json.loads(line) for line in server.truth_log.read_text().splitlines()]
+    assert rows
+    for t in rows:
+        # the model server received the request before the engine started on it
+        assert t["received_unix"] <= t["arrival_unix"] <= t["first_token_unix"]
+        assert t["arrival_unix"] - t["received_unix"] == pytest.approx(0.0, abs=0.5)

@@ -1,30 +1,36 @@
 """How faithful are the load generator's TTFT and TPOT? Ours and GuideLLM's against the server's truth.
 
 The synthetic engine emits token i of a request at `arrival + ttft_ms + i * itl_ms` on an absolute
-clock and, with `truth_log` set, writes when it really received each request and really emitted its
-first and last token (engines/synthetic.py). Served by `distinfer serve --bare` (one uvicorn
-process, no Ray: the lightest server the project has), that is the yardstick: any difference
-between what a client reports and what the server recorded is the client's own error (plus the
-HTTP/SSE hop between them). Client and server share this machine's clock.
+clock and, with `truth_log` set, writes when its model server received each request and when the
+engine really emitted its first and last token (engines/synthetic.py). Served by `distinfer serve
+--bare` (one uvicorn process, no Ray: the lightest server the project has), that is the yardstick.
+The truth's TTFT counts from the model server's receipt (as vLLM counts from its API server's), its
+TPOT is (last - first token) / (tokens - 1); what a client reports beyond it is the client's own
+error plus the HTTP hop (split below into client send -> server receipt and first token -> client
+read, on the clock client and server share).
 
 For each point (users, itl_ms) the script starts one bare server (ttft 50 ms, the point's itl,
 256 tokens per request with ignore_eos), then, one after the other against that same server:
 
-  ours      `distinfer bench run --api completions` (closed loop, N users); its summary.json gives
-            TTFT P50 and TPOT P50 and the saturation guard's verdict. The truth for the same
-            requests is joined by X-Request-Id (the latency population: successful requests due
-            in the steady window).
+  ours      `distinfer bench run --api completions` (closed loop, N users ramped in over the
+            warm-up); its summary.json gives TTFT P50, TPOT P50 and the saturation guard's
+            verdict. The truth for the same requests is joined by X-Request-Id (the latency
+            population: successful requests due in the steady window).
   guidellm  GuideLLM 0.8.1 (its own venv, created here if missing), `guidellm run` with a
-            concurrent profile of N streams, synthetic data (prompt 30 tokens, 256 output tokens,
-            ignore_eos), offline (HF_HUB_OFFLINE=1, tokenizer = a tiny local folder). TTFT and
-            TPOT P50 from its per-request records (successful requests after its warm-up); the
-            truth for the same requests is joined by the response id (`cmpl-<server request id>`).
+            concurrent profile of N streams, the same warm-up and ramp-up, synthetic data (prompt
+            30 tokens, 256 output tokens, ignore_eos), offline (HF_HUB_OFFLINE=1, tokenizer = a tiny
+            local folder). TTFT and ITL P50 from its per-request records (successful requests after
+            its warm-up); the truth for the same requests is joined by the response id.
 
-The 1-minute load average is recorded before and after every client run: the machine is shared.
+The warm-up (and ramp) is one request's length by default, so users arrive evenly from then on.
+The server's CPU and the machine's, and the 1-minute load average before and after, are recorded for
+every client run: client and server share this machine's cores, and the machine may be shared.
 
     .venv/bin/python benchmarks/loadgen_fidelity.py --out /tmp/lgf/run1
 
-Writes DIR/results.json (everything, rewritten after each point) and DIR/table.md, prints the table.
+Writes DIR/results.json (everything, rewritten after each client run) and DIR/table.md, prints the
+table and, per client, the largest user count at which it and every smaller point stayed within
+5 % (TTFT P50) and 2 % (TPOT P50) of the truth.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import yaml
 
 log = logging.getLogger("loadgen_fidelity")
@@ -97,7 +104,16 @@ class ClientResult:
 class Point:
     users: int
     itl_ms: float
+    warmup_s: float = 0.0
+    duration_s: float = 0.0
     results: list[ClientResult] = field(default_factory=list)
+
+    def plan(self, warmup: float | None, steady: float) -> None:
+        """Warm-up (and ramp): one request's length unless given, so users start spread over a
+        whole request and arrive evenly from then on; then `steady` seconds are measured."""
+        one_request_s = (TTFT_MS + (MAX_TOKENS - 1) * self.itl_ms) / 1000
+        self.warmup_s = warmup if warmup is not None else max(5.0, round(one_request_s, 1))
+        self.duration_s = self.warmup_s + steady
 
 
 # ---------------------------------------------------------------------------------------------- server
@@ -114,8 +130,8 @@ def load1() -> float:
 
 
 @contextlib.contextmanager
-def bare_server(workdir: Path, itl_ms: float, users: int) -> Iterator[tuple[str, Path]]:
-    """`distinfer serve --bare` with a truth log; yields (url, truth log); stops only its own group."""
+def bare_server(workdir: Path, itl_ms: float, users: int) -> Iterator[tuple[str, Path, int]]:
+    """`distinfer serve --bare` with a truth log; yields (url, truth log, pid); stops only its group."""
     port = free_port()
     truth = workdir / "truth.jsonl"
     models = workdir / "models.yaml"
@@ -146,7 +162,7 @@ def bare_server(workdir: Path, itl_ms: float, users: int) -> Iterator[tuple[str,
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc, log_path)
-        yield url, truth
+        yield url, truth, proc.pid
     finally:
         _stop_group(proc)
 
@@ -231,6 +247,19 @@ def split_ttft_error(pairs: list[tuple[float, float, dict[str, Any]]]) -> dict[s
             ]
         ),
     }
+
+
+@contextlib.contextmanager
+def cpu_use(server_pid: int) -> Iterator[dict[str, float]]:
+    """The server's CPU (% of one core) and the machine's (% of all cores) over the block."""
+    server = psutil.Process(server_pid)
+    t0, busy0 = time.monotonic(), sum(server.cpu_times()[:2])
+    psutil.cpu_percent(None)
+    out: dict[str, float] = {}
+    yield out
+    elapsed = max(time.monotonic() - t0, 1e-6)
+    out["server_cpu_pct"] = round(100 * (sum(server.cpu_times()[:2]) - busy0) / elapsed, 1)
+    out["machine_cpu_pct"] = round(psutil.cpu_percent(None), 1)
 
 
 def _p50(values: list[float | None]) -> float | None:
@@ -504,8 +533,8 @@ def table(points: list[Point]) -> str:
     rows = [
         "| users | itl ms | client | truth TTFT P50 | TTFT P50 | TTFT err | truth TPOT P50 | TPOT P50 | "
         "TPOT err | within 5 % / 2 % | our run valid | send→server / engine→client P50 "
-        "| requests (client/truth) | load 1-min before → after |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---|",
+        "| requests (client/truth) | server / machine CPU % | load 1-min before → after |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---|",
     ]
     for p in points:
         for r in p.results:
@@ -518,20 +547,32 @@ def table(points: list[Point]) -> str:
                 f"| {_pct(r.rel_err('tpot'))} | {ok} | {valid} "
                 f"| {_ms(r.extra.get('request_path_p50_ms'))} / {_ms(r.extra.get('response_path_p50_ms'))} "
                 f"| {r.client_requests}/{r.truth_requests} "
+                f"| {r.extra.get('server_cpu_pct', '-')} / {r.extra.get('machine_cpu_pct', '-')} "
                 f"| {r.load_before:.2f} → {r.load_after:.2f} |"
             )
     return "\n".join(rows)
 
 
-def largest_compliant(points: list[Point], client: str) -> int | None:
-    """The largest user count at which this client, and every smaller point, stayed within tolerance."""
-    best = None
-    for p in sorted(points, key=lambda p: p.users):
-        r = next((r for r in p.results if r.client == client), None)
-        if r is None or not r.compliant():
-            break
-        best = p.users
+def largest_compliant(points: list[Point], client: str) -> dict[str, int | None]:
+    """Per token interval: the largest user count at which this client, and every smaller point
+    with that interval, stayed within tolerance."""
+    best: dict[str, int | None] = {}
+    for itl in sorted({p.itl_ms for p in points}):
+        key, best[f"{itl:g}"] = f"{itl:g}", None
+        for p in sorted((p for p in points if p.itl_ms == itl), key=lambda p: p.users):
+            r = next((r for r in p.results if r.client == client), None)
+            if r is None or not r.compliant():
+                break
+            best[key] = p.users
     return best
+
+
+def summary_lines(points: list[Point]) -> list[str]:
+    return [
+        f"largest user count within 5 % / 2 %, {client}: "
+        + ", ".join(f"itl {itl} ms: {users}" for itl, users in largest_compliant(points, client).items())
+        for client in CLIENTS
+    ]
 
 
 def versions(peer_exe: Path | None) -> dict[str, str]:
@@ -559,7 +600,7 @@ def _write(out: Path, meta: dict[str, Any], points: list[Point]) -> None:
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(doc, indent=1))
     tmp.replace(out / "results.json")
-    (out / "table.md").write_text(table(points) + "\n")
+    (out / "table.md").write_text(table(points) + "\n\n" + "\n\n".join(summary_lines(points)) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -571,14 +612,32 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, required=True, help="Results folder (created).")
     parser.add_argument("--points", default="32:20,256:20,1024:50", help="USERS:ITL_MS,... (%(default)s)")
-    parser.add_argument("--duration", type=float, default=45.0, help="Seconds of load, warm-up included.")
-    parser.add_argument("--warmup", type=float, default=5.0, help="Seconds left out at the start.")
+    parser.add_argument("--steady", type=float, default=40.0, help="Seconds measured after the warm-up.")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help="Seconds left out at the start, over which users ramp in (default: one request's length).",
+    )
     parser.add_argument("--peer-venv", type=Path, default=REPO / ".cache" / "peer-venv")
     parser.add_argument("--no-peer", action="store_true", help="Skip GuideLLM.")
+    parser.add_argument(
+        "--render", action="store_true", help="Only rewrite OUT/table.md from OUT/results.json."
+    )
     args = parser.parse_args()
+    if args.render:
+        doc = json.loads((args.out / "results.json").read_text())
+        saved = [Point(**{**p, "results": [ClientResult(**r) for r in p["results"]]}) for p in doc["points"]]
+        meta = {k: v for k, v in doc.items() if k not in ("points", "largest_compliant")}
+        _write(args.out, meta, saved)
+        print(table(saved))
+        print("\n".join(summary_lines(saved)))
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     points = [Point(users, itl) for users, itl in parse_points(args.points)]
+    for point in points:
+        point.plan(args.warmup, args.steady)
     peer_exe = None if args.no_peer else ensure_peer_venv(args.peer_venv)
     tok = ensure_tokenizer_folder(args.out / "tiny-tokenizer")
     meta: dict[str, Any] = {
@@ -591,23 +650,28 @@ def main() -> None:
     for point in points:
         workdir = args.out / f"u{point.users}-itl{point.itl_ms:g}"
         workdir.mkdir(parents=True, exist_ok=True)
-        with bare_server(workdir, point.itl_ms, point.users) as (url, truth):
+        with bare_server(workdir, point.itl_ms, point.users) as (url, truth, pid):
             if peer_exe is not None and "peer_probe" not in meta:
                 meta["peer_probe"] = probe_peer_body(url)
             log.info("point %d users, itl %g ms: ours", point.users, point.itl_ms)
-            point.results.append(run_ours(url, truth, point.users, args.duration, args.warmup, workdir))
+            with cpu_use(pid) as cpu:
+                ours = run_ours(url, truth, point.users, point.duration_s, point.warmup_s, workdir)
+            ours.extra.update(cpu)
+            point.results.append(ours)
             _write(args.out, meta, points)  # after every client run: nothing measured is lost on a crash
             if peer_exe is not None:
                 log.info("point %d users, itl %g ms: guidellm", point.users, point.itl_ms)
-                point.results.append(
-                    run_peer(peer_exe, url, truth, point.users, args.duration, args.warmup, tok, workdir)
-                )
+                with cpu_use(pid) as cpu:
+                    peer = run_peer(
+                        peer_exe, url, truth, point.users, point.duration_s, point.warmup_s, tok, workdir
+                    )
+                peer.extra.update(cpu)
+                point.results.append(peer)
                 _write(args.out, meta, points)
     meta["finished_unix"] = time.time()
     _write(args.out, meta, points)
     print(table(points))
-    for client in CLIENTS:
-        print(f"largest compliant user count, {client}: {largest_compliant(points, client)}")
+    print("\n".join(summary_lines(points)))
 
 
 if __name__ == "__main__":

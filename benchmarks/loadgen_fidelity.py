@@ -634,8 +634,8 @@ def main() -> None:
         print("\n".join(summary_lines(saved)))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    points = [Point(users, itl) for users, itl in parse_points(args.points)]  # bad input: before any change
     args.out.mkdir(parents=True, exist_ok=True)
-    points = [Point(users, itl) for users, itl in parse_points(args.points)]
     for point in points:
         point.plan(args.warmup, args.steady)
     peer_exe = None if args.no_peer else ensure_peer_venv(args.peer_venv)

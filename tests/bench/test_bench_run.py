@@ -79,10 +79,22 @@ def test_open_loop_sends_at_poisson_times_independent_of_the_server(server, tmp_
     assert summary["scenario"]["rate"] == 20
 
 
-def _start_long_run(server: SyntheticServer, out: Path) -> subprocess.Popen[str]:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a `cmd &` job in a script inherits it
+
+
+def _start_long_run(
+    server: SyntheticServer, out: Path, sigint_ignored: bool = False
+) -> subprocess.Popen[str]:
     cmd = [DISTINFER, "bench", "run", "--url", server.url, "--model", server.model, "--out", str(out),
            "--users", "4", "--duration", "60", "--max-tokens", "8"]  # fmt: skip
-    return subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        cmd,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_ignore_sigint if sigint_ignored else None,
+    )
 
 
 def _wait_for_records(path: Path, count: int, proc: subprocess.Popen[str]) -> None:
@@ -106,10 +118,14 @@ def _group_gone(pgid: int, within_s: float) -> bool:
     return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
-def test_killing_the_bench_keeps_the_records_already_written(server, tmp_path, sig):
+@pytest.mark.parametrize(
+    ("sig", "sigint_ignored"),
+    [(signal.SIGINT, False), (signal.SIGINT, True), (signal.SIGKILL, False)],
+    ids=["sigint", "sigint-inherited-as-ignored", "sigkill"],
+)
+def test_killing_the_bench_keeps_the_records_already_written(server, tmp_path, sig, sigint_ignored):
     out = tmp_path / "killed"
-    proc = _start_long_run(server, out)
+    proc = _start_long_run(server, out, sigint_ignored)
     try:
         _wait_for_records(out / "records.jsonl", 10, proc)
         if sig == signal.SIGINT:

@@ -13,8 +13,10 @@ import json
 import logging
 import math
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -211,8 +213,21 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _take_ctrl_c() -> None:
+    """Make SIGINT raise KeyboardInterrupt here even when it was inherited as ignored.
+
+    A process started as a background job (`cmd &` in a script, nohup, some CI runners) inherits
+    SIGINT ignored, and Python keeps it so. The workers handle SIGINT themselves (they stop), so a
+    runner that ignored it would see its load end early and write the summary of a cut-short run,
+    which a resumed sweep would then take for finished.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def run_scenario(spec: ScenarioSpec, out: Path, api_key: str | None = None) -> dict[str, Any]:
     """Run one scenario to its summary. Ctrl-C stops the load, keeps the records, writes no summary."""
+    _take_ctrl_c()
     run = ScenarioRun(spec, out, api_key)
     run.prepare()
     try:

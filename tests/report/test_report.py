@@ -299,6 +299,7 @@ def test_versions_hardware_and_config_are_recorded(runs: dict[str, Path]) -> Non
     for name, spec in SCENARIOS.items():
         assert config[name]["Users"] == str(spec["users"]) and config[name]["Max tokens"] == str(MAX_TOKENS)
         assert config[name]["Duration (s)"] == "6.0" and config[name]["API"] == "completions"
+        assert config[name]["Warm-up (s)"] == config[name]["Ramp (s)"] == "1.0"  # users ramp over the warm-up
 
 
 def test_a_run_the_saturation_guard_flagged_is_marked_invalid(runs: dict[str, Path]) -> None:

@@ -28,7 +28,7 @@ DETAIL_COLUMNS = (
 E2E_KEYS = ("median_e2el_ms", "p95_e2el_ms", "p99_e2el_ms")
 CONFIG_COLUMNS = (
     "Scenario", "Model", "URL", "API", "Users", "Rate (req/s)", "Duration (s)", "Warm-up (s)",
-    "Max tokens", "Temperature", "Seed", "Prompts", "Workers",
+    "Ramp (s)", "Max tokens", "Temperature", "Seed", "Prompts", "Workers",
 )  # fmt: skip
 COMPARED = (
     ("request_throughput", "RPS"),
@@ -159,9 +159,17 @@ def config_cells(s: Scenario) -> list[str]:
     return [
         s.name, _f(spec.get("model")), _f(spec.get("url")), _f(spec.get("api")), _f(spec.get("users")),
         _f(spec.get("rate")), _f(spec.get("duration_s")), _f(spec.get("warmup_s")),
-        _f(spec.get("max_tokens")), _f(spec.get("temperature")), _f(spec.get("seed")),
+        _ramp(spec), _f(spec.get("max_tokens")), _f(spec.get("temperature")), _f(spec.get("seed")),
         spec.get("prompts") or "files/prompts/prompts.jsonl", _f(client.get("workers")),
     ]  # fmt: skip
+
+
+def _ramp(spec: dict[str, Any]) -> str:
+    """Seconds over which closed-loop users started (the warm-up unless set; none in open loop)."""
+    if spec.get("rate") is not None:
+        return "-"
+    ramp = spec.get("ramp_s")
+    return _f(spec.get("warmup_s") if ramp is None else ramp)
 
 
 def provenance_section(run: Run) -> list[str]:

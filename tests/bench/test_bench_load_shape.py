@@ -127,6 +127,40 @@ def test_one_user_keeps_one_connection_when_the_body_ends_late():
     assert server.accepted == 1, f"{server.accepted} connections for 3 requests of one user"
 
 
+def test_a_request_ends_when_done_arrives_not_when_the_body_does(tmp_path):
+    server = LateEndServer()
+    out = tmp_path / "late"
+    cmd = [DISTINFER, "bench", "run", "--url", f"http://127.0.0.1:{server.port}", "--model", "m"]
+    try:
+        result = subprocess.run(
+            [
+                *cmd,
+                "--out",
+                str(out),
+                "--users",
+                "1",
+                "--duration",
+                "1",
+                "--api",
+                "completions",
+                "--max-tokens",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        server.close()
+    assert result.returncode == 0, result.stderr
+    records = load_records(out / "records.jsonl")
+    assert records and all(r.ok for r in records)
+    # the body's end comes 100 ms after [DONE]; the request's end is [DONE]'s arrival
+    assert all(r.end - r.last_token < 0.05 for r in records), [r.end - r.last_token for r in records]
+    # and the next request waited for the body's end on the same connection (one connection in all)
+    assert server.accepted == 1
+
+
 def test_the_server_truth_counts_ttft_from_receipt(server, tmp_path):
     sends = first_sends(server, tmp_path / "truth", "--users", "2", "--duration", "2", "--max-tokens", "4")
     assert sends

@@ -100,6 +100,7 @@ class StreamResult:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     done: bool = False
+    done_at: float | None = None  # when `data: [DONE]` arrived: the request's end, whatever follows
 
 
 def _text_of(event: dict[str, Any]) -> str:
@@ -136,7 +137,7 @@ def stream_request(
                 continue  # blank separators, comments, event names
             data = line[5:].strip()
             if data == b"[DONE]":
-                result.done = True
+                result.done, result.done_at = True, now
                 _read_to_end(response)
                 break
             _handle_event(json.loads(data), now, result)

@@ -104,7 +104,7 @@ class Load:
             error = StreamError("read", f"{type(err).__name__}: {err}", result.status)
         finally:
             self.in_flight -= 1
-            end_perf = time.perf_counter()
+            end_perf = result.done_at or time.perf_counter()
             self._record(seq, user, scheduled, sent_wall, sent_perf, end_perf, result, error)
 
     def _record(

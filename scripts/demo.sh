@@ -20,3 +20,4 @@ else
   exit 1
 fi
 echo "The app is still serving: curl http://127.0.0.1:24800/v1/models"
+echo "To stop it: .venv/bin/ansible-playbook -i inventory/local playbooks/reset.yml -e confirm=yes"

@@ -12,7 +12,8 @@ cluster:
 3. the idempotency gate: `site.yml` again without the benchmark tag reports changed=0 on every host;
 4. a fault: one replica's process killed by PID mid-scenario is recorded as errors in that scenario, the
    service recovers, the next scenario runs clean, and the finished scenarios keep their data;
-5. Ctrl-C during a benchmark, then the same command: the run resumes where it stopped.
+5. Ctrl-C during a benchmark, then the same command: the run resumes where it stopped;
+6. `playbooks/reset.yml`: Ray stops on every host, the app stops answering, a second reset changes nothing.
 
 The synthetic engine (fixed time per token) keeps three Ray nodes and the load within this 2-core
 machine; the `hf` engine runs the same path in `make demo`.
@@ -36,6 +37,7 @@ from playbook_runs import PlaybookRun, ansible_env, run_playbook
 from testhosts import REPO_ROOT, TestHosts
 
 SITE = REPO_ROOT / "site.yml"
+RESET = REPO_ROOT / "playbooks" / "reset.yml"
 HTTP_PORT = 24800
 DASHBOARD_PORT = 24265
 RAY_BIN = REPO_ROOT / ".venv" / "bin" / "ray"
@@ -349,3 +351,30 @@ def test_an_interrupted_benchmark_resumes_where_it_stopped(cluster: dict[str, An
     report = (run_dir / "report" / "report.md").read_text()
     assert "first" in report and "second" in report
     assert not (results / ".unfinished").exists()
+
+
+def test_reset_stops_ray_and_the_recorder_on_every_host(cluster: dict[str, Any], workdir: Path) -> None:
+    """playbooks/reset.yml on the local platform: the Ray node (and any recorder) stops on every host,
+    the Serve app stops answering, and a second reset has nothing left to do."""
+    hosts: TestHosts = cluster["hosts"]
+    inventory = cluster.get("inventory")
+    assert inventory, "the three-host run did not complete"
+    pids = {host.name: ray_node_process(hosts, host.name)[0] for host in hosts.hosts}
+    reset = run_playbook(RESET, inventory, extra_vars={"confirm": "yes"}, log=workdir / "logs" / "reset.log")
+    assert reset.returncode == 0, reset.describe()
+    for host in hosts.hosts:
+        state = hosts.ssh(host.name, "systemctl is-active distinfer-ray.service || true", check=False).stdout
+        assert state.strip() != "active", f"{host.name}: distinfer-ray is still {state.strip()}"
+        alive = hosts.ssh(host.name, f"test -d /proc/{pids[host.name]} && echo alive || true", check=False)
+        assert "alive" not in alive.stdout, f"{host.name}: Ray node PID {pids[host.name]} survived"
+    head = hosts.host("node1").ip
+    probe = (
+        "python3 -c 'import socket,sys; s=socket.socket(); s.settimeout(3); "
+        f'sys.exit(s.connect_ex(("{head}", {HTTP_PORT})) == 0)\' && echo closed || echo open'
+    )
+    assert hosts.ssh("node2", probe, check=False).stdout.strip() == "closed", "the app still answers"
+    again = run_playbook(
+        RESET, inventory, extra_vars={"confirm": "yes"}, log=workdir / "logs" / "reset-again.log"
+    )
+    assert again.returncode == 0, again.describe()
+    assert all(count == 0 for count in again.changed().values()), again.describe()

@@ -106,14 +106,16 @@ class Point:
     itl_ms: float
     warmup_s: float = 0.0
     duration_s: float = 0.0
+    ramp_s: float = 0.0
     results: list[ClientResult] = field(default_factory=list)
 
-    def plan(self, warmup: float | None, steady: float) -> None:
+    def plan(self, warmup: float | None, steady: float, ramp: float | None = None) -> None:
         """Warm-up (and ramp): one request's length unless given, so users start spread over a
         whole request and arrive evenly from then on; then `steady` seconds are measured."""
         one_request_s = (TTFT_MS + (MAX_TOKENS - 1) * self.itl_ms) / 1000
         self.warmup_s = warmup if warmup is not None else max(5.0, round(one_request_s, 1))
         self.duration_s = self.warmup_s + steady
+        self.ramp_s = self.warmup_s if ramp is None else ramp
 
 
 # ---------------------------------------------------------------------------------------------- server
@@ -284,13 +286,12 @@ def _run_logged(cmd: list[str], log_path: Path, timeout_s: float, env: dict[str,
 # ------------------------------------------------------------------------------------------------ ours
 
 
-def run_ours(
-    url: str, truth: Path, users: int, duration: float, warmup: float, workdir: Path
-) -> ClientResult:
+def run_ours(url: str, truth: Path, point: Point, workdir: Path) -> ClientResult:
+    users, duration, warmup, ramp = point.users, point.duration_s, point.warmup_s, point.ramp_s
     out = workdir / "ours"
     cmd = [
         str(BIN / "distinfer"), "bench", "run", "--url", url, "--model", "synthetic",
-        "--users", str(users), "--duration", str(duration), "--warmup", str(warmup),
+        "--users", str(users), "--duration", str(duration), "--warmup", str(warmup), "--ramp", str(ramp),
         "--max-tokens", str(MAX_TOKENS), "--api", "completions", "--out", str(out),
     ]  # fmt: skip
     res = ClientResult(client="ours", command=cmd)
@@ -425,12 +426,12 @@ def probe_peer_body(url: str) -> str:
 
 
 def peer_command(
-    exe: Path, url: str, users: int, duration: float, warmup: float, tok: Path, out: Path
+    exe: Path, url: str, users: int, duration: float, warmup: float, ramp: float, tok: Path, out: Path
 ) -> list[str]:
     return [
         str(exe), "run",
         "--backend", f"kind=openai_http,target={url},model=synthetic,request_format=/v1/completions",
-        "--profile", f"kind=concurrent,streams={users},warmup={warmup:g},rampup_duration={warmup:g}",
+        "--profile", f"kind=concurrent,streams={users},warmup={warmup:g},rampup_duration={ramp:g}",
         "--constraint", f"kind=max_duration,seconds={duration:g}",
         "--tokenizer", f"kind=huggingface_auto,model={tok}",
         "--data", f"kind=synthetic_text,prompt_tokens=30,output_tokens={MAX_TOKENS}",
@@ -439,11 +440,10 @@ def peer_command(
     ]  # fmt: skip
 
 
-def run_peer(
-    exe: Path, url: str, truth: Path, users: int, duration: float, warmup: float, tok: Path, workdir: Path
-) -> ClientResult:
+def run_peer(exe: Path, url: str, truth: Path, point: Point, tok: Path, workdir: Path) -> ClientResult:
+    users, duration = point.users, point.duration_s
     out = workdir / "guidellm.json"
-    cmd = peer_command(exe, url, users, duration, warmup, tok, out)
+    cmd = peer_command(exe, url, users, duration, point.warmup_s, point.ramp_s, tok, out)
     res = ClientResult(client="guidellm", command=cmd)
     shim_dir = workdir / "peer-shim"
     shim_dir.mkdir(exist_ok=True)
@@ -619,6 +619,12 @@ def main() -> None:
         default=None,
         help="Seconds left out at the start, over which users ramp in (default: one request's length).",
     )
+    parser.add_argument(
+        "--ramp",
+        type=float,
+        default=None,
+        help="Seconds over which users start, both clients (default: the warm-up; 0: all at once).",
+    )
     parser.add_argument("--peer-venv", type=Path, default=REPO / ".cache" / "peer-venv")
     parser.add_argument("--no-peer", action="store_true", help="Skip GuideLLM.")
     parser.add_argument(
@@ -637,7 +643,7 @@ def main() -> None:
     points = [Point(users, itl) for users, itl in parse_points(args.points)]  # bad input: before any change
     args.out.mkdir(parents=True, exist_ok=True)
     for point in points:
-        point.plan(args.warmup, args.steady)
+        point.plan(args.warmup, args.steady, args.ramp)
     peer_exe = None if args.no_peer else ensure_peer_venv(args.peer_venv)
     tok = ensure_tokenizer_folder(args.out / "tiny-tokenizer")
     meta: dict[str, Any] = {
@@ -655,16 +661,14 @@ def main() -> None:
                 meta["peer_probe"] = probe_peer_body(url)
             log.info("point %d users, itl %g ms: ours", point.users, point.itl_ms)
             with cpu_use(pid) as cpu:
-                ours = run_ours(url, truth, point.users, point.duration_s, point.warmup_s, workdir)
+                ours = run_ours(url, truth, point, workdir)
             ours.extra.update(cpu)
             point.results.append(ours)
             _write(args.out, meta, points)  # after every client run: nothing measured is lost on a crash
             if peer_exe is not None:
                 log.info("point %d users, itl %g ms: guidellm", point.users, point.itl_ms)
                 with cpu_use(pid) as cpu:
-                    peer = run_peer(
-                        peer_exe, url, truth, point.users, point.duration_s, point.warmup_s, tok, workdir
-                    )
+                    peer = run_peer(peer_exe, url, truth, point, tok, workdir)
                 peer.extra.update(cpu)
                 point.results.append(peer)
                 _write(args.out, meta, points)

@@ -5,7 +5,7 @@ free (GCS, dashboard, dashboard agent, metrics, runtime-env agent, node manager,
 client server), `--node-ip-address 127.0.0.1`, a short temp dir (Ray's unix socket paths must stay
 under ~100 characters) and token authentication with a token file written here
 (`RAY_AUTH_MODE=token`, `RAY_AUTH_TOKEN_PATH`). `stop()` signals only that process group, so it
-never touches another Ray; `ray stop` would stop every Ray of this user.
+never touches another Ray; Ray's own stop command would stop every Ray of this user.
 """
 
 from __future__ import annotations

@@ -79,6 +79,14 @@ class ScenarioSpec(_Strict):
 class WorkerPlan(_Strict):
     """A worker's share of a scenario. The API key is passed in the environment, never in a file."""
 
+    index: int
+    scenario: ScenarioSpec
+    users: int = Field(description="Closed loop: users here; open loop: in-flight cap here.")
+    workers: int = Field(1, ge=1, description="How many workers share the scenario.")
+    rate: float | None = None
+    records: str
+    stats: str
+
     def start_offset(self, local_user: int) -> float:
         """Seconds after the load start at which this worker's user `local_user` sends first.
 
@@ -87,14 +95,6 @@ class WorkerPlan(_Strict):
         """
         position = local_user * self.workers + self.index
         return self.scenario.ramp * position / self.scenario.users
-
-    index: int
-    scenario: ScenarioSpec
-    users: int = Field(description="Closed loop: users here; open loop: in-flight cap here.")
-    workers: int = Field(1, ge=1, description="How many workers share the scenario.")
-    rate: float | None = None
-    records: str
-    stats: str
 
 
 def parse_meta(items: list[str]) -> dict[str, str]:

@@ -26,6 +26,7 @@ app = typer.Typer(
 
 # Modules exposing `register(app)`; each adds its own commands or command group.
 COMMAND_MODULES = (
+    "distinfer.plan",
     "distinfer.serve.cli",
     "distinfer.models.cli",
     "distinfer.bench.cli",

@@ -160,6 +160,37 @@ class SyntheticModel(_ModelBase):
 ModelSpec = Annotated[VllmModel | HfModel | SyntheticModel, Field(discriminator="engine")]
 
 
+class EngineStandIn(_Strict):
+    """Rehearsals only: every vllm model served by the synthetic engine instead.
+
+    Everything else of the model stays: its name, replicas, per-replica cap, queue and, above all,
+    its deployment options (the tensor-parallel placement group of GPU bundles), so a rehearsal on
+    machines without GPUs places and scales replicas exactly as the real cluster would. Never set it
+    for a measurement: the answers are synthetic (docs/rehearsal.md).
+    """
+
+    engine: Literal["synthetic"] = "synthetic"
+    ttft_ms: float = Field(50.0, ge=0, description="Time to first token of the stand-in.")
+    itl_ms: float = Field(20.0, ge=0, description="Time between tokens of the stand-in.")
+
+    def replace(self, spec: VllmModel | HfModel | SyntheticModel) -> VllmModel | HfModel | SyntheticModel:
+        """The engine spec a replica of `spec` runs: the synthetic one for a vllm model."""
+        if not isinstance(spec, VllmModel):
+            return spec
+        return SyntheticModel.model_validate(
+            {
+                "name": spec.name,
+                "engine": "synthetic",
+                "replicas": spec.replicas,
+                "max_ongoing_requests": spec.max_ongoing_requests,
+                "max_queued_requests": spec.max_queued_requests,
+                "max_model_len": spec.max_model_len,
+                "ttft_ms": self.ttft_ms,
+                "itl_ms": self.itl_ms,
+            }
+        )
+
+
 class HttpOptions(_Strict):
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=1, le=65535)
@@ -179,7 +210,14 @@ class ModelsFile(_Strict):
     http: HttpOptions = Field(default_factory=lambda: HttpOptions.model_validate({}))
     api_key_env: str | None = Field(
         None,
-        description="Name of an environment variable holding the API key; unset means no key is asked.",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Name of an environment variable holding the API key (or `<NAME>_FILE` naming a "
+        "file that holds it); unset means no key is asked.",
+    )
+    engine_stand_in: EngineStandIn | None = Field(
+        None,
+        description="Rehearsals only: serve every vllm model with the synthetic engine, keeping its "
+        "placement (docs/rehearsal.md).",
     )
 
     @model_validator(mode="after")
@@ -193,6 +231,15 @@ class ModelsFile(_Strict):
                 )
             seen[spec.name] = index
         return self
+
+    def engine_spec(self, spec: VllmModel | HfModel | SyntheticModel) -> VllmModel | HfModel | SyntheticModel:
+        """What a replica of `spec` runs: the entry itself, or a rehearsal's stand-in for it."""
+        return self.engine_stand_in.replace(spec) if self.engine_stand_in else spec
+
+    def engine_label(self, spec: VllmModel | HfModel | SyntheticModel) -> str:
+        """The engine `/v1/models` names for `spec`; a stand-in says what it stands in for."""
+        runs = self.engine_spec(spec)
+        return spec.engine if runs is spec else f"{runs.engine} (stand-in for {spec.engine})"
 
     def model(self, name: str) -> VllmModel | HfModel | SyntheticModel:
         for spec in self.models:

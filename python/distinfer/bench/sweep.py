@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from distinfer.bench.provenance import collect_provenance
 from distinfer.bench.runner import run_scenario
@@ -26,48 +26,87 @@ class SweepEntry(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    name: str
+    name: str | None = Field(None, description="Default: `<replicas>r-<users_per_replica>u`.")
     replicas: int | None = Field(None, ge=1)
     users_per_replica: int | None = Field(None, ge=1)
     users: int | None = Field(None, ge=1)
 
-    @model_validator(mode="after")
-    def _users(self) -> SweepEntry:
-        if self.users is None and (self.replicas is None or self.users_per_replica is None):
-            raise ValueError(f"scenario {self.name!r} needs users, or replicas and users_per_replica")
-        return self
-
 
 class SweepFile(BaseModel):
+    """A scenarios file (files/scenarios/*.yaml): the CLI's sweeps and the benchmark role read it."""
+
     model_config = ConfigDict(extra="forbid")
 
     defaults: dict[str, Any] = Field(default_factory=dict)
     scenarios: list[SweepEntry] = Field(min_length=1)
 
-    def specs(self, overrides: dict[str, Any]) -> list[ScenarioSpec]:
-        specs = []
+    def entries(self, overrides: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each scenario's fields: the file's defaults, then the entry, then `overrides`.
+
+        Not validated yet: the caller fills in what only it knows (the URL, a replica count) and
+        validates the result as a ScenarioSpec.
+        """
+        merged = []
         for entry in self.scenarios:
             data = {**self.defaults, **entry.model_dump(exclude_none=True), **overrides}
-            if entry.users is None:
-                data["users"] = (entry.replicas or 1) * (entry.users_per_replica or 1)
             meta = {**self.defaults.get("meta", {}), **(entry.model_extra or {}).get("meta", {})}
-            data["meta"] = {k: str(v) for k, v in meta.items()}
+            data["meta"] = {k: str(v) for k, v in {**meta, **overrides.get("meta", {})}.items()}
+            merged.append(data)
+        return merged
+
+    def specs(self, overrides: dict[str, Any]) -> list[ScenarioSpec]:
+        specs = []
+        for data in self.entries(overrides):
+            if data.get("users") is None:
+                if data.get("replicas") is None or data.get("users_per_replica") is None:
+                    raise ValueError(
+                        f"scenario {data.get('name', '(unnamed)')!r} needs users, or replicas and "
+                        "users_per_replica"
+                    )
+                data["users"] = data["replicas"] * data["users_per_replica"]
+            data.setdefault("name", default_scenario_name(data))
             specs.append(ScenarioSpec.model_validate(data))
-        names = [s.name for s in specs]
-        if len(set(names)) != len(names):
-            raise ValueError(f"scenario names must be unique; got {names}")
+        check_unique_names([s.name for s in specs])
         return specs
 
 
-def load_sweep(path: Path, overrides: dict[str, Any]) -> list[ScenarioSpec]:
+def default_scenario_name(data: dict[str, Any], prefix: str = "") -> str:
+    """`<prefix><replicas>r-<users_per_replica>u` (or `<users>u`): what a run calls an unnamed scenario."""
+    if data.get("users_per_replica") is not None:
+        return f"{prefix}{data.get('replicas', 1)}r-{data['users_per_replica']}u"
+    return f"{prefix}{data.get('users')}u"
+
+
+def check_unique_names(names: list[str]) -> None:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"scenario names must be unique; {repeated} repeat (give each scenario a name:)")
+
+
+def read_sweep(path: Path) -> SweepFile:
+    """Parse a scenarios file, with a message that names the file and the problem."""
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as err:
         raise ConfigError(f"cannot read scenarios file {path}: {err.strerror}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    return parse_sweep(data, str(path))
+
+
+def parse_sweep(data: Any, source: str) -> SweepFile:
     try:
-        return SweepFile.model_validate(data).specs(overrides)
+        return SweepFile.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(
+            f"{source} is not a valid scenarios file: {err}\nSee files/scenarios/*.yaml for examples"
+        ) from None
+
+
+def load_sweep(path: Path, overrides: dict[str, Any]) -> list[ScenarioSpec]:
+    sweep = read_sweep(path)
+    try:
+        return sweep.specs(overrides)
     except (ValidationError, ValueError) as err:
         raise ConfigError(
             f"{path} is not a valid scenarios file: {err}\nSee files/scenarios/*.yaml for examples"

@@ -126,7 +126,10 @@ class OpenAIIngress:
 
     def __init__(self, models_args: dict[str, Any], handles: dict[str, DeploymentHandle]) -> None:
         models = parse_models(models_args, "serve application args")
-        cards = [ModelCard(id=m.name, engine=m.engine, max_model_len=m.max_model_len) for m in models.models]
+        cards = [
+            ModelCard(id=m.name, engine=models.engine_label(m), max_model_len=m.max_model_len)
+            for m in models.models
+        ]
         self._backend = ServeBackend(cards, handles)
         self._api_key = resolve_api_key(models)
 
@@ -141,10 +144,12 @@ def _deployment(cls: type) -> serve.Deployment:
 def build_app(args: dict[str, Any]) -> serve.Application:
     """The Serve application for a models file (given as a dict: the Serve config's `args`)."""
     models = parse_models(args, "serve application args")
+    # Deployment options (replicas, cap, GPU placement) always come from the entry itself; a
+    # rehearsal's stand-in only swaps the engine the replica runs.
     handles = {
         spec.name: _deployment(ModelDeployment)
         .options(**model_deployment_options(spec))
-        .bind(spec.model_dump(mode="json"))
+        .bind(models.engine_spec(spec).model_dump(mode="json"))
         for spec in models.models
     }
     ingress = _deployment(OpenAIIngress).options(**ingress_deployment_options(models))

@@ -1,0 +1,460 @@
+"""The deployment plan: what runs where, computed once from the inventory and the models file.
+
+`distinfer plan --request FILE` reads a `PlanRequest` (JSON: the inventory's hosts and choices, as
+the preflight role gathers them) and prints a `Plan` (JSON) that the roles only apply: replicas per
+model (GPUs / tensor_parallel_size on GPU hosts), the Serve config (for `serve deploy` on the local
+platform, or the RayService's serveConfigV2), the RayService's worker groups, the API key variable,
+the endpoint the benchmark loads, and the benchmark's scenarios, each resolved with the Serve config
+it needs. Ansible keeps no copy of these rules; every rejection names the inventory variable (or
+scenarios-file field) at fault, the value and the fix, before anything changes on a host.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from distinfer.bench.scenario import ScenarioSpec
+from distinfer.bench.sweep import (
+    SweepFile,
+    check_unique_names,
+    default_scenario_name,
+    parse_sweep,
+    read_sweep,
+)
+from distinfer.config import (
+    DEFAULT_APP_NAME,
+    ConfigError,
+    EngineStandIn,
+    HfModel,
+    ModelsFile,
+    SyntheticModel,
+    VllmModel,
+    load_models_file,
+    serve_config,
+)
+
+Platform = Literal["kubernetes", "local"]
+# The API key variable the app reads when the inventory sets a key and the models file names none.
+DEFAULT_API_KEY_ENV = "DISTINFER_API_KEY"
+# Where the benchmark reaches the RayService from outside the cluster (a NodePort) by default.
+DEFAULT_NODE_PORT = 30800
+# The port Ray Serve's proxies listen on inside the RayService's pods (KubeRay's `serve` port).
+KUBERAY_SERVE_PORT = 8000
+
+Spec = VllmModel | HfModel | SyntheticModel
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PlanHost(_Strict):
+    """One inventory host, as the preflight role reads it."""
+
+    name: str = Field(description="Inventory hostname.")
+    address: str = Field(description="Where the control machine reaches it (ansible_host).")
+    gpus: int = Field(0, ge=0, description="distinfer_gpu_count.")
+    gpu_vendor: Literal["nvidia", "amd", "none"] = "none"
+    gpu_model: str = Field("", description="distinfer_gpu_model, a label such as a100-sxm-80gb.")
+    replica_slots: int = Field(1, ge=0, description="distinfer_replica_slots (local platform).")
+    device: str = Field("", description="distinfer_device: what the report calls the machine.")
+
+
+class PlanRequest(_Strict):
+    platform: Platform
+    models_file: str = Field(description="distinfer_models_file, absolute.")
+    hosts: list[PlanHost] = Field(min_length=1)
+    head: str = Field(description="The host that runs the Ray head (and the Serve endpoint).")
+    replicas: dict[str, int] = Field(default_factory=dict, description="distinfer_replicas.")
+    api_key: bool = Field(False, description="Whether distinfer_api_key is set (never the key itself).")
+    engine_stand_in: EngineStandIn | None = Field(None, description="distinfer_engine_stand_in.")
+    scenarios: dict[str, Any] | None = Field(None, description="distinfer_scenarios, inline.")
+    scenarios_file: str | None = Field(None, description="distinfer_scenarios_file, absolute.")
+    scenario_overrides: dict[str, Any] = Field(default_factory=dict)
+    scenarios_only: list[str] = Field(default_factory=list)
+    endpoint_port: int | None = Field(None, ge=1, le=65535, description="distinfer_endpoint_port.")
+
+
+class PlannedModel(_Strict):
+    name: str
+    engine: str
+    gpus_per_replica: float
+    replicas: int
+    max_replicas: int | None = Field(description="What the inventory's GPUs allow (GPU models).")
+    max_ongoing_requests: int
+    batch_limit: int | None = Field(description="The engine's own batch limit where the file sets one.")
+
+
+class WorkerGroup(_Strict):
+    """RayService worker group: one pod per host of the same GPU vendor, model and count."""
+
+    name: str
+    vendor: str
+    gpu_model: str
+    gpus: int
+    hosts: list[str]
+
+
+class PlannedScenario(_Strict):
+    name: str
+    model: str
+    replicas: int
+    users_per_replica: int | None
+    users: int
+    duration_s: float
+    spec: dict[str, Any] = Field(description="The ScenarioSpec `distinfer bench run` gets.")
+    serve_config: dict[str, Any] = Field(description="What must be deployed while it runs.")
+
+
+class Plan(_Strict):
+    platform: Platform
+    app_name: str = Field(DEFAULT_APP_NAME, description="The Serve application's name.")
+    models_file: str
+    head: str
+    hosts: list[str]
+    endpoint: str
+    endpoint_port: int
+    serve_port: int
+    api_key_env: str | None
+    engine_stand_in: bool
+    models: list[PlannedModel]
+    replicas: dict[str, int]
+    serve_config: dict[str, Any]
+    worker_groups: list[WorkerGroup]
+    scenarios: list[PlannedScenario]
+
+
+def load_request(text: str, source: str) -> PlanRequest:
+    try:
+        return PlanRequest.model_validate_json(text)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"{source} is not a valid plan request: {problems}") from None
+
+
+def build_plan(request: PlanRequest) -> Plan:
+    names = [h.name for h in request.hosts]
+    if request.head not in names:
+        raise ConfigError(f"the head {request.head!r} is not among the hosts {names}")
+    models = _with_api_key(load_models_file(request.models_file), request)
+    if request.engine_stand_in is not None:
+        models = models.model_copy(update={"engine_stand_in": request.engine_stand_in})
+    capacity = _gpu_capacity(models, request)
+    replicas = _replicas(models, request, capacity)
+    deployed = models.with_replicas(replicas)
+    endpoint_port = request.endpoint_port or (
+        DEFAULT_NODE_PORT if request.platform == "kubernetes" else models.http.port
+    )
+    head = next(h for h in request.hosts if h.name == request.head)
+    plan = Plan(
+        platform=request.platform,
+        models_file=request.models_file,
+        head=request.head,
+        hosts=names,
+        endpoint=f"http://{head.address}:{endpoint_port}",
+        endpoint_port=endpoint_port,
+        serve_port=KUBERAY_SERVE_PORT if request.platform == "kubernetes" else models.http.port,
+        api_key_env=models.api_key_env,
+        engine_stand_in=request.engine_stand_in is not None,
+        models=[_planned_model(spec, replicas[spec.name], capacity.get(spec.name)) for spec in models.models],
+        replicas=replicas,
+        serve_config=_serve_config(deployed, request.platform),
+        worker_groups=_worker_groups(request) if request.platform == "kubernetes" else [],
+        scenarios=[],
+    )
+    plan.scenarios = _scenarios(request, models, plan, capacity)
+    return plan
+
+
+# ---- models and replicas ------------------------------------------------------------------------
+
+
+def _with_api_key(models: ModelsFile, request: PlanRequest) -> ModelsFile:
+    """The app asks for a key exactly when the inventory sets one."""
+    if models.api_key_env and not request.api_key:
+        raise ConfigError(
+            f"{request.models_file} asks for an API key (api_key_env: {models.api_key_env}) but "
+            "distinfer_api_key is empty; export DISTINFER_API_KEY (or set distinfer_api_key from a "
+            "vault) on the control machine, or remove api_key_env from the models file"
+        )
+    if request.api_key and not models.api_key_env:
+        return models.model_copy(update={"api_key_env": DEFAULT_API_KEY_ENV})
+    return models
+
+
+def _gpu_models(models: ModelsFile) -> list[Spec]:
+    return [spec for spec in models.models if spec.gpus_per_replica >= 1]
+
+
+def _derives_from_gpus(request: PlanRequest) -> bool:
+    """GPU models get replicas from the GPUs on a cluster, and locally where hosts declare GPUs."""
+    return request.platform == "kubernetes" or any(h.gpus for h in request.hosts)
+
+
+def _gpu_capacity(models: ModelsFile, request: PlanRequest) -> dict[str, int]:
+    """Replicas each GPU model could have alone: sum over hosts of GPUs // GPUs per replica."""
+    if not _derives_from_gpus(request):
+        return {}
+    capacity = {}
+    for spec in _gpu_models(models):
+        per = int(spec.gpus_per_replica)
+        for host in request.hosts:
+            if host.gpus % per:
+                raise ConfigError(
+                    f"{host.name}: distinfer_gpu_count is {host.gpus}, not a multiple of model "
+                    f"{spec.name}'s {per} GPUs per replica (tensor_parallel_size; a replica stays on one "
+                    "node); set distinfer_gpu_count to a multiple of it (or 0) for this host"
+                )
+        capacity[spec.name] = sum(host.gpus // per for host in request.hosts)
+    return capacity
+
+
+def _replicas(models: ModelsFile, request: PlanRequest, capacity: dict[str, int]) -> dict[str, int]:
+    known = [m.name for m in models.models]
+    for name, count in request.replicas.items():
+        if name not in known:
+            raise ConfigError(
+                f"distinfer_replicas names {name!r}, which is not in {request.models_file} "
+                f"(models: {', '.join(known)}); fix the name or remove it"
+            )
+        if count < 1:
+            raise ConfigError(f"distinfer_replicas.{name} is {count}; give at least 1 (or remove it)")
+    derived = [name for name in capacity if name not in request.replicas]
+    if len(derived) > 1:
+        raise ConfigError(
+            f"several GPU models ({', '.join(derived)}) would each take every GPU; set distinfer_replicas "
+            "in group_vars/all to split the GPUs between them"
+        )
+    gpu_hosts = [h for h in request.hosts if h.gpus]
+    total_gpus = sum(h.gpus for h in gpu_hosts)
+    slots = sum(h.replica_slots for h in request.hosts)
+    replicas: dict[str, int] = {}
+    for spec in models.models:
+        if spec.name in request.replicas:
+            replicas[spec.name] = request.replicas[spec.name]
+        elif spec.name in capacity:
+            if capacity[spec.name] < 1:
+                raise ConfigError(
+                    f"model {spec.name} needs {int(spec.gpus_per_replica)} GPUs per replica but the "
+                    f"inventory gives {total_gpus} GPUs on "
+                    f"{', '.join(h.name for h in gpu_hosts) or 'no host'}; raise distinfer_gpu_count on a "
+                    "host or add one"
+                )
+            replicas[spec.name] = capacity[spec.name]
+        elif request.platform == "local":
+            replicas[spec.name] = max(slots, 1)
+        else:
+            replicas[spec.name] = spec.replicas
+    _check_fits(models, replicas, request, "distinfer_replicas")
+    return replicas
+
+
+def _check_fits(models: ModelsFile, replicas: dict[str, int], request: PlanRequest, what: str) -> None:
+    """Every GPU model's replicas fit on the hosts' GPUs, each replica's GPUs on one host.
+
+    First fit, largest replicas first: the same packing Ray's STRICT_PACK placement groups need.
+    """
+    if not _derives_from_gpus(request):
+        return
+    free = {h.name: h.gpus for h in request.hosts}
+    for spec in sorted(_gpu_models(models), key=lambda s: -s.gpus_per_replica):
+        per = int(spec.gpus_per_replica)
+        for placed in range(replicas[spec.name]):
+            host = next((name for name, gpus in free.items() if gpus >= per), None)
+            if host is None:
+                alone = sum(h.gpus // per for h in request.hosts)
+                raise ConfigError(
+                    f"{what} asks {replicas[spec.name]} replica(s) of {spec.name} ({per} GPUs each, on one "
+                    f"node) but only {placed} fit on the inventory's GPUs "
+                    f"({', '.join(f'{h.name}: {h.gpus}' for h in request.hosts if h.gpus) or 'none'}; "
+                    f"{alone} alone); lower it to at most {placed} or add GPU hosts"
+                )
+            free[host] -= per
+
+
+def _batch_limit(spec: Spec) -> int | None:
+    if isinstance(spec, VllmModel):
+        return spec.max_num_seqs
+    if isinstance(spec, HfModel):
+        return spec.max_batch_size
+    return None
+
+
+def _planned_model(spec: Spec, replicas: int, max_replicas: int | None) -> PlannedModel:
+    return PlannedModel(
+        name=spec.name,
+        engine=spec.engine,
+        gpus_per_replica=spec.gpus_per_replica,
+        replicas=replicas,
+        max_replicas=max_replicas,
+        max_ongoing_requests=spec.max_ongoing_requests,
+        batch_limit=_batch_limit(spec),
+    )
+
+
+def _serve_config(models: ModelsFile, platform: Platform) -> dict[str, Any]:
+    config = serve_config(models)
+    if platform == "kubernetes":
+        # KubeRay's serve service targets the pods' `serve` port on every pod.
+        config["http_options"] = {"host": "0.0.0.0", "port": KUBERAY_SERVE_PORT}
+    return config
+
+
+def _worker_groups(request: PlanRequest) -> list[WorkerGroup]:
+    groups: dict[str, WorkerGroup] = {}
+    for host in request.hosts:
+        if not host.gpus:
+            continue
+        name = re.sub(r"[^a-z0-9-]", "-", f"{host.gpu_vendor}-{host.gpu_model}-x{host.gpus}".lower())
+        group = groups.setdefault(
+            name,
+            WorkerGroup(
+                name=name, vendor=host.gpu_vendor, gpu_model=host.gpu_model, gpus=host.gpus, hosts=[]
+            ),
+        )
+        group.hosts.append(host.name)
+    return list(groups.values())
+
+
+# ---- the benchmark's scenarios ------------------------------------------------------------------
+
+
+def _sweep(request: PlanRequest) -> tuple[SweepFile | None, str]:
+    if request.scenarios is not None:
+        return parse_sweep(request.scenarios, "distinfer_scenarios"), "distinfer_scenarios"
+    if request.scenarios_file:
+        return read_sweep(Path(request.scenarios_file)), request.scenarios_file
+    return None, ""
+
+
+def _scenarios(
+    request: PlanRequest, models: ModelsFile, plan: Plan, capacity: dict[str, int]
+) -> list[PlannedScenario]:
+    sweep, source = _sweep(request)
+    if sweep is None:
+        return []
+    entries = sweep.entries(request.scenario_overrides)
+    for data in entries:
+        data.setdefault("model", models.models[0].name)
+        data.setdefault("replicas", plan.replicas.get(data["model"], 1))
+        data.setdefault("name", default_scenario_name(data, prefix=f"{len(request.hosts)}n-"))
+    try:
+        check_unique_names([d["name"] for d in entries])
+    except ValueError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    unknown = sorted(set(request.scenarios_only) - {d["name"] for d in entries})
+    if unknown:
+        raise ConfigError(
+            f"distinfer_scenarios_only names {unknown}, which {source} does not have "
+            f"(scenarios: {', '.join(d['name'] for d in entries)}); fix the names or leave it empty"
+        )
+    chosen = [d for d in entries if not request.scenarios_only or d["name"] in request.scenarios_only]
+    return [_scenario(data, request, models, plan, capacity, source) for data in chosen]
+
+
+def _scenario(
+    data: dict[str, Any],
+    request: PlanRequest,
+    models: ModelsFile,
+    plan: Plan,
+    capacity: dict[str, int],
+    source: str,
+) -> PlannedScenario:
+    where = f"{source}: scenario {data['name']!r}"
+    try:
+        spec = models.model(data["model"])
+    except KeyError:
+        raise ConfigError(
+            f"{where} asks for model {data['model']!r}, which {request.models_file} does not serve "
+            f"(models: {', '.join(m.name for m in models.models)}); set its model: to one of them"
+        ) from None
+    upr = data.get("users_per_replica")
+    if upr is not None and (not isinstance(upr, int) or upr < 1):
+        raise ConfigError(
+            f"{where}: users_per_replica is {upr!r}; give a whole number >= 1 (it is the per-replica cap "
+            "on requests in flight, the guide's batch size per replica)"
+        )
+    replicas = data["replicas"]
+    limit = _batch_limit(spec)
+    if upr is not None and limit is not None and upr > limit:
+        field = "max_num_seqs" if isinstance(spec, VllmModel) else "max_batch_size"
+        raise ConfigError(
+            f"{where}: users_per_replica {upr} is above model {spec.name}'s {field} {limit} in "
+            f"{request.models_file}: the engine would queue what Serve admitted; remove {field} (it then "
+            f"follows the per-replica cap) or lower users_per_replica to {limit}"
+        )
+    scaled = {**plan.replicas, spec.name: replicas}
+    _check_fits(models, scaled, request, f"{where}: replicas")
+    data["users"] = data.get("users") or replicas * (upr or spec.max_ongoing_requests)
+    data["url"] = plan.endpoint
+    data["meta"] = _scenario_meta(data, request, plan)
+    try:
+        validated = ScenarioSpec.model_validate(data)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'scenario'}: {e['msg']} (got {e.get('input')!r})"
+            for e in err.errors()
+        )
+        raise ConfigError(f"{where}: {problems}") from None
+    deployed = models.with_replicas(scaled)
+    if upr is not None:  # the per-replica cap of the model under load (vLLM's max_num_seqs follows it)
+        capped = [
+            m.model_copy(update={"max_ongoing_requests": upr}) if m.name == spec.name else m
+            for m in deployed.models
+        ]
+        deployed = deployed.model_copy(update={"models": capped})
+    return PlannedScenario(
+        name=validated.name,
+        model=spec.name,
+        replicas=replicas,
+        users_per_replica=upr,
+        users=validated.users,
+        duration_s=validated.duration_s,
+        spec=validated.model_dump(mode="json", exclude_none=True),
+        serve_config=_serve_config(deployed, request.platform),
+    )
+
+
+def _scenario_meta(data: dict[str, Any], request: PlanRequest, plan: Plan) -> dict[str, str]:
+    """What the report shows about the deployment: the file's own labels win (the guide's)."""
+    meta = {
+        "nodes": ",".join(plan.hosts),
+        "devices": ",".join(h.device or h.name for h in request.hosts),
+        "gpus": str(sum(h.gpus for h in request.hosts)),
+        "replicas": str(data["replicas"]),
+        "platform": request.platform,
+    }
+    if data.get("users_per_replica") is not None:
+        meta["users_per_replica"] = str(data["users_per_replica"])
+    if plan.engine_stand_in:
+        meta["engine_stand_in"] = "synthetic (rehearsal: not a measurement of the model)"
+    return {**meta, **data.get("meta", {})}
+
+
+def plan_command(
+    request: Annotated[
+        str, typer.Option("--request", help="Plan request JSON file, or - for standard input.")
+    ] = "-",
+) -> None:
+    """Print the deployment plan (JSON) for an inventory: replicas, Serve config, scenarios.
+
+    The preflight role runs it once and every other role applies its output.
+    """
+    if request == "-":
+        text, source = sys.stdin.read(), "the plan request on standard input"
+    else:
+        try:
+            text, source = Path(request).read_text(), request
+        except OSError as err:
+            raise ConfigError(f"cannot read plan request {request}: {err.strerror}") from None
+    typer.echo(build_plan(load_request(text, source)).model_dump_json(indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("plan")(plan_command)

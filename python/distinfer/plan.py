@@ -114,7 +114,7 @@ class PlannedScenario(_Strict):
 
 class Plan(_Strict):
     platform: Platform
-    app_name: str = Field(DEFAULT_APP_NAME, description="The Serve application's name.")
+    app_name: str = Field(description="The Serve application's name.")
     models_file: str
     head: str
     hosts: list[str]
@@ -154,6 +154,7 @@ def build_plan(request: PlanRequest) -> Plan:
     head = next(h for h in request.hosts if h.name == request.head)
     plan = Plan(
         platform=request.platform,
+        app_name=DEFAULT_APP_NAME,
         models_file=request.models_file,
         head=request.head,
         hosts=names,

@@ -20,12 +20,11 @@ def record_command(
     host: Annotated[str | None, typer.Option(help="Name to record (default: hostname).")] = None,
 ) -> None:
     """Record until SIGTERM/SIGINT or --duration; every sample is flushed as it is taken."""
-    from distinfer.nodemetrics.sampler import record
+    from distinfer.nodemetrics.sampler import check_options, record
 
-    if not 0.05 <= interval <= 3600:
-        raise ConfigError(f"--interval {interval} must be between 0.05 and 3600 seconds (1 is the usual)")
-    if duration is not None and duration <= 0:
-        raise ConfigError(f"--duration {duration} must be positive; omit it to run until stopped")
+    problem = check_options(interval, duration)
+    if problem:
+        raise ConfigError(problem)
     count = record(out, interval, duration, host)
     typer.echo(f"wrote {count} samples to {out}")
 

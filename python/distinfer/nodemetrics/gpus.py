@@ -1,18 +1,20 @@
-"""GPU utilisation and memory, from NVML (nvidia-ml-py) or amdsmi, whichever this node has."""
+"""GPU utilisation and memory, from NVML (nvidia-ml-py) or amdsmi, whichever this node has.
+
+Standard library only besides those two: the recorder runs on cluster nodes with the system Python
+(roles/node_metrics), where the project's own dependencies are not installed.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Protocol
-
-from pydantic import BaseModel, ConfigDict
 
 log = logging.getLogger(__name__)
 
 
-class GpuSample(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+@dataclasses.dataclass(frozen=True)
+class GpuSample:
     index: int
     name: str
     vendor: str

@@ -10,6 +10,7 @@ Rates are over the real time between samples, so a late wake-up does not distort
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -88,13 +89,22 @@ class Sampler:
             "cpu_percent_per_core": per_core,
             "mem_percent": psutil.virtual_memory().percent,
             "net": nics,
-            "gpus": [g.model_dump() for g in self.gpu.sample()] if self.gpu else [],
+            "gpus": [dataclasses.asdict(g) for g in self.gpu.sample()] if self.gpu else [],
         }
         self._write(line)
 
     def close(self) -> None:
         if self.gpu is not None:
             self.gpu.close()
+
+
+def check_options(interval_s: float, duration_s: float | None) -> str | None:
+    """What is wrong with a recorder's options, or None."""
+    if not 0.05 <= interval_s <= 3600:
+        return f"--interval {interval_s} must be between 0.05 and 3600 seconds (1 is the usual)"
+    if duration_s is not None and duration_s <= 0:
+        return f"--duration {duration_s} must be positive; omit it to run until stopped"
+    return None
 
 
 def record(out: Path, interval_s: float, duration_s: float | None = None, host: str | None = None) -> int:

@@ -15,6 +15,13 @@ from distinfer.config import ConfigError
 ApiKeyOpt = Annotated[
     str | None, typer.Option(envvar="DISTINFER_API_KEY", help="Bearer token (or env DISTINFER_API_KEY).")
 ]
+ApiKeyFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        envvar="DISTINFER_API_KEY_FILE",
+        help="File holding the bearer token (or env DISTINFER_API_KEY_FILE); wins over --api-key.",
+    ),
+]
 
 bench = typer.Typer(help="Drive Locust load at an OpenAI-compatible server and record every request.")
 
@@ -34,42 +41,65 @@ def _spec(data: dict[str, Any]):  # type: ignore[no-untyped-def]
 
 @bench.command("run")
 def run_command(
-    url: Annotated[str, typer.Option(help="Server base URL, e.g. http://127.0.0.1:8000")],
-    model: Annotated[str, typer.Option(help="The `model` field to send.")],
-    users: Annotated[int, typer.Option(help="Closed loop: concurrent users. Open loop: the in-flight cap.")],
-    duration: Annotated[float, typer.Option(help="Seconds of load, warm-up included.")],
     out: Annotated[Path, typer.Option(help="Scenario directory (results/<run-id>/scenarios/<scenario>).")],
+    spec: Annotated[
+        str | None,
+        typer.Option(
+            help="A scenario as JSON (the fields of a scenarios file's entry; - reads standard input); "
+            "the options below override its fields."
+        ),
+    ] = None,
+    url: Annotated[str | None, typer.Option(help="Server base URL, e.g. http://127.0.0.1:8000")] = None,
+    model: Annotated[str | None, typer.Option(help="The `model` field to send.")] = None,
+    users: Annotated[
+        int | None, typer.Option(help="Closed loop: concurrent users. Open loop: the in-flight cap.")
+    ] = None,
+    duration: Annotated[float | None, typer.Option(help="Seconds of load, warm-up included.")] = None,
     prompts: Annotated[Path | None, typer.Option(help="Prompts JSONL (default: files/prompts).")] = None,
-    max_tokens: Annotated[int, typer.Option(help="Output tokens per request.")] = 256,
-    temperature: Annotated[float, typer.Option()] = 1.0,
-    warmup: Annotated[float, typer.Option(help="Seconds at the start left out of every metric.")] = 0.0,
+    max_tokens: Annotated[int | None, typer.Option(help="Output tokens per request [256].")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature [1.0].")] = None,
+    warmup: Annotated[
+        float | None, typer.Option(help="Seconds at the start left out of every metric [0].")
+    ] = None,
     ramp: Annotated[
         float | None,
         typer.Option(help="Closed loop: seconds over which users start, evenly (default: the warm-up)."),
     ] = None,
-    drain_timeout: Annotated[float, typer.Option(help="Seconds in-flight requests may finish.")] = 300.0,
-    api: Annotated[str, typer.Option(help="chat or completions.")] = "chat",
-    seed: Annotated[int, typer.Option(help="Seeds prompt choice and open-loop arrivals.")] = 0,
+    drain_timeout: Annotated[
+        float | None, typer.Option(help="Seconds in-flight requests may finish [300].")
+    ] = None,
+    api: Annotated[str | None, typer.Option(help="chat or completions [chat].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seeds prompt choice and open-loop arrivals [0].")] = None,
     api_key: ApiKeyOpt = None,
+    api_key_file: ApiKeyFileOpt = None,
     rate: Annotated[float | None, typer.Option(help="Open loop: Poisson arrivals per second.")] = None,
-    scenario: Annotated[str, typer.Option(help="Scenario name recorded with the results.")] = "default",
+    scenario: Annotated[str | None, typer.Option(help="Scenario name recorded with the results.")] = None,
     meta: Annotated[list[str] | None, typer.Option(help="KEY=VALUE for the report (repeat).")] = None,
     slo: Annotated[str | None, typer.Option(help="Goodput SLOs in ms: ttft=500,tpot=50[,e2el=...].")] = None,
     workers: Annotated[int | None, typer.Option(help="Load processes (default: sized).")] = None,
-    ignore_eos: Annotated[bool, typer.Option(help="Ask for exactly max_tokens (vLLM's ignore_eos).")] = True,
-    timeout: Annotated[float, typer.Option(help="Longest silence allowed inside one response.")] = 600.0,
+    ignore_eos: Annotated[
+        bool | None, typer.Option(help="Ask for exactly max_tokens (vLLM's ignore_eos) [on].")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Longest silence allowed inside one response [600].")
+    ] = None,
 ) -> None:
-    """Run one scenario: records.jsonl as requests end, summary.json at the end."""
+    """Run one scenario: records.jsonl as requests end, summary.json at the end.
+
+    Either --spec (e.g. what `distinfer plan` resolved) or at least --url, --model, --users and
+    --duration.
+    """
     from distinfer.bench.metrics import parse_slo
     from distinfer.bench.runner import run_scenario
     from distinfer.bench.scenario import parse_meta
 
+    fields = _read_spec(spec) if spec else {}
     try:
-        meta_map = parse_meta(meta or [])
+        meta_map = {**fields.get("meta", {}), **parse_meta(meta or [])}
         slo_model = parse_slo(slo) if slo else None
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    fields = {
+    given = {
         "name": scenario,
         "model": model,
         "url": url,
@@ -88,18 +118,55 @@ def run_command(
         "timeout_s": timeout,
         "workers": workers,
         "slo": slo_model,
-        "meta": meta_map,
     }
+    fields.update({key: value for key, value in given.items() if value is not None})
+    fields["meta"] = meta_map
     for key in ("replicas", "users_per_replica"):
-        if key in meta_map:
+        if key in meta_map and key not in fields:
             try:
                 fields[key] = int(meta_map[key])
             except ValueError:
                 raise ConfigError(f"--meta {key}={meta_map[key]!r} must be a whole number") from None
-    spec = _spec(fields)
-    _check_prompts(spec.prompts)
-    summary = run_scenario(spec, out, api_key)
+    missing = [f"--{flag}" for flag, key in _REQUIRED if key not in fields]
+    if missing:
+        raise ConfigError(f"bench run needs {', '.join(missing)} (or a --spec that has them)")
+    run_spec = _spec(fields)
+    _check_prompts(run_spec.prompts)
+    summary = run_scenario(run_spec, out, _api_key(api_key, api_key_file))
     _print_summary(summary)
+
+
+_REQUIRED = (("url", "url"), ("model", "model"), ("users", "users"), ("duration", "duration_s"))
+
+
+def _read_spec(source: str) -> dict[str, Any]:
+    """A scenario given as JSON (a file, or - for standard input)."""
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read --spec {source}: {err.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--spec {source} is not JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--spec {source} must be a JSON object of scenario fields")
+    return data
+
+
+def _api_key(key: str | None, key_file: Path | None) -> str | None:
+    """The key to send: given directly, or read from a file (keeps it off command lines and logs)."""
+    if key_file is None:
+        return key
+    try:
+        text = key_file.read_text().strip()
+    except OSError as err:
+        raise ConfigError(f"cannot read --api-key-file {key_file}: {err.strerror}") from None
+    if not text:
+        raise ConfigError(
+            f"--api-key-file {key_file} is empty; write the key into it or leave the option out"
+        )
+    return text
 
 
 @bench.command("sweep")
@@ -109,6 +176,7 @@ def sweep_command(
     url: Annotated[str | None, typer.Option(help="Override every scenario's url.")] = None,
     model: Annotated[str | None, typer.Option(help="Override every scenario's model.")] = None,
     api_key: ApiKeyOpt = None,
+    api_key_file: ApiKeyFileOpt = None,
 ) -> None:
     """Run each unfinished scenario of a file; finished ones (summary.json present) are skipped."""
     from distinfer.bench.sweep import load_sweep, run_sweep
@@ -117,7 +185,7 @@ def sweep_command(
     specs = load_sweep(scenarios, overrides)
     for spec in specs:
         _check_prompts(spec.prompts)
-    ran = run_sweep(specs, out, api_key)
+    ran = run_sweep(specs, out, _api_key(api_key, api_key_file))
     typer.echo(f"ran {len(ran)} scenario(s): {', '.join(ran) or 'none (all finished)'}")
 
 

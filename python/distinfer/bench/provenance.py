@@ -26,7 +26,7 @@ def collect_provenance() -> dict[str, Any]:
     memory = psutil.virtual_memory()
     return {
         "created": time.time(),
-        "command": sys.argv,
+        "command": redacted_argv(sys.argv),
         "host": socket.gethostname(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -38,6 +38,28 @@ def collect_provenance() -> dict[str, Any]:
             "memory_bytes": memory.total,
         },
     }
+
+
+# Options whose value is a secret: recorded as REDACTED, so a results folder can be shared as it is.
+SECRET_OPTIONS = ("--api-key",)
+
+
+def redacted_argv(argv: list[str]) -> list[str]:
+    """The command line with the values of secret options replaced."""
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            out.append("REDACTED")
+            hide_next = False
+        elif arg in SECRET_OPTIONS:
+            out.append(arg)
+            hide_next = True
+        elif arg.startswith(tuple(f"{opt}=" for opt in SECRET_OPTIONS)):
+            out.append(arg.split("=", 1)[0] + "=REDACTED")
+        else:
+            out.append(arg)
+    return out
 
 
 def _cpu_model() -> str | None:

@@ -44,8 +44,9 @@ typecheck: $(STAMP)
 test: $(STAMP) $(SYSTEM_STAMP) lint typecheck
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/pytest $(PYTEST_ARGS)
 
+# Extra ansible-playbook arguments: make demo ARGS="-e distinfer_local_model=tiny"
 demo: $(STAMP) $(SYSTEM_STAMP)
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/demo.sh
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/demo.sh $(ARGS)
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info

@@ -98,9 +98,33 @@ def parse_sweep(data: Any, source: str) -> SweepFile:
     try:
         return SweepFile.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(
-            f"{source} is not a valid scenarios file: {err}\nSee files/scenarios/*.yaml for examples"
-        ) from None
+        raise ConfigError(format_sweep_error(err, source, data)) from None
+
+
+_FIXES = {
+    "users_per_replica": "a whole number >= 1: the per-replica cap on requests in flight",
+    "replicas": "a whole number >= 1, at most what the inventory's GPUs hold",
+    "users": "a whole number >= 1",
+}
+
+
+def format_sweep_error(err: ValidationError, source: str, data: Any) -> str:
+    """One line per problem: which scenario, which field, what was given and what to give."""
+    lines = [f"{source} is not a valid scenarios file:"]
+    for item in err.errors():
+        loc = list(item["loc"])
+        where = ".".join(map(str, loc)) or "(top level)"
+        if len(loc) >= 2 and loc[0] == "scenarios" and isinstance(loc[1], int):
+            entry = data["scenarios"][loc[1]] if isinstance(data, dict) else None
+            name = entry.get("name") if isinstance(entry, dict) else None
+            where = f"scenarios[{loc[1]}]" + (f" ({name!r})" if name else "")
+            where += "".join(f".{part}" for part in loc[2:])
+        got = item.get("input")
+        shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+        fix = _FIXES.get(str(loc[-1])) if loc else None
+        lines.append(f"  - {where}: {item['msg']}{shown}" + (f"; give {fix}" if fix else ""))
+    lines.append("See files/scenarios/*.yaml for working examples.")
+    return "\n".join(lines)
 
 
 def load_sweep(path: Path, overrides: dict[str, Any]) -> list[ScenarioSpec]:

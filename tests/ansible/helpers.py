@@ -55,13 +55,19 @@ class Run:
         return sum(host["changed"] for host in self.recap().values())
 
 
-def poweredge_inventory(models_file: Path) -> dict[str, Any]:
-    """The guide's three servers as in inventory/poweredge, every host reached locally."""
+def poweredge_inventory(models_file: Path | None = None) -> dict[str, Any]:
+    """The guide's three servers as in inventory/poweredge, every host reached locally.
+
+    With its shipped models file and scenarios file, unless `models_file` replaces the models file (the
+    scenarios are then left out: the guide's name a model only the shipped file serves).
+    """
     hosts = yaml.safe_load((REPO_ROOT / "inventory/poweredge/hosts.yml").read_text())
     group_vars: dict[str, Any] = {}
     for part in sorted((REPO_ROOT / "inventory/poweredge/group_vars/all").glob("*.yml")):
         group_vars.update(yaml.safe_load(part.read_text()) or {})
-    group_vars.update(distinfer_models_file=str(models_file), ray_service_hf_token="", ray_service_api_key="")
+    group_vars.update(ray_service_hf_token="", distinfer_api_key="")
+    if models_file is not None:
+        group_vars.update(distinfer_models_file=str(models_file), distinfer_scenarios_file="")
     cluster = hosts["all"]["children"]["k3s_cluster"]["children"]
     for group in cluster.values():
         for name, host_vars in group["hosts"].items():
@@ -70,6 +76,32 @@ def poweredge_inventory(models_file: Path) -> dict[str, Any]:
             group["hosts"][name] = host_vars
     hosts["all"]["vars"] = group_vars
     return hosts
+
+
+def local_connection_overlay(directory: Path, inventory: Path) -> Path:
+    """Every host of a shipped inventory reached on this machine (connection local, NIC lo): with
+    `-i inventory -i overlay`, only how Ansible reaches the hosts changes."""
+    names = yaml.safe_load(
+        subprocess.run(
+            [str(VENV_BIN / "ansible-inventory"), "-i", str(inventory), "--list", "--yaml"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=REPO_ROOT,
+        ).stdout
+    )
+    hosts: dict[str, Any] = {}
+
+    def collect(group: dict[str, Any]) -> None:
+        hosts.update({name: dict(LOCAL_HOST_VARS) for name in (group.get("hosts") or {})})
+        for child in (group.get("children") or {}).values():
+            collect(child)
+
+    collect(names["all"])
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "local-connection.yml"
+    path.write_text(yaml.safe_dump({"all": {"hosts": hosts}}, sort_keys=False))
+    return path
 
 
 def write_inventory(directory: Path, inventory: dict[str, Any]) -> Path:
@@ -88,14 +120,16 @@ def write_models(directory: Path, models: dict[str, Any] | str = LLAMA_MODELS) -
 
 def run_playbook(
     playbook: str,
-    inventory: Path,
+    inventory: Path | list[Path],
     *,
     extra_vars: dict[str, Any] | None = None,
     check: bool = False,
     tags: str = "",
     timeout: float = 300,
+    extra_env: dict[str, str] | None = None,
 ) -> Run:
-    argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), playbook]
+    sources = inventory if isinstance(inventory, list) else [inventory]
+    argv = [str(VENV_BIN / "ansible-playbook"), *[a for src in sources for a in ("-i", str(src))], playbook]
     if extra_vars:
         argv += ["-e", json.dumps(extra_vars)]
     if check:
@@ -108,6 +142,7 @@ def run_playbook(
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_CACHE_PLUGIN": "memory",
         "ANSIBLE_RETRY_FILES_ENABLED": "0",
+        **(extra_env or {}),
     }
     proc = subprocess.run(
         argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False

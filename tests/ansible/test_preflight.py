@@ -7,7 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import REPO_ROOT, poweredge_inventory, run_playbook, write_inventory, write_models
+import yaml
+from helpers import (
+    LLAMA_MODELS,
+    REPO_ROOT,
+    local_connection_overlay,
+    poweredge_inventory,
+    run_playbook,
+    write_inventory,
+    write_models,
+)
+
+MODEL = "meta-llama/Llama-2-70b-chat-hf"  # as files/models/llama2-70b-tp4.yaml serves it
 
 Inventory = dict[str, Any]
 
@@ -68,6 +79,25 @@ def unknown_replica_override(inv: Inventory) -> None:
     inv["all"]["vars"]["distinfer_replicas"] = {"llama-3": 2}
 
 
+def server_and_agent(inv: Inventory) -> None:
+    _cluster(inv)["k3s_server"]["hosts"]["xe8545"] = _host(inv, "xe8545")
+
+
+def more_replicas_than_gpus(inv: Inventory) -> None:
+    inv["all"]["vars"]["distinfer_replicas"] = {MODEL: 5}  # 8 + 4 + 4 GPUs hold 4 at TP 4
+
+
+def zero_users_per_replica(inv: Inventory) -> None:
+    inv["all"]["vars"]["distinfer_scenarios"] = {"scenarios": [{"name": "empty", "users_per_replica": 0}]}
+
+
+def scenario_model_not_served(inv: Inventory) -> None:
+    inv["all"]["vars"]["distinfer_scenarios"] = {
+        "defaults": {"model": "llama-2-70b-chat"},
+        "scenarios": [{"users_per_replica": 32}],
+    }
+
+
 CASES: dict[str, tuple[Callable[[Inventory], None], list[str]]] = {
     "no server": (no_server, ["k3s_server", "at least one host"]),
     "GPUs not divisible by TP": (gpus_not_divisible, ["xe8545", "distinfer_gpu_count is 6", "multiple of"]),
@@ -91,15 +121,19 @@ CASES: dict[str, tuple[Callable[[Inventory], None], list[str]]] = {
     ),
     "unknown replica override": (
         unknown_replica_override,
-        ["distinfer_replicas", "llama-3", "llama-2-70b-chat"],
+        ["distinfer_replicas", "llama-3", MODEL],
     ),
+    "server and agent": (server_and_agent, ["xe8545", "both k3s_server and k3s_agent", "remove it from"]),
+    "replicas beyond the GPUs": (more_replicas_than_gpus, ["distinfer_replicas asks 5", "at most 4"]),
+    "users per replica 0": (zero_users_per_replica, ["'empty'", "users_per_replica", "(got 0)", ">= 1"]),
+    "scenario model not served": (scenario_model_not_served, ["llama-2-70b-chat", MODEL, "set its model"]),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_broken_inventory_is_rejected_before_any_change(case: str, tmp_path: Path) -> None:
     breaker, expected = CASES[case]
-    inventory = poweredge_inventory(write_models(tmp_path))
+    inventory = poweredge_inventory()
     breaker(inventory)
     run = run_playbook("playbooks/preflight.yml", write_inventory(tmp_path / "inv", inventory))
     assert run.returncode != 0, run.output[-3000:]
@@ -126,19 +160,64 @@ def test_missing_models_file_is_rejected(tmp_path: Path) -> None:
     assert "nope.yaml" in run.output and "distinfer_models_file" in run.output
 
 
-def test_guide_inventory_passes_and_derives_four_replicas(tmp_path: Path) -> None:
-    inventory = poweredge_inventory(write_models(tmp_path))
+def test_a_cap_above_the_engines_max_num_seqs_is_rejected(tmp_path: Path) -> None:
+    models = yaml.safe_load((REPO_ROOT / "files/models/llama2-70b-tp4.yaml").read_text())
+    models["models"][0]["max_num_seqs"] = 32
+    inventory = poweredge_inventory(write_models(tmp_path, models))
+    inventory["all"]["vars"]["distinfer_scenarios_file"] = "files/scenarios/guide.yaml"
     run = run_playbook("playbooks/preflight.yml", write_inventory(tmp_path / "inv", inventory))
+    assert run.returncode != 0 and run.total_changed() == 0, run.output[-3000:]
+    for text in ("bs256-1node-1replica", "users_per_replica 256", "max_num_seqs 32", "remove max_num_seqs"):
+        assert text in run.output, run.output[-3000:]
+
+
+def test_a_token_written_in_plain_text_is_warned_about_and_never_shown(tmp_path: Path) -> None:
+    token = "hf_" + "Qx7" * 12
+    inventory = poweredge_inventory()
+    inventory["all"]["vars"]["ray_service_hf_token"] = token
+    path = write_inventory(tmp_path / "inv", inventory)
+    run = run_playbook("playbooks/preflight.yml", path)
+    assert run.returncode == 0, run.output[-3000:]
+    assert "WARNING" in run.output and str(path) in run.output, run.output[-3000:]
+    assert token not in run.output and token[3:20] not in run.output
+
+
+def test_the_shipped_inventory_passes_as_it_is_and_plans_the_guides_matrix(tmp_path: Path) -> None:
+    """inventory/poweredge exactly as shipped (its models file, the guide's scenarios, the secrets read
+    from the environment); only how Ansible reaches the hosts changes."""
+    inventory = REPO_ROOT / "inventory/poweredge"
+    overlay = local_connection_overlay(tmp_path, inventory)
+    run = run_playbook("playbooks/preflight.yml", [inventory, overlay], extra_env={"HF_TOKEN": ""})
     assert run.returncode == 0, run.output[-3000:]
     assert run.total_changed() == 0
-    # 8 + 4 + 4 GPUs at tensor parallel 4: the guide's 3-node scenario.
-    assert "{'llama-2-70b-chat': 4}" in run.output
+    assert f"replicas per model: {{'{MODEL}': 4}}" in run.output, run.output[-3000:]  # 8 + 4 + 4 GPUs at TP 4
+    guide = yaml.safe_load((REPO_ROOT / "files/scenarios/guide.yaml").read_text())
+    assert "scenarios: " + ", ".join(s["name"] for s in guide["scenarios"]) in run.output, run.output[-3000:]
+    assert "WARNING" not in run.output  # the shipped inventory holds no secret
+
+
+def test_the_shipped_local_inventory_passes_as_it_is(tmp_path: Path) -> None:
+    run = run_playbook("playbooks/preflight.yml", REPO_ROOT / "inventory/local")
+    assert run.returncode == 0, run.output[-3000:]
+    assert "replicas per model: {'smollm2': 1}" in run.output, run.output[-3000:]
+    assert "scenarios: 1n-1r-2u, 1n-1r-8u" in run.output, run.output[-3000:]
+    assert "Skipping" not in run.output, "something inside inventory/local is not an inventory source"
 
 
 def test_two_node_scenario_gives_two_replicas(tmp_path: Path) -> None:
-    inventory = poweredge_inventory(write_models(tmp_path))
+    inventory = poweredge_inventory()
     _host(inventory, "xe9680")["distinfer_gpu_count"] = 4  # the guide's 2-node / 8-GPU scenario
     del _cluster(inventory)["k3s_agent"]["hosts"]["r760xa"]
+    inventory["all"]["vars"]["distinfer_scenarios_file"] = ""  # the guide's matrix needs 4 replicas
     run = run_playbook("playbooks/preflight.yml", write_inventory(tmp_path / "inv", inventory))
     assert run.returncode == 0, run.output[-3000:]
-    assert "{'llama-2-70b-chat': 2}" in run.output
+    assert f"{{'{MODEL}': 2}}" in run.output
+
+
+def test_a_models_file_of_its_own_is_planned_too(tmp_path: Path) -> None:
+    run = run_playbook(
+        "playbooks/preflight.yml",
+        write_inventory(tmp_path / "inv", poweredge_inventory(write_models(tmp_path, LLAMA_MODELS))),
+    )
+    assert run.returncode == 0, run.output[-3000:]
+    assert "{'llama-2-70b-chat': 4}" in run.output

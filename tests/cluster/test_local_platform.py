@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import threading
@@ -31,18 +32,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
+from leaks import places_holding, secret_file_modes
 from playbook_runs import PlaybookRun, ansible_env, run_playbook
+from raystate import node_names, ray_json
 from testhosts import REPO_ROOT, TestHosts
 
 SITE = REPO_ROOT / "site.yml"
 RESET = REPO_ROOT / "playbooks" / "reset.yml"
 HTTP_PORT = 24800
-DASHBOARD_PORT = 24265
-RAY_BIN = REPO_ROOT / ".venv" / "bin" / "ray"
-RAY_ENV = "RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=/var/lib/distinfer/ray/auth_token"
 USERS_PER_REPLICA = 4
+# The API key the app asks for on this platform; made per run, so finding it anywhere means a leak.
+API_KEY = "dk-" + secrets.token_hex(16)
+KEY_ENV = {"DISTINFER_API_KEY": API_KEY}
 
 MODELS = {
     "models": [
@@ -78,10 +82,11 @@ def write_inventory(hosts: TestHosts, workdir: Path, names: list[str], **extra: 
         "distinfer_results_dir": str(workdir / "results"),
         "ray_local_num_cpus": 2,
         "ray_local_object_store_memory": 100 * 1024 * 1024,
-        "loadtest_scenarios": [{"users_per_replica": USERS_PER_REPLICA}],
-        "loadtest_duration_s": 20,
-        "loadtest_warmup_s": 4,
-        "loadtest_max_tokens": 16,
+        "distinfer_scenarios": scenarios(
+            [{"users_per_replica": USERS_PER_REPLICA}], duration_s=20, warmup_s=4, max_tokens=16
+        ),
+        # As the shipped inventories do: the key comes from the control machine's environment.
+        "distinfer_api_key": "{{ lookup('ansible.builtin.env', 'DISTINFER_API_KEY') }}",
         **extra,
     }
     inventory = {
@@ -103,30 +108,25 @@ def write_inventory(hosts: TestHosts, workdir: Path, names: list[str], **extra: 
     return path
 
 
+def scenarios(entries: list[dict[str, Any]], **defaults: Any) -> dict[str, Any]:
+    """A scenarios document (the schema of files/scenarios/*.yaml), given inline as distinfer_scenarios."""
+    return {"defaults": defaults, "scenarios": entries}
+
+
 def site(inventory: Path, workdir: Path, label: str, **kwargs: Any) -> PlaybookRun:
-    run = run_playbook(SITE, inventory, log=workdir / "logs" / f"{label}.log", timeout=1500, **kwargs)
+    run = run_playbook(
+        SITE, inventory, log=workdir / "logs" / f"{label}.log", timeout=1500, env=KEY_ENV, **kwargs
+    )
     assert run.returncode == 0, run.describe()
     return run
 
 
-def ray_json(hosts: TestHosts, *args: str) -> list[dict[str, Any]]:
-    """`ray list ...` on the head, as JSON."""
-    head = hosts.host("node1").ip
-    command = (
-        f"{RAY_ENV} {RAY_BIN} list {' '.join(args)} --address http://{head}:{DASHBOARD_PORT}"
-        " --format json --limit 1000"
-    )
-    out = hosts.ssh("node1", command, timeout=120).stdout
-    return json.loads(out[out.index("[") :])
-
-
 def synth_replicas(hosts: TestHosts) -> list[tuple[str, str, int]]:
     """Alive replica actors of the synth model: (test host, actor id, PID inside that host)."""
-    ip_to_name = {h.ip: h.name for h in hosts.hosts}
-    nodes = {n["node_id"]: ip_to_name.get(n["node_ip"], n["node_ip"]) for n in ray_json(hosts, "nodes")}
+    nodes = node_names(hosts, "node1")
     return [
         (nodes.get(actor["node_id"], "?"), actor["actor_id"], int(actor["pid"]))
-        for actor in ray_json(hosts, "actors", "--filter", "state=ALIVE")
+        for actor in ray_json(hosts, "node1", "actors", "--filter", "state=ALIVE")
         if actor["class_name"].endswith(":model-synth")
     ]
 
@@ -204,7 +204,7 @@ def test_adding_a_host_grows_the_cluster_and_restarts_nothing(cluster: dict[str,
     site(inventory, workdir, "three-hosts")
     cluster["inventory"] = inventory
 
-    nodes = ray_json(hosts, "nodes", "--filter", "state=ALIVE")
+    nodes = ray_json(hosts, "node1", "nodes", "--filter", "state=ALIVE")
     assert sorted(n["node_ip"] for n in nodes) == sorted(h.ip for h in hosts.hosts)
     placed = replicas_by_host(hosts)
     assert {name: len(ids) for name, ids in placed.items()} == {"node1": 1, "node2": 1, "node3": 1}, placed
@@ -222,6 +222,19 @@ def test_adding_a_host_grows_the_cluster_and_restarts_nothing(cluster: dict[str,
     assert "2n-2r-4u" in report and "3n-3r-4u" in report, report
     node_rows = [line for line in report.splitlines() if line.startswith("| 3n-3r-4u | node")]
     assert sorted(line.split("|")[2].strip() for line in node_rows) == ["node1", "node2", "node3"], report
+
+
+def test_the_api_key_is_asked_for_and_written_nowhere(cluster: dict[str, Any], workdir: Path) -> None:
+    """The key exported for the playbook is enforced by the app, sent by the benchmark (whose runs
+    completed above), and appears in no log, result, report or host file but its own 0600 file."""
+    hosts: TestHosts = cluster["hosts"]
+    assert cluster.get("inventory"), "the three-host run did not complete"
+    url = f"http://{hosts.host('node1').ip}:{HTTP_PORT}/v1/models"
+    assert httpx.get(url, timeout=30).status_code == 401
+    assert httpx.get(url, headers={"Authorization": "Bearer wrong"}, timeout=30).status_code == 401
+    assert httpx.get(url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30).status_code == 200
+    assert places_holding(API_KEY, hosts, [workdir / "logs", workdir / "results"]) == []
+    assert set(secret_file_modes(hosts, "/var/lib/distinfer/ray/api_key").values()) == {"600"}
 
 
 def test_a_second_run_changes_nothing(cluster: dict[str, Any], workdir: Path) -> None:
@@ -269,11 +282,14 @@ def test_a_killed_replica_is_recorded_and_the_next_scenario_runs_clean(
         distinfer_run_id="fault",
         # Longer answers keep every replica busy (about 0.7 s per request in the replica), so the
         # killed one has requests in flight whatever the moment.
-        loadtest_max_tokens=64,
-        loadtest_scenarios=[
-            {"name": "killed", "users_per_replica": USERS_PER_REPLICA, "duration_s": 30},
-            {"name": "after", "users_per_replica": USERS_PER_REPLICA, "duration_s": 20},
-        ],
+        distinfer_scenarios=scenarios(
+            [
+                {"name": "killed", "users_per_replica": USERS_PER_REPLICA, "duration_s": 30},
+                {"name": "after", "users_per_replica": USERS_PER_REPLICA, "duration_s": 20},
+            ],
+            warmup_s=4,
+            max_tokens=64,
+        ),
     )
     outcome: dict[str, Any] = {}
     killer = threading.Thread(
@@ -309,16 +325,25 @@ def test_an_interrupted_benchmark_resumes_where_it_stopped(cluster: dict[str, An
         hosts,
         workdir,
         ["node1", "node2", "node3"],
-        loadtest_scenarios=[
-            {"name": "first", "users_per_replica": USERS_PER_REPLICA, "duration_s": 10},
-            {"name": "second", "users_per_replica": USERS_PER_REPLICA, "duration_s": 40},
-        ],
+        distinfer_scenarios=scenarios(
+            [
+                {"name": "first", "users_per_replica": USERS_PER_REPLICA, "duration_s": 10},
+                {"name": "second", "users_per_replica": USERS_PER_REPLICA, "duration_s": 40},
+            ],
+            warmup_s=4,
+            max_tokens=16,
+        ),
     )
     results = workdir / "results"
     argv = ["ansible-playbook", "-i", str(inventory), str(SITE), "--tags", "benchmark"]
     log = (workdir / "logs" / "interrupted.log").open("w")
     proc = subprocess.Popen(
-        argv, cwd=REPO_ROOT, env=ansible_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        argv,
+        cwd=REPO_ROOT,
+        env=ansible_env(KEY_ENV),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 600
@@ -360,7 +385,9 @@ def test_reset_stops_ray_and_the_recorder_on_every_host(cluster: dict[str, Any],
     inventory = cluster.get("inventory")
     assert inventory, "the three-host run did not complete"
     pids = {host.name: ray_node_process(hosts, host.name)[0] for host in hosts.hosts}
-    reset = run_playbook(RESET, inventory, extra_vars={"confirm": "yes"}, log=workdir / "logs" / "reset.log")
+    reset = run_playbook(
+        RESET, inventory, extra_vars={"confirm": "yes"}, log=workdir / "logs" / "reset.log", env=KEY_ENV
+    )
     assert reset.returncode == 0, reset.describe()
     for host in hosts.hosts:
         state = hosts.ssh(host.name, "systemctl is-active distinfer-ray.service || true", check=False).stdout
@@ -374,7 +401,7 @@ def test_reset_stops_ray_and_the_recorder_on_every_host(cluster: dict[str, Any],
     )
     assert hosts.ssh("node2", probe, check=False).stdout.strip() == "closed", "the app still answers"
     again = run_playbook(
-        RESET, inventory, extra_vars={"confirm": "yes"}, log=workdir / "logs" / "reset-again.log"
+        RESET, inventory, extra_vars={"confirm": "yes"}, log=workdir / "logs" / "reset-again.log", env=KEY_ENV
     )
     assert again.returncode == 0, again.describe()
     assert all(count == 0 for count in again.changed().values()), again.describe()

@@ -22,10 +22,11 @@ REPO = Path(__file__).resolve().parents[2]
 LLAMA = REPO / "files/models/llama2-70b-tp4.yaml"
 GUIDE = REPO / "files/scenarios/guide.yaml"
 LLAMA_NAME = "meta-llama/Llama-2-70b-chat-hf"
+NVIDIA = {"gpu_vendor": "nvidia"}
 POWEREDGE_HOSTS = [
-    {"name": "xe9680", "address": "192.0.2.10", "gpus": 8, "gpu_vendor": "nvidia", "gpu_model": "a100-sxm-80gb"},
-    {"name": "xe8545", "address": "192.0.2.11", "gpus": 4, "gpu_vendor": "nvidia", "gpu_model": "a100-sxm-80gb"},
-    {"name": "r760xa", "address": "192.0.2.12", "gpus": 4, "gpu_vendor": "nvidia", "gpu_model": "h100-pcie-80gb"},
+    {"name": "xe9680", "address": "192.0.2.10", "gpus": 8, **NVIDIA, "gpu_model": "a100-sxm-80gb"},
+    {"name": "xe8545", "address": "192.0.2.11", "gpus": 4, **NVIDIA, "gpu_model": "a100-sxm-80gb"},
+    {"name": "r760xa", "address": "192.0.2.12", "gpus": 4, **NVIDIA, "gpu_model": "h100-pcie-80gb"},
 ]
 
 
@@ -75,7 +76,7 @@ def test_the_guides_cluster_gets_four_replicas_each_on_one_node() -> None:
 
 
 def test_a_host_added_to_the_inventory_raises_the_replicas() -> None:
-    grown = [*POWEREDGE_HOSTS, {"name": "r760xa-2", "address": "192.0.2.13", "gpus": 4, "gpu_vendor": "nvidia"}]
+    grown = [*POWEREDGE_HOSTS, {"name": "r760xa-2", "address": "192.0.2.13", "gpus": 4, **NVIDIA}]
     assert build_plan(request(hosts=grown)).replicas == {LLAMA_NAME: 5}
 
 
@@ -145,7 +146,8 @@ def test_a_cap_above_the_engines_max_num_seqs_is_refused(tmp_path: Path) -> None
     models["models"][0]["max_num_seqs"] = 32
     req = request(models_file=write(tmp_path, "m.yaml", models))
     message = refused(req)  # the guide's 256-per-replica scenarios
-    assert "bs256-1node-1replica" in message and "max_num_seqs 32" in message and "remove max_num_seqs" in message
+    assert "bs256-1node-1replica" in message and "max_num_seqs 32" in message, message
+    assert "remove max_num_seqs" in message, message
 
 
 def test_a_scenario_model_the_models_file_does_not_serve_is_refused(tmp_path: Path) -> None:
@@ -162,14 +164,16 @@ def test_several_gpu_models_must_be_split_by_the_inventory(tmp_path: Path) -> No
     plan = build_plan(request(models_file=path, scenarios_file=None, replicas={LLAMA_NAME: 2, "second": 2}))
     assert plan.replicas == {LLAMA_NAME: 2, "second": 2}
     # 3 + 2 replicas of 4 GPUs do not fit on 16 GPUs.
-    assert "fit" in refused(request(models_file=path, scenarios_file=None, replicas={LLAMA_NAME: 3, "second": 2}))
+    too_many = request(models_file=path, scenarios_file=None, replicas={LLAMA_NAME: 3, "second": 2})
+    assert "fit" in refused(too_many)
 
 
 def test_the_api_key_is_asked_exactly_when_the_inventory_sets_one(tmp_path: Path) -> None:
     plan = build_plan(request(api_key=True, scenarios_file=None))
     (app,) = plan.serve_config["applications"]
     assert plan.api_key_env == "DISTINFER_API_KEY" and app["args"]["api_key_env"] == "DISTINFER_API_KEY"
-    assert "api_key_env" not in build_plan(request(scenarios_file=None)).serve_config["applications"][0]["args"]
+    (open_app,) = build_plan(request(scenarios_file=None)).serve_config["applications"]
+    assert "api_key_env" not in open_app["args"]
     models = {**yaml.safe_load(LLAMA.read_text()), "api_key_env": "MY_KEY"}
     message = refused(request(models_file=write(tmp_path, "m.yaml", models), scenarios_file=None))
     assert "distinfer_api_key is empty" in message and "MY_KEY" in message, message
@@ -214,13 +218,12 @@ def test_the_local_platform_gives_one_replica_per_slot() -> None:
 
 def test_the_cli_prints_the_plan_and_refuses_with_exit_2(tmp_path: Path) -> None:
     cli = REPO / ".venv/bin/distinfer"
-    ok = subprocess.run(
-        [str(cli), "plan", "--request", "-"], input=request().model_dump_json(), capture_output=True, text=True
-    )
+    argv = [str(cli), "plan", "--request", "-"]
+    ok = subprocess.run(argv, input=request().model_dump_json(), capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["replicas"] == {LLAMA_NAME: 4}
     bad = subprocess.run(
-        [str(cli), "plan", "--request", "-"],
+        argv,
         input=request(replicas={LLAMA_NAME: 9}).model_dump_json(),
         capture_output=True,
         text=True,

@@ -1,0 +1,227 @@
+"""The GPU-server path as shipped: `site.yml` on `inventory/poweredge`, rehearsed on four test hosts.
+
+The shipped inventory is used exactly as it is (groups, GPU counts, versions, models file, the guide's
+scenarios file, secrets read from the environment), with three layers on top (docs/rehearsal.md):
+
+- the addresses: each PowerEdge host pointed at a test host (SSH user, key, known_hosts, the NIC name);
+- `files/rehearsal/layer.yml`, as shipped: the rehearsal switch (cluster plays in check mode, Ray on the
+  hosts standing in for the RayService, vLLM replaced by the synthetic engine with its placement kept);
+- what this machine needs (extra vars): the hosts have no internet, so K3s and Helm come from air-gap
+  placeholders (check mode compares them, never copies or runs them); results under the test's folder;
+  two of the guide's eight scenarios, 15 s each with 16 output tokens (the full matrix is 80 minutes).
+
+The tests run in order and share the hosts:
+1. site.yml with three hosts: every play runs (none matches zero hosts); preflight and prereq for real;
+   K3s, add-ons and the RayService in check mode (the K3s config diff comes from the inventory, the join
+   token never shows); the stand-in serves the rendered serveConfigV2 at the NodePort's address with the
+   API key the environment gave; the benchmark, node metrics and report for real, with a node row per
+   PowerEdge host; the TP4 model's 4 replicas each hold 4 GPU bundles on one node (Ray's state API);
+2. a fourth host (4 GPUs) added to the inventory: 5 replicas, the first 4 placement groups unchanged;
+3. playbooks/upgrade.yml on the same hosts: every play runs, agents one at a time.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from leaks import places_holding
+from playbook_runs import POWEREDGE_INVENTORY, REPO_ROOT, PlaybookRun, run_playbook
+from raystate import node_names, ray_json
+from testhosts import TestHosts
+
+pytestmark = pytest.mark.cluster
+
+SITE = REPO_ROOT / "site.yml"
+UPGRADE = REPO_ROOT / "playbooks" / "upgrade.yml"
+LAYER = REPO_ROOT / "files" / "rehearsal" / "layer.yml"
+HOSTS = ("node1", "node2", "node3", "node4")
+MAPPING = {"xe9680": "node1", "xe8545": "node2", "r760xa": "node3"}
+ADDED = {"name": "r760xa-2", "host": "node4", "gpus": 4, "model": "h100-pcie-80gb"}
+SCENARIOS = ["bs32-1node-1replica", "bs32-2nodes-2replicas"]
+MODEL = "meta-llama/Llama-2-70b-chat-hf"
+NODE_PORT = 30800
+API_KEY = "dk-" + secrets.token_hex(16)
+AIRGAP_FILES = ("k3s", "install.sh", "k3s-airgap-images-amd64.tar.zst")
+PLAYS = [
+    "Preflight",
+    "Prepare the operating system",
+    "Install K3s servers",
+    "Install K3s agents",
+    "Install the cluster add-ons",
+    "Deploy the RayService",
+    "Ray on the hosts and the Serve app",
+    "Benchmark",
+]
+
+
+@pytest.fixture(scope="module")
+def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Four test hosts of this module's own (the fourth joins in the second test)."""
+    workdir = tmp_path_factory.mktemp("rehearsal")
+    with TestHosts(HOSTS, workdir / "hosts") as hosts:
+        yield {"hosts": hosts, "workdir": workdir}
+        for host in hosts.hosts:  # stop what the roles started (only their units), also after a failure
+            command = "systemctl stop --no-block distinfer-ray.service distinfer-nodemetrics.service || true"
+            hosts.ssh(host.name, command, check=False, timeout=60)
+
+
+def address_layer(hosts: TestHosts, path: Path, added: bool) -> Path:
+    """Each PowerEdge host pointed at a test host; with `added`, one more K3s agent with 4 GPUs."""
+    host_vars = {"distinfer_node_iface": "eth0"}  # the test hosts' NIC, in place of ens1f0np0
+    mapped = {name: {**hosts.inventory_host_vars(th), **host_vars} for name, th in MAPPING.items()}
+    layer: dict[str, Any] = {"all": {"hosts": mapped}}
+    if added:
+        agent = {
+            **hosts.inventory_host_vars(ADDED["host"]),
+            **host_vars,
+            "distinfer_gpu_count": ADDED["gpus"],
+            "distinfer_gpu_vendor": "nvidia",
+            "distinfer_gpu_model": ADDED["model"],
+        }
+        layer["all"]["children"] = {
+            "k3s_cluster": {"children": {"k3s_agent": {"hosts": {ADDED["name"]: agent}}}}
+        }
+    path.write_text(yaml.safe_dump(layer, sort_keys=False))
+    return path
+
+
+def machine_vars(workdir: Path) -> dict[str, Any]:
+    """What this machine needs: air-gap placeholders (no internet on the hosts), a private results
+    folder and kubeconfig path, and a short selection of the guide's scenarios."""
+    airgap = workdir / "airgap"
+    airgap.mkdir(exist_ok=True)
+    for name in AIRGAP_FILES:
+        (airgap / name).write_text(f"placeholder {name}: check mode compares it, never copies or runs it\n")
+    (airgap / "helm.tar.gz").write_text("placeholder helm tarball\n")
+    return {
+        "k3s_server_airgap_dir": str(airgap),
+        "k3s_agent_airgap_dir": str(airgap),
+        "helm_archive": str(airgap / "helm.tar.gz"),
+        "k3s_server_kubeconfig_dest": str(workdir / "kubeconfig.yaml"),
+        "distinfer_results_dir": str(workdir / "results"),
+        "distinfer_run_id": "rehearsal",
+        "distinfer_scenarios_only": SCENARIOS,
+        "distinfer_scenario_overrides": {"duration_s": 15, "warmup_s": 3, "max_tokens": 16},
+    }
+
+
+def play(
+    playbook: Path, state: dict[str, Any], label: str, *, added: bool = False, **kwargs: Any
+) -> PlaybookRun:
+    hosts: TestHosts = state["hosts"]
+    workdir: Path = state["workdir"]
+    layers = [POWEREDGE_INVENTORY, address_layer(hosts, workdir / f"addresses-{label}.yml", added), LAYER]
+    run = run_playbook(
+        playbook,
+        layers,
+        diff=True,
+        extra_vars=machine_vars(workdir),
+        env={"DISTINFER_API_KEY": API_KEY},
+        log=workdir / "logs" / f"{label}.log",
+        timeout=2400,
+        **kwargs,
+    )
+    assert run.returncode == 0, run.describe()
+    assert not run.failed_hosts(), run.describe()
+    return run
+
+
+def replicas_planned(run: PlaybookRun) -> int:
+    """The replicas of the model preflight's plan shows."""
+    found = re.search(r"replicas per model: \{'meta-llama/Llama-2-70b-chat-hf': (\d+)\}", run.output)
+    return int(found[1]) if found else -1
+
+
+def plays_run(run: PlaybookRun) -> list[str]:
+    assert "no hosts matched" not in run.output, run.describe()
+    return re.findall(r"^PLAY \[(.+?)\] \*+$", run.output, re.M)
+
+
+def model_placement(hosts: TestHosts) -> dict[str, list[str]]:
+    """Alive placement groups of the model's replicas: id -> the test host of each bundle (Ray's view)."""
+    nodes = node_names(hosts, "node1")
+    groups = ray_json(hosts, "node1", "placement-groups", "--detail", "--filter", "state=CREATED")
+    return {
+        group["placement_group_id"]: [nodes.get(b["node_id"], str(b["node_id"])) for b in group["bundles"]]
+        for group in groups
+        if "Llama-2-70b-chat-hf" in group.get("name", "")
+    }
+
+
+def test_the_shipped_inventory_runs_every_play_and_benchmarks_the_stand_in(rehearsal: dict[str, Any]) -> None:
+    hosts: TestHosts = rehearsal["hosts"]
+    run = play(SITE, rehearsal, "site")
+    assert plays_run(run) == PLAYS, run.describe()
+    # Preflight's plan: the GPUs give 4 replicas of the TP4 model.
+    assert replicas_planned(run) == 4, run.describe()
+    _assert_k3s_config_from_inventory_and_token_hidden(run)
+    assert "the RayService is not checked" in run.output  # check mode, no cluster: said, not skipped silently
+
+    report = (rehearsal["workdir"] / "results" / "rehearsal" / "report" / "report.md").read_text()
+    for scenario in SCENARIOS:
+        rows = [line for line in report.splitlines() if line.startswith(f"| {scenario} | ")]
+        assert sorted(line.split("|")[2].strip() for line in rows) == sorted(MAPPING), report
+    assert "engine_stand_in" in report or "stand-in" in report, "the report hides that this was a stand-in"
+
+    # The stand-in serves at the NodePort's address, with the key the environment gave.
+    models = f"http://{hosts.host('node1').ip}:{NODE_PORT}/v1/models"
+    assert httpx.get(models, timeout=30).status_code == 401
+    answer = httpx.get(models, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
+    assert answer.status_code == 200 and [m["id"] for m in answer.json()["data"]] == [MODEL]
+    assert answer.json()["data"][0]["engine"] == "synthetic (stand-in for vllm)"
+    workdir: Path = rehearsal["workdir"]
+    assert places_holding(API_KEY, hosts, [workdir / "logs", workdir / "results"]) == []
+
+    # Tensor parallelism placed as the RayService would: 4 replicas, each one's 4 GPU bundles on one node.
+    placement = model_placement(hosts)
+    assert len(placement) == 4, placement
+    assert all(len(bundles) == 4 and len(set(bundles)) == 1 for bundles in placement.values()), placement
+    per_host = sorted(bundles[0] for bundles in placement.values())
+    assert per_host == ["node1", "node1", "node2", "node3"], placement  # 8 + 4 + 4 GPUs
+    rehearsal["placement"] = placement
+
+
+def _assert_k3s_config_from_inventory_and_token_hidden(run: PlaybookRun) -> None:
+    """The --diff shows each node's K3s config as YAML built from the inventory (flannel on the NIC the
+    address layer names, agents pointed at the first server); the join token never shows."""
+    assert "+flannel-iface: eth0" in run.output, run.describe()
+    assert "+token-file: /etc/rancher/k3s/distinfer-token" in run.output, run.describe()
+    assert re.search(r"^\+server: https://[0-9.]+:6443$", run.output, re.M), run.describe()
+    token_tasks = re.findall(r"Write the join token\] \*+\n(.*?)\n\n", run.output, re.S)
+    assert token_tasks, run.describe()
+    for section in token_tasks:
+        assert "changed:" in section and "+++" not in section, section
+
+
+def test_a_host_added_to_the_inventory_adds_a_replica_and_moves_none(rehearsal: dict[str, Any]) -> None:
+    before = rehearsal.get("placement")
+    assert before, "the first rehearsal did not complete"
+    run = play(SITE, rehearsal, "added", added=True, skip_tags=["benchmark"])
+    assert replicas_planned(run) == 5, run.describe()
+    after = model_placement(rehearsal["hosts"])
+    assert len(after) == 5, after
+    assert {pg: after.get(pg) for pg in before} == before, "a placed replica moved or was replaced"
+    (new,) = set(after) - set(before)
+    assert after[new] == ["node4"] * 4, after
+
+
+def test_upgrade_runs_every_play_one_host_at_a_time(rehearsal: dict[str, Any]) -> None:
+    assert rehearsal.get("placement"), "the first rehearsal did not complete"
+    run = play(UPGRADE, rehearsal, "upgrade", added=True)
+    assert plays_run(run) == [
+        "Preflight",
+        "Upgrade K3s servers one at a time",
+        "Upgrade K3s agents one at a time",
+        "Install the cluster add-ons",
+        "Deploy the RayService",
+    ], run.describe()
+    # serial: 1 - the agents' tasks run once per agent batch (xe8545, r760xa, r760xa-2).
+    batches = run.output.count("TASK [k3s_agent : K3s agent | Read the installed K3s version]")
+    assert batches == 3, run.describe()

@@ -19,7 +19,9 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from helpers import REPO_ROOT, poweredge_inventory, run_playbook, write_inventory, write_models
+from helpers import REPO_ROOT, poweredge_inventory, run_playbook, write_inventory
+
+from distinfer.config import deployment_name
 
 HERE = Path(__file__).parent
 GOLDEN = HERE / "golden"
@@ -52,7 +54,7 @@ def _render(tmp_path: Path, inventory: dict[str, Any]) -> tuple[Path, str]:
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("render")
-    out, _ = _render(tmp, poweredge_inventory(write_models(tmp)))
+    out, _ = _render(tmp, poweredge_inventory())
     return out
 
 
@@ -73,7 +75,10 @@ def _pod_templates(rayservice: dict[str, Any]) -> list[dict[str, Any]]:
     return [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
 
 
-@pytest.mark.parametrize("name", ["namespace.yaml", "configmap-code.yaml", "secret.yaml"])
+CORE_OBJECTS = ["namespace.yaml", "configmap-code.yaml", "secret.yaml", "service-openai.yaml"]
+
+
+@pytest.mark.parametrize("name", CORE_OBJECTS)
 def test_core_objects_match_the_kubernetes_schema(rendered: Path, name: str) -> None:
     kubernetes_validate.validate(_load(rendered / name), KUBE_MINOR, strict=True)
 
@@ -117,15 +122,45 @@ def test_rayservice_carries_the_guide_cluster(rendered: Path) -> None:
     assert app["import_path"] == "distinfer.serve.app:build_app"
     assert "runtime_env" not in app  # Serve takes only remote URIs there; the code comes by PYTHONPATH
     deployments = {d["name"]: d for d in app["deployments"]}
-    model = app["args"]["models"][0]["name"]
+    model = deployment_name(app["args"]["models"][0]["name"])
     # 16 GPUs / tensor parallel 4; replicas live only in `deployments` (a scale change stays lightweight)
-    assert deployments[f"model-{model}"]["num_replicas"] == 4
+    assert deployments[model]["num_replicas"] == 4
     assert "replicas" not in app["args"]["models"][0]
     assert serve["http_options"]["port"] == 8000
 
 
+def test_the_endpoint_is_a_pinned_nodeport_on_the_ready_serve_pods(rendered: Path) -> None:
+    """What the benchmark loads from the control machine: http://<first server>:30800/v1."""
+    service = _load(rendered / "service-openai.yaml")
+    assert service["spec"]["type"] == "NodePort"
+    (port,) = service["spec"]["ports"]
+    assert (port["port"], port["targetPort"], port["nodePort"]) == (8000, 8000, 30800)
+    assert service["spec"]["selector"] == {"distinfer.io/rayservice": "distinfer", "ray.io/serve": "true"}
+    for template in _pod_templates(_load(rendered / "rayservice.yaml")):  # every Ray pod can be selected
+        assert template["metadata"]["labels"]["distinfer.io/rayservice"] == "distinfer"
+
+
+def test_an_api_key_reaches_the_pods_only_through_the_secret(tmp_path: Path) -> None:
+    inventory = poweredge_inventory()
+    inventory["all"]["vars"]["distinfer_api_key"] = "dk-NeverInAFile0123456789"
+    out, output = _render(tmp_path, inventory)
+    rs = _load(out / "rayservice.yaml")
+    (app,) = yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"]
+    assert app["args"]["api_key_env"] == "DISTINFER_API_KEY"  # the app asks for it
+    for template in _pod_templates(rs):
+        env = {e["name"]: e for e in template["spec"]["containers"][0]["env"]}
+        assert env["DISTINFER_API_KEY"]["valueFrom"]["secretKeyRef"] == {
+            "name": "distinfer-secrets",
+            "key": "api-key",
+            "optional": True,
+        }
+    for path in out.iterdir():
+        assert "NeverInAFile" not in path.read_text(), path
+    assert "NeverInAFile" not in output
+
+
 def test_no_secret_reaches_the_rendered_files(tmp_path: Path) -> None:
-    inventory = poweredge_inventory(write_models(tmp_path))
+    inventory = poweredge_inventory()
     inventory["all"]["vars"]["ray_service_hf_token"] = "hf_SuperSecretTokenValue123"
     out, output = _render(tmp_path, inventory)
     for path in out.iterdir():
@@ -135,7 +170,7 @@ def test_no_secret_reaches_the_rendered_files(tmp_path: Path) -> None:
 
 
 def test_amd_hosts_get_their_own_group_and_device_plugin(tmp_path: Path) -> None:
-    inventory = poweredge_inventory(write_models(tmp_path))
+    inventory = poweredge_inventory()
     agent = inventory["all"]["children"]["k3s_cluster"]["children"]["k3s_agent"]["hosts"]["r760xa"]
     agent.update(distinfer_gpu_vendor="amd", distinfer_gpu_model="mi300x")
     out, _ = _render(tmp_path, inventory)
@@ -171,7 +206,7 @@ def test_rendered_manifests_match_golden_files(rendered: Path, name: str) -> Non
 
 
 def test_a_second_render_changes_nothing(tmp_path: Path) -> None:
-    inventory = poweredge_inventory(write_models(tmp_path))
+    inventory = poweredge_inventory()
     out = tmp_path / "render"
     inv = write_inventory(tmp_path / "inv", inventory)
     runs = [
@@ -185,7 +220,7 @@ def test_a_second_render_changes_nothing(tmp_path: Path) -> None:
 def test_adding_a_host_joins_its_group_and_raises_the_replicas(tmp_path: Path) -> None:
     """Scenarios come from the inventory: a second XE8545 joins the XE8545 worker group (one pod per
     host) and its 4 GPUs add one tensor-parallel-4 replica: 5 instead of the guide's 4."""
-    inventory = poweredge_inventory(write_models(tmp_path))
+    inventory = poweredge_inventory()
     agents = inventory["all"]["children"]["k3s_cluster"]["children"]["k3s_agent"]["hosts"]
     agents["xe8545-2"] = dict(agents["xe8545"])
     out, _ = _render(tmp_path, inventory)
@@ -199,4 +234,4 @@ def test_adding_a_host_joins_its_group_and_raises_the_replicas(tmp_path: Path) -
     assert groups["nvidia-a100-sxm-80gb-x8"]["replicas"] == 1
     (app,) = yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"]
     replicas = {d["name"]: d["num_replicas"] for d in app["deployments"]}
-    assert replicas["model-llama-2-70b-chat"] == 5
+    assert replicas["model-meta-llama_Llama-2-70b-chat-hf"] == 5

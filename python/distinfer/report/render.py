@@ -108,6 +108,14 @@ def markdown(run: Run, charts: list[Path], compare: Run | None) -> str:
         f"*{GUIDE_P95_TOKEN_LABEL}* is not a measured token latency; TTFT and TPOT are.",
         "",
     ]
+    stand_ins = [s.name for s in ordered(run) if s.meta.get("engine_stand_in")]
+    if stand_ins:
+        lines += [
+            f"**Rehearsal: a synthetic engine stood in for the model** in {', '.join(stand_ins)} "
+            "(docs/rehearsal.md): those figures measure the serving path and the load generator, "
+            "not the model or its GPUs.",
+            "",
+        ]
     batches: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         key = str(row["users_per_replica"]) if row.get("users_per_replica") else "unspecified"

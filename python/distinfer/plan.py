@@ -142,7 +142,11 @@ def build_plan(request: PlanRequest) -> Plan:
     names = [h.name for h in request.hosts]
     if request.head not in names:
         raise ConfigError(f"the head {request.head!r} is not among the hosts {names}")
-    models = _with_api_key(load_models_file(request.models_file), request)
+    try:
+        loaded = load_models_file(request.models_file)
+    except ConfigError as err:
+        raise ConfigError(f"distinfer_models_file: {err}") from None
+    models = _with_api_key(loaded, request)
     if request.engine_stand_in is not None:
         models = models.model_copy(update={"engine_stand_in": request.engine_stand_in})
     capacity = _gpu_capacity(models, request)

@@ -197,3 +197,29 @@ def test_every_make_target_the_readme_shows_exists() -> None:
     targets = set(re.findall(r"^([a-z][a-z-]*):", (REPO_ROOT / "Makefile").read_text(), re.M))
     shown = {m for doc in DOCS for m in re.findall(r"`make ([a-z-]+)", doc.read_text())}
     assert shown and shown <= targets, f"README shows make targets {shown - targets} the Makefile lacks"
+
+
+PLAY_HOSTS = re.compile(r"^\s+play #\d+ \([^)]*\): (.+?)\tTAGS.*\n\s+pattern: .*\n\s+hosts \((\d+)\)", re.M)
+
+
+def test_every_play_of_site_yml_has_hosts_in_the_shipped_cluster_inventory() -> None:
+    """`ansible-playbook -i inventory/poweredge site.yml --list-hosts`: no play matches zero hosts (the
+    benchmark once targeted a group the cluster inventory does not have, and was silently skipped)."""
+    argv = [str(VENV_BIN / "ansible-playbook"), "-i", "inventory/poweredge", "site.yml", "--list-hosts"]
+    out = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True).stdout
+    counts = PLAY_HOSTS.findall(out)
+    assert len(counts) == len(list(plays(REPO_ROOT / "site.yml"))), out
+    empty = [name for name, count in counts if int(count) == 0]
+    assert not empty, f"plays with no hosts on inventory/poweredge: {empty}\n{out}"
+
+
+def test_make_demo_passes_args_to_the_playbook() -> None:
+    proc = subprocess.run(
+        ["make", "-n", "demo", "ARGS=-e distinfer_local_model=tiny"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "scripts/demo.sh -e distinfer_local_model=tiny" in proc.stdout, proc.stdout

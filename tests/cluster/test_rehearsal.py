@@ -139,9 +139,15 @@ def replicas_planned(run: PlaybookRun) -> int:
     return int(found[1]) if found else -1
 
 
-def plays_run(run: PlaybookRun) -> list[str]:
+def play_headers(run: PlaybookRun) -> list[str]:
+    """Every PLAY header of the log (a serial play prints one per batch of hosts)."""
     assert "no hosts matched" not in run.output, run.describe()
     return re.findall(r"^PLAY \[(.+?)\] \*+$", run.output, re.M)
+
+
+def plays_run(run: PlaybookRun) -> list[str]:
+    """The plays that ran, in order, each once."""
+    return list(dict.fromkeys(play_headers(run)))
 
 
 def model_placement(hosts: TestHosts) -> dict[str, list[str]]:
@@ -223,6 +229,6 @@ def test_upgrade_runs_every_play_one_host_at_a_time(rehearsal: dict[str, Any]) -
         "Install the cluster add-ons",
         "Deploy the RayService",
     ], run.describe()
-    # serial: 1 - the agents' tasks run once per agent batch (xe8545, r760xa, r760xa-2).
-    batches = run.output.count("TASK [k3s_agent : K3s agent | Read the installed K3s version]")
-    assert batches == 3, run.describe()
+    # serial: 1 - one batch per agent (xe8545, r760xa, r760xa-2), each running the whole role.
+    assert play_headers(run).count("Upgrade K3s agents one at a time") == 3, run.describe()
+    assert run.output.count("TASK [k3s_agent : K3s agent | Read the installed K3s version]") == 3

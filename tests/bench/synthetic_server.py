@@ -49,8 +49,20 @@ def stop_group(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def synthetic_server(workdir: Path, ttft_ms: float = 20, itl_ms: float = 10) -> Iterator[SyntheticServer]:
+def synthetic_server(
+    workdir: Path, ttft_ms: float = 20, itl_ms: float = 10, api_key: str | None = None
+) -> Iterator[SyntheticServer]:
+    """With `api_key`, the server asks for it, read from a 0600 file (`<api_key_env>_FILE`)."""
     port = free_port()
+    env = dict(os.environ)
+    secured: dict[str, str] = {}
+    if api_key is not None:
+        key_file = workdir / "server-key"
+        key_file.write_text(api_key)
+        key_file.chmod(0o600)
+        secured = {"api_key_env": "DISTINFER_TEST_KEY"}
+        env.pop("DISTINFER_TEST_KEY", None)
+        env["DISTINFER_TEST_KEY_FILE"] = str(key_file)
     truth = workdir / "truth.jsonl"
     models = workdir / "models.yaml"
     models.write_text(
@@ -68,6 +80,7 @@ def synthetic_server(workdir: Path, ttft_ms: float = 20, itl_ms: float = 10) -> 
                     }
                 ],
                 "http": {"host": "127.0.0.1", "port": port},
+                **secured,
             }
         )
     )
@@ -77,6 +90,7 @@ def synthetic_server(workdir: Path, ttft_ms: float = 20, itl_ms: float = 10) -> 
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        env=env,
     )
     url = f"http://127.0.0.1:{port}"
     try:

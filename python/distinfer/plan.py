@@ -36,6 +36,7 @@ from distinfer.config import (
     SyntheticModel,
     VllmModel,
     load_models_file,
+    parse_models,
     serve_config,
 )
 
@@ -149,6 +150,13 @@ def build_plan(request: PlanRequest) -> Plan:
     models = _with_api_key(loaded, request)
     if request.engine_stand_in is not None:
         models = models.model_copy(update={"engine_stand_in": request.engine_stand_in})
+    for spec in models.models:
+        _check_cap(
+            spec,
+            spec.max_ongoing_requests,
+            f"{request.models_file}: model {spec.name}",
+            "max_ongoing_requests",
+        )
     capacity = _gpu_capacity(models, request)
     replicas = _replicas(models, request, capacity)
     deployed = models.with_replicas(replicas)
@@ -291,6 +299,18 @@ def _batch_limit(spec: Spec) -> int | None:
     return None
 
 
+def _check_cap(spec: Spec, cap: int, where: str, field: str) -> None:
+    """A replica's cap on requests in flight must not exceed what its engine decodes together."""
+    limit = _batch_limit(spec)
+    if limit is not None and cap > limit:
+        own = "max_num_seqs" if isinstance(spec, VllmModel) else "max_batch_size"
+        raise ConfigError(
+            f"{where}: {field} {cap} is above the engine's {own} {limit}: the engine would queue what "
+            f"Serve admitted, outside every admission limit; remove {own} from the models file (it then "
+            f"follows the per-replica cap) or lower {field} to {limit}"
+        )
+
+
 def _planned_model(spec: Spec, replicas: int, max_replicas: int | None) -> PlannedModel:
     return PlannedModel(
         name=spec.name,
@@ -386,14 +406,8 @@ def _scenario(
             "on requests in flight, the guide's batch size per replica)"
         )
     replicas = data["replicas"]
-    limit = _batch_limit(spec)
-    if upr is not None and limit is not None and upr > limit:
-        field = "max_num_seqs" if isinstance(spec, VllmModel) else "max_batch_size"
-        raise ConfigError(
-            f"{where}: users_per_replica {upr} is above model {spec.name}'s {field} {limit} in "
-            f"{request.models_file}: the engine would queue what Serve admitted; remove {field} (it then "
-            f"follows the per-replica cap) or lower users_per_replica to {limit}"
-        )
+    if upr is not None:
+        _check_cap(spec, upr, f"{where}: model {spec.name}", "users_per_replica")
     scaled = {**plan.replicas, spec.name: replicas}
     _check_fits(models, scaled, request, f"{where}: replicas")
     data["users"] = data.get("users") or replicas * (upr or spec.max_ongoing_requests)
@@ -413,7 +427,11 @@ def _scenario(
             m.model_copy(update={"max_ongoing_requests": upr}) if m.name == spec.name else m
             for m in deployed.models
         ]
-        deployed = deployed.model_copy(update={"models": capped})
+        # Validated again as a whole: a cap below an explicit max_num_seqs is refused as in a file.
+        deployed = parse_models(
+            deployed.model_copy(update={"models": capped}).model_dump(mode="json", exclude_none=True),
+            f"{where}: the models file with users_per_replica {upr}",
+        )
     return PlannedScenario(
         name=validated.name,
         model=spec.name,

@@ -229,3 +229,17 @@ def test_the_cli_prints_the_plan_and_refuses_with_exit_2(tmp_path: Path) -> None
         text=True,
     )
     assert bad.returncode == 2 and "distinfer_replicas asks 9" in bad.stderr, bad.stderr
+
+
+def test_a_cap_below_an_explicit_max_num_seqs_is_refused_as_in_a_file(tmp_path: Path) -> None:
+    models = yaml.safe_load(LLAMA.read_text())
+    models["models"][0].update(max_num_seqs=256, max_ongoing_requests=256)
+    message = refused(request(models_file=write(tmp_path, "m.yaml", models)))  # the guide's 32 per replica
+    assert "bs32-1node-1replica" in message and "max_num_seqs=256 exceeds max_ongoing_requests=32" in message
+
+
+def test_the_models_files_own_cap_above_max_num_seqs_is_refused(tmp_path: Path) -> None:
+    models = yaml.safe_load(LLAMA.read_text())
+    models["models"][0].update(max_num_seqs=16)
+    message = refused(request(models_file=write(tmp_path, "m.yaml", models), scenarios_file=None))
+    assert "max_ongoing_requests 32 is above the engine's max_num_seqs 16" in message, message

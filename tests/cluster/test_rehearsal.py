@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from leaks import places_holding
+from leaks import places_holding, secret_file_modes
 from playbook_runs import POWEREDGE_INVENTORY, REPO_ROOT, PlaybookRun, run_playbook
 from raystate import node_names, ray_json
 from testhosts import TestHosts
@@ -48,6 +48,8 @@ SCENARIOS = ["bs32-1node-1replica", "bs32-2nodes-2replicas"]
 MODEL = "meta-llama/Llama-2-70b-chat-hf"
 NODE_PORT = 30800
 API_KEY = "dk-" + secrets.token_hex(16)
+# A Hugging Face token as the shipped secrets.yml reads it (it goes only into the RayService's Secret).
+HF_TOKEN = "hf_" + secrets.token_hex(16)
 AIRGAP_FILES = ("k3s", "install.sh", "k3s-airgap-images-amd64.tar.zst")
 PLAYS = [
     "Preflight",
@@ -123,7 +125,7 @@ def play(
         layers,
         diff=True,
         extra_vars=machine_vars(workdir),
-        env={"DISTINFER_API_KEY": API_KEY},
+        env={"DISTINFER_API_KEY": API_KEY, "HF_TOKEN": HF_TOKEN},
         log=workdir / "logs" / f"{label}.log",
         timeout=2400,
         **kwargs,
@@ -184,7 +186,10 @@ def test_the_shipped_inventory_runs_every_play_and_benchmarks_the_stand_in(rehea
     assert answer.status_code == 200 and [m["id"] for m in answer.json()["data"]] == [MODEL]
     assert answer.json()["data"][0]["engine"] == "synthetic (stand-in for vllm)"
     workdir: Path = rehearsal["workdir"]
-    assert places_holding(API_KEY, hosts, [workdir / "logs", workdir / "results"]) == []
+    for secret in (API_KEY, HF_TOKEN):
+        assert places_holding(secret, hosts, [workdir / "logs", workdir / "results"]) == []
+    for path in ("/var/lib/distinfer/ray/api_key", "/var/lib/distinfer/ray/auth_token"):
+        assert set(secret_file_modes(hosts, path).values()) == {"600"}, path
 
     # Tensor parallelism placed as the RayService would: 4 replicas, each one's 4 GPU bundles on one node.
     placement = model_placement(hosts)

@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "distinfer.bench.cli",
     "distinfer.nodemetrics.cli",
     "distinfer.report.cli",
+    "distinfer.chat.cli",
 )
 
 

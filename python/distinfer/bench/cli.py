@@ -16,6 +16,15 @@ ApiKeyOpt = Annotated[
     str | None, typer.Option(envvar="DISTINFER_API_KEY", help="Bearer token (or env DISTINFER_API_KEY).")
 ]
 
+ProgressOpt = Annotated[
+    float,
+    typer.Option(
+        "--progress-interval",
+        help="Seconds between progress lines when stderr is not a terminal (on one, a live bar).",
+        min=0.5,
+    ),
+]
+
 bench = typer.Typer(help="Drive Locust load at an OpenAI-compatible server and record every request.")
 
 
@@ -58,9 +67,11 @@ def run_command(
     workers: Annotated[int | None, typer.Option(help="Load processes (default: sized).")] = None,
     ignore_eos: Annotated[bool, typer.Option(help="Ask for exactly max_tokens (vLLM's ignore_eos).")] = True,
     timeout: Annotated[float, typer.Option(help="Longest silence allowed inside one response.")] = 600.0,
+    progress_interval: ProgressOpt = 10.0,
 ) -> None:
     """Run one scenario: records.jsonl as requests end, summary.json at the end."""
     from distinfer.bench.metrics import parse_slo
+    from distinfer.bench.progress import make_view
     from distinfer.bench.runner import run_scenario
     from distinfer.bench.scenario import parse_meta
 
@@ -98,7 +109,7 @@ def run_command(
                 raise ConfigError(f"--meta {key}={meta_map[key]!r} must be a whole number") from None
     spec = _spec(fields)
     _check_prompts(spec.prompts)
-    summary = run_scenario(spec, out, api_key)
+    summary = run_scenario(spec, out, api_key, make_view(progress_interval))
     _print_summary(summary)
 
 
@@ -109,15 +120,17 @@ def sweep_command(
     url: Annotated[str | None, typer.Option(help="Override every scenario's url.")] = None,
     model: Annotated[str | None, typer.Option(help="Override every scenario's model.")] = None,
     api_key: ApiKeyOpt = None,
+    progress_interval: ProgressOpt = 10.0,
 ) -> None:
     """Run each unfinished scenario of a file; finished ones (summary.json present) are skipped."""
+    from distinfer.bench.progress import make_view
     from distinfer.bench.sweep import load_sweep, run_sweep
 
     overrides = {k: v for k, v in (("url", url), ("model", model)) if v is not None}
     specs = load_sweep(scenarios, overrides)
     for spec in specs:
         _check_prompts(spec.prompts)
-    ran = run_sweep(specs, out, api_key)
+    ran = run_sweep(specs, out, api_key, make_view(progress_interval))
     typer.echo(f"ran {len(ran)} scenario(s): {', '.join(ran) or 'none (all finished)'}")
 
 

@@ -21,6 +21,16 @@ def _pyplot():  # type: ignore[no-untyped-def]
     return plt
 
 
+def _save(fig: Any, path: Path, title: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def _by_batch(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
@@ -56,12 +66,7 @@ def throughput_vs_replicas(run: Run, out: Path) -> Path:
         ax.set_ylabel(ylabel)
         ax.set_ylim(bottom=0)
         ax.legend(fontsize=7)
-    fig.suptitle("Throughput as the cluster grows (steady window)")
-    fig.tight_layout()
-    path = out / "throughput_vs_replicas.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "throughput_vs_replicas.png", "Throughput as the cluster grows (steady window)")
 
 
 def latency_vs_concurrency(run: Run, out: Path) -> Path:
@@ -88,12 +93,8 @@ def latency_vs_concurrency(run: Run, out: Path) -> Path:
             ax.set_xscale("log", base=2)
         ax.legend(fontsize=7)
     ax_e2e.set_ylim(bottom=0)
-    fig.suptitle("Latency percentiles vs concurrency (exact, from every request)")
-    fig.tight_layout()
-    path = out / "latency_vs_concurrency.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    title = "Latency percentiles vs concurrency (exact, from every request)"
+    return _save(fig, out / "latency_vs_concurrency.png", title)
 
 
 def steady_latencies(s: Scenario) -> tuple[list[float], list[float]]:
@@ -130,12 +131,8 @@ def token_latency_distributions(run: Run, out: Path) -> Path | None:
         for share in (0.5, 0.95):
             ax.axhline(share, color="grey", lw=0.6, ls=":")
         ax.legend(fontsize=7)
-    fig.suptitle("TTFT and TPOT distributions (steady window; dotted: P50, P95)")
-    fig.tight_layout()
-    path = out / "ttft_tpot_distribution.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    title = "TTFT and TPOT distributions (steady window; dotted: P50, P95)"
+    return _save(fig, out / "ttft_tpot_distribution.png", title)
 
 
 def node_utilisation(run: Run, out: Path) -> Path | None:

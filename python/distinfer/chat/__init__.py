@@ -7,6 +7,10 @@ no session affinity, so the two halves may land on different replicas. A separat
 keeps Gradio (and pandas, which it needs) out of the measured serving path and out of the pods'
 images, and makes the page an ordinary client of the API, as a person's own code would be.
 
+Where it runs: on the local platform the ray_local role starts it on the head
+(roles/ray_local/tasks/chat.yml); on Kubernetes the ray_service role runs it as a Deployment beside
+the RayService (roles/ray_service/tasks/chat.yml); `make demo` prints its URL.
+
 - `client`: `/v1/models` and streamed `/v1/chat/completions` over httpx; failures as sentences.
 - `page`: the Gradio Blocks (model picker, chat, temperature, max tokens, notice line).
 - `server`: the page mounted on a small FastAPI app with `/health`, run by uvicorn.

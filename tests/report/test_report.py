@@ -357,8 +357,25 @@ def test_the_distribution_chart_plots_the_population_the_percentiles_come_from(r
         assert float(np.percentile(tpot, 50)) == pytest.approx(metrics["tpot_ms"]["p50"], rel=1e-9)
 
 
-IMAGES_JS = """return [...document.images].map(i => ({alt: i.alt, complete: i.complete,
-    width: i.naturalWidth, height: i.naturalHeight, src: i.src.slice(0, 22)}))"""
+# Each image as the page drew it: its size, and how much of it is ink (drawn onto a canvas: a chart
+# that failed to decode, even one whose header still gives a size, is blank there).
+IMAGES_JS = """return [...document.images].map(i => {
+    const canvas = document.createElement('canvas');
+    canvas.width = i.naturalWidth; canvas.height = i.naturalHeight;
+    let inked = 0, colours = new Set();
+    if (i.naturalWidth && i.naturalHeight) {
+        const ctx = canvas.getContext('2d');
+        ctx.drawImage(i, 0, 0);
+        const px = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+        for (let k = 0; k < px.length; k += 4) {
+            if (px[k + 3] > 0 && (px[k] < 235 || px[k + 1] < 235 || px[k + 2] < 235)) inked++;
+            if (colours.size < 64) colours.add(px[k] << 16 | px[k + 1] << 8 | px[k + 2]);
+        }
+    }
+    return {alt: i.alt, complete: i.complete, width: i.naturalWidth, height: i.naturalHeight,
+            src: i.src.slice(0, 22), inked: inked / Math.max(1, canvas.width * canvas.height),
+            colours: colours.size};
+})"""
 TABLE_JS = """const table = [...document.querySelectorAll('table')].find(
     t => t.querySelector('th') && t.querySelector('th').innerText.trim() === arguments[0]);
 return [...table.querySelectorAll('tbody tr')].map(tr => [...tr.cells].map(td => td.innerText.trim()));"""
@@ -381,8 +398,14 @@ def _open_in_browser(browser: Browser, report: Path, shot: Path) -> list[dict[st
 
 
 def _rendered(images: list[dict[str, Any]]) -> bool:
-    return all(
-        i["complete"] and i["width"] >= 400 and i["height"] >= 300 and i["src"] == "data:image/png;base64,"
+    """Every chart decoded, with a real size, embedded, and drawn: axes, labels and lines show as ink."""
+    return bool(images) and all(
+        i["complete"]
+        and i["width"] >= 400
+        and i["height"] >= 300
+        and i["src"] == "data:image/png;base64,"
+        and i["inked"] > 0.01
+        and i["colours"] >= 16
         for i in images
     )
 

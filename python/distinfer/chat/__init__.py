@@ -3,7 +3,10 @@
 Why its own small process and not a route of the Serve app: Gradio's queue keeps each session's
 state in the process that took the `/queue/join` request, and its answer streams back on a second
 request (`/queue/data`); the Serve ingress can run several replicas behind Ray Serve's proxy with
-no session affinity, so the two halves may land on different replicas. A separate process also
+no session affinity, so the two halves may land on different replicas. Tried for real: a Gradio
+page mounted (`gr.mount_gradio_app`) on a Serve ingress on a local Ray, asked six times from
+headless Chromium through the proxy, answered 6 of 6 with one ingress replica and 1 of 6 with two
+(the others died mid-stream in the replica: "response already started"). A separate process also
 keeps Gradio (and pandas, which it needs) out of the measured serving path and out of the pods'
 images, and makes the page an ordinary client of the API, as a person's own code would be.
 

@@ -95,7 +95,11 @@ def _deltas(lines: Iterator[str]) -> Iterator[str]:
         data = line[5:].strip()
         if data == "[DONE]":
             return
-        chunk = json.loads(data)
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            shown = data[:120]
+            raise ApiError(f"the app sent a chunk that is not JSON ({shown!r}); is --url the app?") from None
         if "error" in chunk:
             raise ApiError(f"the app stopped the answer: {_error_message(chunk) or data[:200]}")
         for choice in chunk.get("choices") or []:

@@ -118,8 +118,8 @@ def describe_failure(status: int, body: str, headers: httpx.Headers | dict[str, 
     detail = detail or body.strip()[:300] or "no message"
     if status == 503:
         retry = headers.get("retry-after") or headers.get("Retry-After")
-        wait = f"retry in {retry} s" if retry else "retry in a moment"
-        return f"The app is overloaded (503): {detail}. Every replica is busy and the queue is full; {wait}."
+        wait = f"Try again in {retry} s." if retry else "Try again in a moment."
+        return f"The app is overloaded (503): {detail}. {wait}"
     if status == 401:
         return f"The app refused the API key (401): {detail}. Start the page with --api-key-file."
     if status == 404:

@@ -28,4 +28,4 @@ if python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "
 else
   echo "The chat page does not answer at $chat; see the ray_local role's output above." >&2
 fi
-echo "To stop it: .venv/bin/ansible-playbook -i inventory/local playbooks/reset.yml -e confirm=yes"
+echo "To stop the app and the chat page: .venv/bin/ansible-playbook -i inventory/local playbooks/reset.yml -e confirm=yes"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: the whole job on this machine with the embedded default inventory (inventory/local):
 # Ray + the Serve app (SmolLM2-135M on the CPU), two small benchmark scenarios with node metrics,
-# and the report. The Makefile has installed the venv and the system packages before this runs.
+# the report and the chat page. The Makefile has installed the venv and the system packages first.
 # Extra arguments go to ansible-playbook, e.g. `make demo ARGS="-e distinfer_local_model=tiny"`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,9 +15,17 @@ echo
 echo "distinfer demo finished in $(( $(date +%s) - started )) s."
 if [[ -n "$report" ]]; then
   echo "Report: $PWD/$report (charts beside it in $(dirname "$PWD/$report"))"
+  echo "Report as one page (charts inside, opens offline): $(dirname "$PWD/$report")/report.html"
 else
   echo "No report was written; see the output above." >&2
   exit 1
 fi
 echo "The app is still serving: curl http://127.0.0.1:24800/v1/models"
-echo "To stop it: .venv/bin/ansible-playbook -i inventory/local playbooks/reset.yml -e confirm=yes"
+# The ray_local role started the chat page (roles/ray_local/tasks/chat.yml) on its default port.
+chat="http://127.0.0.1:24860/"
+if python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "health", timeout=5)' "$chat" 2>/dev/null; then
+  echo "Chat page (Gradio, asks the app's OpenAI API): $chat"
+else
+  echo "The chat page does not answer at $chat; see the ray_local role's output above." >&2
+fi
+echo "To stop the app and the chat page: .venv/bin/ansible-playbook -i inventory/local playbooks/reset.yml -e confirm=yes"

@@ -5,6 +5,8 @@ set -euo pipefail
 PACKAGES=(
   git make rsync openssh-client openssh-server sshpass iproute2 procps
   podman runc debootstrap slirp4netns uidmap fuse-overlayfs
+  # headless browser for the chat page and report.html tests (driven by selenium; no download at run time)
+  chromium chromium-driver
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -1,4 +1,5 @@
-"""Shared fixtures: one private local Ray + Serve per session, and the tiny model made once.
+"""Shared fixtures: one private local Ray + Serve per session, the tiny model made once, and a
+headless Chromium for the page tests (`browser`, see tests/browser.py).
 
 `ray_serve` starts a single-node Ray of its own (free ports, its own temp dir and auth token, see
 distinfer.serve.local_ray) and Serve's HTTP proxy on a free port, shared by every test that needs
@@ -112,3 +113,12 @@ def wait_http_ok(url: str, timeout_s: float = 60, headers: dict[str, Any] | None
             last = err
         time.sleep(0.5)
     raise TimeoutError(f"{url} did not answer 200 within {timeout_s}s (last: {last})")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless Chromium (Debian's, through chromium-driver) for the page tests: tests/browser.py."""
+    from browser import chromium
+
+    with chromium() as running:
+        yield running

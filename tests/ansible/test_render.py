@@ -235,3 +235,38 @@ def test_adding_a_host_joins_its_group_and_raises_the_replicas(tmp_path: Path) -
     (app,) = yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"]
     replicas = {d["name"]: d["num_replicas"] for d in app["deployments"]}
     assert replicas["model-meta-llama_Llama-2-70b-chat-hf"] == 5
+
+
+def test_chat_page_objects_are_valid_and_ask_the_serve_service(rendered: Path) -> None:
+    """The chat page beside the RayService (roles/ray_service/tasks/chat.yml): a Deployment and a
+    Service valid for the pinned K3s, running `distinfer chat` from the mounted wheel against the Serve
+    service, with the Gradio requirements.lock pins."""
+    objects = [o for o in yaml.safe_load_all((rendered / "chat.yaml").read_text()) if o]
+    assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [
+        ("Deployment", "distinfer-chat"),
+        ("Service", "distinfer-chat"),
+    ]
+    for obj in objects:
+        kubernetes_validate.validate(obj, KUBE_MINOR, strict=True)
+    deployment, service = objects
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    script = container["args"][0]
+    (gradio_pin,) = re.findall(r"(?m)^gradio==\S+$", (REPO_ROOT / "requirements.lock").read_text())
+    assert f"pip install --no-cache-dir --quiet {gradio_pin} " in script
+    assert "distinfer.cli chat --url http://distinfer-serve-svc.distinfer.svc:8000 --host 0.0.0.0" in script
+    env = {e["name"]: e for e in container["env"]}
+    wheel = _load(rendered / "configmap-code.yaml")["binaryData"]
+    assert env["PYTHONPATH"]["value"] == f"/opt/distinfer/wheel/{next(iter(wheel))}"
+    assert env["DISTINFER_API_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "distinfer-secrets",
+        "key": "api-key",
+        "optional": True,
+    }
+    assert pod["volumes"] == [{"name": "distinfer-code", "configMap": {"name": "distinfer-code"}}]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": "chat"}
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["type"] == "NodePort"
+    assert service["spec"]["ports"] == [
+        {"name": "chat", "port": 7860, "targetPort": "chat", "nodePort": 30860}
+    ]

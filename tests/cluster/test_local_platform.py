@@ -13,7 +13,10 @@ cluster:
 4. a fault: one replica's process killed by PID mid-scenario is recorded as errors in that scenario, the
    service recovers, the next scenario runs clean, and the finished scenarios keep their data;
 5. Ctrl-C during a benchmark, then the same command: the run resumes where it stopped;
-6. `playbooks/reset.yml`: Ray stops on every host, the app stops answering, a second reset changes nothing.
+6. `playbooks/reset.yml`: Ray stops on every host, the app and the chat page stop answering, a second
+   reset changes nothing.
+
+After step 1 the chat page (`distinfer chat`, started by the ray_local role) answers on the head.
 
 The synthetic engine (fixed time per token) keeps three Ray nodes and the load within this 2-core
 machine; the `hf` engine runs the same path in `make demo`.
@@ -43,6 +46,7 @@ from testhosts import REPO_ROOT, TestHosts
 SITE = REPO_ROOT / "site.yml"
 RESET = REPO_ROOT / "playbooks" / "reset.yml"
 HTTP_PORT = 24800
+CHAT_PORT = 24860  # roles/ray_local/tasks/chat.yml's default
 USERS_PER_REPLICA = 4
 # The API key the app asks for on this platform; made per run, so finding it anywhere means a leak.
 API_KEY = "dk-" + secrets.token_hex(16)
@@ -175,7 +179,10 @@ def cluster(test_hosts: TestHosts, workdir: Path) -> Iterator[dict[str, Any]]:
     state: dict[str, Any] = {"hosts": test_hosts}
     yield state
     for host in test_hosts.hosts:  # stop what the role started (only its unit), also after a failure
-        command = "systemctl stop --no-block distinfer-ray.service distinfer-nodemetrics.service || true"
+        command = (
+            "systemctl stop --no-block distinfer-ray.service distinfer-nodemetrics.service"
+            " distinfer-chat.service || true"
+        )
         test_hosts.ssh(host.name, command, check=False, timeout=60)
 
 
@@ -190,6 +197,11 @@ def test_two_hosts_make_a_cluster_with_two_replicas(cluster: dict[str, Any], wor
     assert completed(data) > 0 and error_count(data) == 0, data
     nodes = scenario_dir(workdir, "scaling", "2n-2r-4u") / "nodes"
     assert sorted(p.name for p in nodes.glob("*.jsonl")) == ["node1.jsonl", "node2.jsonl"]
+    # The chat page runs on the head beside the API it asks (its browser tests: tests/serve).
+    head = hosts.host("node1").ip
+    health = httpx.get(f"http://{head}:{CHAT_PORT}/health", timeout=10)
+    assert health.json() == {"status": "ok", "api": f"http://{head}:{HTTP_PORT}/v1"}, health.text
+    assert "gradio" in httpx.get(f"http://{head}:{CHAT_PORT}/", timeout=10).text.lower()
     cluster["before"] = {
         "replicas": placed,
         "ray": {name: ray_node_process(hosts, name) for name in ("node1", "node2")},
@@ -400,6 +412,9 @@ def test_reset_stops_ray_and_the_recorder_on_every_host(cluster: dict[str, Any],
         f'sys.exit(s.connect_ex(("{head}", {HTTP_PORT})) == 0)\' && echo closed || echo open'
     )
     assert hosts.ssh("node2", probe, check=False).stdout.strip() == "closed", "the app still answers"
+    chat_probe = probe.replace(str(HTTP_PORT), str(CHAT_PORT))
+    chat_state = hosts.ssh("node2", chat_probe, check=False).stdout.strip()
+    assert chat_state == "closed", "the chat page still answers"
     again = run_playbook(
         RESET, inventory, extra_vars={"confirm": "yes"}, log=workdir / "logs" / "reset-again.log", env=KEY_ENV
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import signal
 import socket
@@ -23,6 +24,9 @@ import numpy as np
 import pytest
 from synthetic_server import SyntheticServer, synthetic_server
 
+from browser import Browser
+from distinfer.report.charts import steady_latencies
+from distinfer.report.load import load_run
 from distinfer.report.tables import VIRTUAL_NIC_PREFIXES
 
 DISTINFER = str(Path(sys.executable).with_name("distinfer"))
@@ -273,7 +277,9 @@ def test_results_json_uses_vllm_names_and_csv_and_charts(runs: dict[str, Path]) 
         assert float(csv_row["request_throughput"]) == pytest.approx(scenario["request_throughput"])
         assert float(csv_row["p99_e2el_ms"]) == pytest.approx(scenario["p99_e2el_ms"])
     charts = sorted(out.glob("*.png"))
-    assert {"throughput_vs_replicas.png", "latency_vs_concurrency.png"} <= {c.name for c in charts}
+    assert {"throughput_vs_replicas.png", "latency_vs_concurrency.png", "ttft_tpot_distribution.png"} <= {
+        c.name for c in charts
+    }
     assert any(c.name.startswith("node") for c in charts), [c.name for c in charts]
     for chart in charts:
         data = chart.read_bytes()
@@ -340,3 +346,129 @@ def test_compare_shows_the_change(runs: dict[str, Path], tmp_path: Path) -> None
     assert compare["other_run"] == str(other)
     (r1,) = [c for c in compare["scenarios"] if c["scenario"] == "r1"]
     assert r1["request_throughput"]["delta_percent"] == pytest.approx(100.0)
+
+
+def test_the_distribution_chart_plots_the_population_the_percentiles_come_from(runs: dict[str, Path]) -> None:
+    for scenario in load_run(runs["run"]).scenarios:
+        ttft, tpot = steady_latencies(scenario)
+        metrics = _summary(runs["run"], scenario.name)["metrics"]
+        assert len(ttft) == metrics["ttft_ms"]["count"] > 20
+        assert float(np.percentile(ttft, 95)) == pytest.approx(metrics["ttft_ms"]["p95"], rel=1e-9)
+        assert float(np.percentile(tpot, 50)) == pytest.approx(metrics["tpot_ms"]["p50"], rel=1e-9)
+
+
+# Each image as the page drew it: its size, and how much of it is ink (drawn onto a canvas: a chart
+# that failed to decode, even one whose header still gives a size, is blank there).
+IMAGES_JS = """return [...document.images].map(i => {
+    const canvas = document.createElement('canvas');
+    canvas.width = i.naturalWidth; canvas.height = i.naturalHeight;
+    let inked = 0, colours = new Set();
+    if (i.naturalWidth && i.naturalHeight) {
+        const ctx = canvas.getContext('2d');
+        ctx.drawImage(i, 0, 0);
+        const px = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+        for (let k = 0; k < px.length; k += 4) {
+            if (px[k + 3] > 0 && (px[k] < 235 || px[k + 1] < 235 || px[k + 2] < 235)) inked++;
+            if (colours.size < 64) colours.add(px[k] << 16 | px[k + 1] << 8 | px[k + 2]);
+        }
+    }
+    return {alt: i.alt, complete: i.complete, width: i.naturalWidth, height: i.naturalHeight,
+            src: i.src.slice(0, 22), inked: inked / Math.max(1, canvas.width * canvas.height),
+            colours: colours.size};
+})"""
+TABLE_JS = """const table = [...document.querySelectorAll('table')].find(
+    t => t.querySelector('th') && t.querySelector('th').innerText.trim() === arguments[0]);
+return [...table.querySelectorAll('tbody tr')].map(tr => [...tr.cells].map(td => td.innerText.trim()));"""
+
+
+def _open_in_browser(browser: Browser, report: Path, shot: Path) -> list[dict[str, Any]]:
+    """Open report.html from disk; its images once loaded, a full-page screenshot, no console errors."""
+    html = report.read_text()
+    # Self-contained: everything it loads is inside it.
+    assert not re.findall(r'(?:src|href)="(?!data:)', html), re.findall(r'(?:src|href)="[^"]{0,40}', html)
+    browser.console_errors()  # drop what earlier pages logged
+    browser.open(report.as_uri())
+    browser.wait_for(
+        lambda: browser.driver.execute_script("return document.readyState") == "complete", 30, "page load"
+    )
+    images: list[dict[str, Any]] = browser.driver.execute_script(IMAGES_JS)
+    browser.screenshot(shot)
+    assert browser.console_errors() == []
+    return images
+
+
+def _rendered(images: list[dict[str, Any]]) -> bool:
+    """Every chart decoded, with a real size, embedded, and drawn: axes, labels and lines show as ink."""
+    return bool(images) and all(
+        i["complete"]
+        and i["width"] >= 400
+        and i["height"] >= 300
+        and i["src"] == "data:image/png;base64,"
+        and i["inked"] > 0.01
+        and i["colours"] >= 16
+        for i in images
+    )
+
+
+def test_report_html_opens_in_a_browser_with_every_chart_and_the_same_tables(
+    runs: dict[str, Path], browser: Browser, tmp_path: Path
+) -> None:
+    out = tmp_path / "report"  # its own: test_compare_shows_the_change rewrites the run's report/
+    argv = [DISTINFER, "report", str(runs["run"]), "--out", str(out)]
+    subprocess.run(argv, check=True, capture_output=True)
+    images = _open_in_browser(browser, out / "report.html", tmp_path / "report.png")
+    charts = {
+        "throughput_vs_replicas",
+        "latency_vs_concurrency",
+        "ttft_tpot_distribution",
+        "node_utilisation",
+    }
+    assert sorted(i["alt"] for i in images) == sorted(charts), images
+    assert _rendered(images), images  # decoded PNGs with a real size, not broken-image icons
+    markdown = (out / "report.md").read_text()
+    for first in ("Inference Nodes", "Scenario"):  # the guide's tables, then node/details/config tables
+        in_page = browser.driver.execute_script(TABLE_JS, first)
+        in_md = [[c.replace("<br>", "\n") for c in row.values()] for row in _table(markdown, first)]
+        assert in_page == in_md[: len(in_page)] and in_page, first
+    headings = [h.text for h in browser.find_all("h1, h2")]
+    for heading in ("Resource utilisation per node (steady window)", "Run provenance", "Charts"):
+        assert heading in headings, headings
+    assert "1. Scalability results for batch size of 3 per replica" in headings
+    body = browser.find("body").text
+    provenance = json.loads((out / "results.json").read_text())["provenance"]
+    assert f"Python {provenance['python']}" in body and "disk full" in body
+
+
+def test_compared_report_html_shows_the_two_runs_side_by_side(
+    runs: dict[str, Path], browser: Browser, tmp_path: Path
+) -> None:
+    run = runs["run"]
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    shutil.rmtree(other / "report")
+    shutil.rmtree(other / "scenarios" / "r2")  # the other run had one scenario only
+    out = tmp_path / "compared"
+    argv = [DISTINFER, "report", str(run), "--compare", str(other), "--out", str(out)]
+    subprocess.run(argv, check=True, capture_output=True)
+    images = _open_in_browser(browser, out / "report.html", tmp_path / "report-compare.png")
+    assert _rendered(images), images
+    side = browser.driver.execute_script(
+        "const t = document.querySelector('table.figures'); return [[...t.querySelectorAll('th')]"
+        ".map(th => th.innerText), [...t.querySelectorAll('tbody tr')].map(tr => tr.querySelectorAll('img')"
+        ".length)]"
+    )
+    assert side == [[run.name, other.name], [2, 2, 2, 2]], side  # each chart beside the other run's
+    headings = [h.text for h in browser.find_all("h2, h3, h4")]
+    assert f"Compared with {other}" in headings and f"This run: {run.name}" in headings
+    assert f"Other run: {other}" in headings
+    assert headings.count("1. Scalability results for batch size of 3 per replica") == 3  # main, this, other
+    assert len(browser.driver.execute_script(TABLE_JS, "Inference Nodes")) == 2  # this run: r1, r2
+    assert sorted(p.name for p in (out / "compare").glob("*.png")) == sorted(
+        f"{name}.png"
+        for name in (
+            "throughput_vs_replicas",
+            "latency_vs_concurrency",
+            "ttft_tpot_distribution",
+            "node_utilisation",
+        )
+    )

@@ -23,6 +23,15 @@ ApiKeyFileOpt = Annotated[
     ),
 ]
 
+ProgressOpt = Annotated[
+    float,
+    typer.Option(
+        "--progress-interval",
+        help="Seconds between progress lines when stderr is not a terminal (on one, a live bar).",
+        min=0.5,
+    ),
+]
+
 bench = typer.Typer(help="Drive Locust load at an OpenAI-compatible server and record every request.")
 
 
@@ -83,6 +92,7 @@ def run_command(
     timeout: Annotated[
         float | None, typer.Option(help="Longest silence allowed inside one response [600].")
     ] = None,
+    progress_interval: ProgressOpt = 10.0,
 ) -> None:
     """Run one scenario: records.jsonl as requests end, summary.json at the end.
 
@@ -90,6 +100,7 @@ def run_command(
     --duration.
     """
     from distinfer.bench.metrics import parse_slo
+    from distinfer.bench.progress import make_view
     from distinfer.bench.runner import run_scenario
     from distinfer.bench.scenario import parse_meta
 
@@ -132,7 +143,7 @@ def run_command(
         raise ConfigError(f"bench run needs {', '.join(missing)} (or a --spec that has them)")
     run_spec = _spec(fields)
     _check_prompts(run_spec.prompts)
-    summary = run_scenario(run_spec, out, _api_key(api_key, api_key_file))
+    summary = run_scenario(run_spec, out, _api_key(api_key, api_key_file), make_view(progress_interval))
     _print_summary(summary)
 
 
@@ -177,15 +188,17 @@ def sweep_command(
     model: Annotated[str | None, typer.Option(help="Override every scenario's model.")] = None,
     api_key: ApiKeyOpt = None,
     api_key_file: ApiKeyFileOpt = None,
+    progress_interval: ProgressOpt = 10.0,
 ) -> None:
     """Run each unfinished scenario of a file; finished ones (summary.json present) are skipped."""
+    from distinfer.bench.progress import make_view
     from distinfer.bench.sweep import load_sweep, run_sweep
 
     overrides = {k: v for k, v in (("url", url), ("model", model)) if v is not None}
     specs = load_sweep(scenarios, overrides)
     for spec in specs:
         _check_prompts(spec.prompts)
-    ran = run_sweep(specs, out, _api_key(api_key, api_key_file))
+    ran = run_sweep(specs, out, _api_key(api_key, api_key_file), make_view(progress_interval))
     typer.echo(f"ran {len(ran)} scenario(s): {', '.join(ran) or 'none (all finished)'}")
 
 

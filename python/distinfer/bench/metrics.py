@@ -14,7 +14,7 @@ users were still ramping, and requests still running after it ran while load was
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -147,6 +147,16 @@ def tpot_ms(rec: RequestRecord) -> float | None:
     return (rec.last_token - rec.first_token) * 1000.0 / (n - 1)
 
 
+def ttft_ms(rec: RequestRecord) -> float | None:
+    """Time to first token: first text chunk - sent."""
+    return None if rec.first_token is None else (rec.first_token - rec.sent) * 1000.0
+
+
+def steady_population(records: Iterable[RequestRecord], w0: float, w1: float) -> list[RequestRecord]:
+    """The latency population: requests scheduled inside the window [w0, w1), followed to their end."""
+    return [r for r in records if w0 <= r.scheduled < w1]
+
+
 def compute_metrics(
     records: Sequence[RequestRecord],
     window_start: float,
@@ -158,10 +168,10 @@ def compute_metrics(
         raise ValueError(f"steady window is empty: start {window_start} >= end {window_end}")
     w0, w1 = window_start, window_end
     span = w1 - w0
-    population = [r for r in records if w0 <= r.scheduled < w1]
+    population = steady_population(records, w0, w1)
     good = [r for r in population if r.ok]
     e2el = [(r.end - r.sent) * 1000.0 for r in good]
-    ttft = [(r.first_token - r.sent) * 1000.0 for r in good if r.first_token is not None]
+    ttft = [t for t in (ttft_ms(r) for r in good) if t is not None]
     tpots = [t for t in (tpot_ms(r) for r in good) if t is not None]
     gaps = [g for r in good for g in r.gaps_ms]
     sent = [r for r in records if r.error_kind != "client_overflow"]
@@ -174,7 +184,7 @@ def compute_metrics(
     e2el_dist = distribution(e2el)
     goodput = None
     if slo is not None:
-        met = sum(1 for r in good if slo.met_by(_ttft(r), tpot_ms(r), (r.end - r.sent) * 1000.0))
+        met = sum(1 for r in good if slo.met_by(ttft_ms(r), tpot_ms(r), (r.end - r.sent) * 1000.0))
         goodput = met / span
     return Metrics(
         window_start=w0,
@@ -203,7 +213,3 @@ def compute_metrics(
         slo=slo,
         request_goodput=goodput,
     )
-
-
-def _ttft(rec: RequestRecord) -> float | None:
-    return None if rec.first_token is None else (rec.first_token - rec.sent) * 1000.0

@@ -25,6 +25,7 @@ import psutil
 
 from distinfer.bench import guard
 from distinfer.bench.metrics import compute_metrics
+from distinfer.bench.progress import ScenarioProgress, View
 from distinfer.bench.provenance import collect_provenance
 from distinfer.bench.records import RECORDS_FILE, load_records
 from distinfer.bench.scenario import SCENARIO_FILE, SUMMARY_FILE, ScenarioSpec, WorkerPlan, write_json_atomic
@@ -60,10 +61,17 @@ def split(total: int, parts: int) -> list[int]:
 
 
 class ScenarioRun:
-    def __init__(self, spec: ScenarioSpec, out: Path, api_key: str | None = None) -> None:
+    def __init__(
+        self,
+        spec: ScenarioSpec,
+        out: Path,
+        api_key: str | None = None,
+        progress: ScenarioProgress | None = None,
+    ) -> None:
         self.spec = spec
         self.out = out
         self.api_key = api_key
+        self.progress = progress
         self.workers: list[subprocess.Popen[str]] = []
         self.cpu_samples: dict[int, list[tuple[float, float]]] = {}
         self.machine_samples: list[tuple[float, float]] = []
@@ -134,8 +142,12 @@ class ScenarioRun:
             proc.cpu_percent(None)
         psutil.cpu_percent(None)
         hard_end = start + self.spec.duration_s + self.spec.drain_timeout_s + 30.0
+        if self.progress is not None:
+            self.progress.begin(start, self.spec.duration_s, self.spec.warmup_s)
         while any(w.poll() is None for w in self.workers):
             time.sleep(1.0)
+            if self.progress is not None:
+                self.progress.tick()
             now = time.time()
             self.machine_samples.append((now, psutil.cpu_percent(None)))
             for pid, proc in procs.items():
@@ -225,10 +237,19 @@ def _take_ctrl_c() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def run_scenario(spec: ScenarioSpec, out: Path, api_key: str | None = None) -> dict[str, Any]:
-    """Run one scenario to its summary. Ctrl-C stops the load, keeps the records, writes no summary."""
+def run_scenario(
+    spec: ScenarioSpec,
+    out: Path,
+    api_key: str | None = None,
+    view: View | None = None,
+    position: tuple[int, int] = (1, 1),
+) -> dict[str, Any]:
+    """Run one scenario to its summary. Ctrl-C stops the load, keeps the records, writes no summary.
+
+    With a `view`, its progress (scenario `position` = i of n) is shown while the load runs."""
     _take_ctrl_c()
-    run = ScenarioRun(spec, out, api_key)
+    progress = ScenarioProgress(view, out / RECORDS_FILE, spec.name, position) if view else None
+    run = ScenarioRun(spec, out, api_key, progress)
     run.prepare()
     try:
         run.start_workers()
@@ -246,6 +267,9 @@ def run_scenario(spec: ScenarioSpec, out: Path, api_key: str | None = None) -> d
     except BaseException:
         run.stop_workers()
         raise
+    finally:
+        if progress is not None and progress.started:
+            progress.end()
     summary = run.summarise(start, time.time())
     write_json_atomic(out / SUMMARY_FILE, summary)
     if not summary["valid"]:

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from distinfer.bench.progress import View
 from distinfer.bench.provenance import collect_provenance
 from distinfer.bench.runner import run_scenario
 from distinfer.bench.scenario import SUMMARY_FILE, ScenarioSpec, write_json_atomic
@@ -137,17 +138,20 @@ def load_sweep(path: Path, overrides: dict[str, Any]) -> list[ScenarioSpec]:
         ) from None
 
 
-def run_sweep(specs: list[ScenarioSpec], out: Path, api_key: str | None = None) -> list[str]:
-    """Run every unfinished scenario; return the names run this time."""
+def run_sweep(
+    specs: list[ScenarioSpec], out: Path, api_key: str | None = None, view: View | None = None
+) -> list[str]:
+    """Run every unfinished scenario; return the names run this time. Progress counts every
+    scenario of the file (a finished one skipped is still "i of n")."""
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "run.json").exists():
         write_json_atomic(out / "run.json", collect_provenance())
     ran = []
-    for spec in specs:
+    for index, spec in enumerate(specs, start=1):
         target = out / "scenarios" / spec.name
         if (target / SUMMARY_FILE).exists():
-            log.info("scenario %s already finished; skipping", spec.name)
+            log.info("scenario %d/%d %s already finished; skipping", index, len(specs), spec.name)
             continue
-        run_scenario(spec, target, api_key)
+        run_scenario(spec, target, api_key, view, (index, len(specs)))
         ran.append(spec.name)
     return ran

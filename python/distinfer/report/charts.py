@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from distinfer.report.load import Run
+from distinfer.bench.metrics import steady_population, tpot_ms, ttft_ms
+from distinfer.bench.records import RECORDS_FILE, iter_records
+from distinfer.report.load import Run, Scenario
 from distinfer.report.tables import _physical_rates, ordered, scenario_row
 
 
@@ -17,6 +19,16 @@ def _pyplot():  # type: ignore[no-untyped-def]
 
     plt.rcParams.update({"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "font.size": 9})
     return plt
+
+
+def _save(fig: Any, path: Path, title: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 def _by_batch(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -54,12 +66,7 @@ def throughput_vs_replicas(run: Run, out: Path) -> Path:
         ax.set_ylabel(ylabel)
         ax.set_ylim(bottom=0)
         ax.legend(fontsize=7)
-    fig.suptitle("Throughput as the cluster grows (steady window)")
-    fig.tight_layout()
-    path = out / "throughput_vs_replicas.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "throughput_vs_replicas.png", "Throughput as the cluster grows (steady window)")
 
 
 def latency_vs_concurrency(run: Run, out: Path) -> Path:
@@ -86,12 +93,46 @@ def latency_vs_concurrency(run: Run, out: Path) -> Path:
             ax.set_xscale("log", base=2)
         ax.legend(fontsize=7)
     ax_e2e.set_ylim(bottom=0)
-    fig.suptitle("Latency percentiles vs concurrency (exact, from every request)")
-    fig.tight_layout()
-    path = out / "latency_vs_concurrency.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    title = "Latency percentiles vs concurrency (exact, from every request)"
+    return _save(fig, out / "latency_vs_concurrency.png", title)
+
+
+def steady_latencies(s: Scenario) -> tuple[list[float], list[float]]:
+    """TTFT and TPOT (ms) of every successful request of the steady window, from records.jsonl."""
+    if s.folder is None or s.window is None:
+        return [], []
+    good = [r for r in steady_population(iter_records(s.folder / RECORDS_FILE), *s.window) if r.ok]
+    ttft = [t for t in (ttft_ms(r) for r in good) if t is not None]
+    return ttft, [t for t in (tpot_ms(r) for r in good) if t is not None]
+
+
+def token_latency_distributions(run: Run, out: Path) -> Path | None:
+    """Each scenario's TTFT and TPOT as cumulative distributions (every request, no binning)."""
+    plt = _pyplot()
+    import numpy as np
+    from matplotlib.ticker import NullFormatter
+
+    latencies = {s.name: steady_latencies(s) for s in ordered(run)}
+    if not any(ttft or tpot for ttft, tpot in latencies.values()):
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for index, title in enumerate(("Time to first token", "Time per output token")):
+        ax = axes[index]
+        for name, values in latencies.items():
+            data = np.sort(np.asarray(values[index]))
+            if data.size:
+                ax.step(data, np.arange(1, data.size + 1) / data.size, where="post", label=name)
+        ax.set_title(title)
+        ax.set_xlabel("milliseconds (log)")
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log axis overlap
+        ax.set_ylabel("share of requests at or below")
+        ax.set_ylim(0, 1.02)
+        for share in (0.5, 0.95):
+            ax.axhline(share, color="grey", lw=0.6, ls=":")
+        ax.legend(fontsize=7)
+    title = "TTFT and TPOT distributions (steady window; dotted: P50, P95)"
+    return _save(fig, out / "ttft_tpot_distribution.png", title)
 
 
 def node_utilisation(run: Run, out: Path) -> Path | None:
@@ -146,5 +187,5 @@ def _gpu_mean(key: str):  # type: ignore[no-untyped-def]
 
 def all_charts(run: Run, out: Path) -> list[Path]:
     paths = [throughput_vs_replicas(run, out), latency_vs_concurrency(run, out)]
-    node_chart = node_utilisation(run, out)
-    return paths + ([node_chart] if node_chart else [])
+    optional = [token_latency_distributions(run, out), node_utilisation(run, out)]
+    return paths + [path for path in optional if path is not None]

@@ -28,6 +28,8 @@ class Scenario:
     listed_nodes: list[str]
     # host -> why it has no samples (nodes/<host>.error.json, written by the node_metrics role)
     node_errors: dict[str, str] = field(default_factory=dict)
+    # The scenario's folder (records.jsonl is read from it for the latency distributions).
+    folder: Path | None = None
 
     @property
     def finished(self) -> bool:
@@ -117,6 +119,7 @@ def load_scenario(folder: Path) -> Scenario:
         nodes=nodes,
         listed_nodes=listed,
         node_errors=errors,
+        folder=folder,
     )
 
 

@@ -1,14 +1,29 @@
-"""report.md, results.json, results.csv, nodes.csv and the charts, for one run (and a comparison)."""
+"""report.md, report.html, results.json, results.csv, nodes.csv and the charts, for one run (and a
+comparison). The report's text and tables are built once as blocks (`report_blocks`); report.md and
+the self-contained report.html are two renderings of them (blocks.py, html.py)."""
 
 from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from distinfer.bench.scenario import write_json_atomic
+from distinfer.report.blocks import (
+    Block,
+    Bullets,
+    Figures,
+    Heading,
+    Image,
+    Paragraph,
+    Table,
+    image,
+    to_markdown,
+)
 from distinfer.report.charts import all_charts
+from distinfer.report.html import to_html
 from distinfer.report.load import Run, Scenario
 from distinfer.report.tables import GUIDE_P95_TOKEN_LABEL, node_rows, ordered, results_document, scenario_row
 
@@ -46,12 +61,6 @@ def _f(value: Any, digits: int = 1) -> str:
     if isinstance(value, float):
         return f"{value:,.{digits}f}"
     return str(value)
-
-
-def _md_table(columns: tuple[str, ...] | list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows]
-    return lines
 
 
 def guide_cells(row: dict[str, Any]) -> list[str]:
@@ -94,71 +103,94 @@ def node_cells(row: dict[str, Any]) -> list[str]:
     ]  # fmt: skip
 
 
-def markdown(run: Run, charts: list[Path], compare: Run | None) -> str:
+def report_blocks(run: Run, charts: list[Image], compare: Comparison | None = None) -> list[Block]:
+    """The whole report, once: report.md and report.html are both written from these blocks."""
     rows = [scenario_row(s) for s in ordered(run)]
     prov = run.provenance
-    lines = [f"# Benchmark report: {run.path.name}", ""]
-    lines += [
-        f"Load generator host: {prov.get('host', '-')}; {prov.get('hardware', {}).get('cpu_model', '-')}, "
-        f"{prov.get('hardware', {}).get('logical_cpus', '-')} CPUs. Versions: "
-        + ", ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items() if v),
-        "",
-        "Every figure covers each scenario's steady window (warm-up and drain excluded); percentiles are",
-        "exact, from every request. *Tokens/s (output)* is what the guide called Tokens/s.",
-        f"*{GUIDE_P95_TOKEN_LABEL}* is not a measured token latency; TTFT and TPOT are.",
-        "",
+    hardware = prov.get("hardware") or {}
+    blocks: list[Block] = [
+        Heading(f"Benchmark report: {run.path.name}", 1),
+        Paragraph(
+            f"Load generator host: {prov.get('host', '-')}; {hardware.get('cpu_model', '-')}, "
+            f"{hardware.get('logical_cpus', '-')} CPUs. Versions: "
+            + ", ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items() if v)
+        ),
+        Paragraph(
+            "Every figure covers each scenario's steady window (warm-up and drain excluded); "
+            "percentiles are\nexact, from every request. "
+            "*Tokens/s (output)* is what the guide called Tokens/s.\n"
+            f"*{GUIDE_P95_TOKEN_LABEL}* is not a measured token latency; TTFT and TPOT are."
+        ),
     ]
     stand_ins = [s.name for s in ordered(run) if s.meta.get("engine_stand_in")]
     if stand_ins:
-        lines += [
-            f"**Rehearsal: a synthetic engine stood in for the model** in {', '.join(stand_ins)} "
-            "(docs/rehearsal.md): those figures measure the serving path and the load generator, "
-            "not the model or its GPUs.",
-            "",
+        blocks.append(
+            Paragraph(
+                f"**Rehearsal: a synthetic engine stood in for the model** in {', '.join(stand_ins)} "
+                "(docs/rehearsal.md): those figures measure the serving path and the load generator, "
+                "not the model or its GPUs."
+            )
+        )
+    blocks += guide_tables(rows)
+    invalid = [r for r in rows if r.get("valid") is False]
+    if invalid:
+        blocks += [
+            Heading("Invalid scenarios (the load generator could not keep up)"),
+            Bullets([f"**{r['scenario']}**: " + "; ".join(r["invalid_reasons"]) for r in invalid]),
         ]
+    unfinished = [r["scenario"] for r in rows if not r["finished"]]
+    if unfinished:
+        blocks.append(Paragraph(f"Unfinished scenarios (no summary.json): {', '.join(unfinished)}"))
+    blocks += node_section(run)
+    blocks += [
+        Heading("Scenario details"),
+        Table(
+            DETAIL_COLUMNS,
+            [
+                [
+                    r["scenario"], _f(r.get("replicas")), _f(r["max_concurrency"]), _f(r.get("completed")),
+                    _f(r.get("achieved_concurrency")),
+                    "/".join(_f(None if r.get(k) is None else r[k] / 1000, 2) for k in E2E_KEYS),
+                    _f(r.get("p99_itl_ms"), 2),
+                ]
+                for r in rows
+            ],
+        ),
+    ]  # fmt: skip
+    blocks += provenance_section(run)
+    blocks += [Heading("Charts"), Figures(charts)]
+    if compare is not None:
+        blocks += compare_section(run, charts, compare)
+    return blocks
+
+
+def guide_tables(rows: list[dict[str, Any]]) -> list[Block]:
+    """The guide's scalability table, one per batch size per replica."""
     batches: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         key = str(row["users_per_replica"]) if row.get("users_per_replica") else "unspecified"
         batches.setdefault(key, []).append(row)
+    blocks: list[Block] = []
     for number, (batch, group) in enumerate(batches.items(), start=1):
-        lines += [f"## {number}. Scalability results for batch size of {batch} per replica", ""]
-        lines += [*_md_table(GUIDE_COLUMNS, [guide_cells(r) for r in group]), ""]
-    invalid = [r for r in rows if r.get("valid") is False]
-    if invalid:
-        lines += ["## Invalid scenarios (the load generator could not keep up)", ""]
-        lines += [f"- **{r['scenario']}**: " + "; ".join(r["invalid_reasons"]) for r in invalid] + [""]
-    unfinished = [r["scenario"] for r in rows if not r["finished"]]
-    if unfinished:
-        lines += [f"Unfinished scenarios (no summary.json): {', '.join(unfinished)}", ""]
-    lines += ["## Resource utilisation per node (steady window)", ""]
-    node_table = [node_cells(n) for s in ordered(run) for n in node_rows(s)]
-    lines += _md_table(NODE_COLUMNS, node_table) if node_table else ["No node samples in this run."]
-    missing = [
-        f"{n['host']} ({n['scenario']})"
-        for s in ordered(run)
-        for n in node_rows(s)
-        if n["note"].startswith("MISSING")
+        blocks += [
+            Heading(f"{number}. Scalability results for batch size of {batch} per replica"),
+            Table(GUIDE_COLUMNS, [list(guide_cells(r)) for r in group]),
+        ]
+    return blocks
+
+
+def node_section(run: Run) -> list[Block]:
+    nodes = [n for s in ordered(run) for n in node_rows(s)]
+    blocks: list[Block] = [
+        Heading("Resource utilisation per node (steady window)"),
+        Table(NODE_COLUMNS, [list(node_cells(n)) for n in nodes], empty="No node samples in this run."),
     ]
+    missing = [f"{n['host']} ({n['scenario']})" for n in nodes if n["note"].startswith("MISSING")]
     if missing:
-        lines += ["", f"**Nodes listed in the scenarios but without samples:** {', '.join(missing)}"]
-    lines += ["", "## Scenario details", ""]
-    lines += _md_table(
-        DETAIL_COLUMNS,
-        [
-            [
-                r["scenario"], _f(r.get("replicas")), _f(r["max_concurrency"]), _f(r.get("completed")),
-                _f(r.get("achieved_concurrency")),
-                "/".join(_f(None if r.get(k) is None else r[k] / 1000, 2) for k in E2E_KEYS),
-                _f(r.get("p99_itl_ms"), 2),
-            ]
-            for r in rows
-        ],
-    )  # fmt: skip
-    lines += ["", *provenance_section(run)]
-    lines += ["", "## Charts", ""] + [f"![{p.stem}]({p.name})" for p in charts]
-    if compare is not None:
-        lines += ["", *compare_section(run, compare)]
-    return "\n".join(lines) + "\n"
+        blocks.append(
+            Paragraph(f"**Nodes listed in the scenarios but without samples:** {', '.join(missing)}")
+        )
+    return blocks
 
 
 def config_cells(s: Scenario) -> list[str]:
@@ -180,27 +212,33 @@ def _ramp(spec: dict[str, Any]) -> str:
     return _f(spec.get("warmup_s") if ramp is None else ramp)
 
 
-def provenance_section(run: Run) -> list[str]:
+def provenance_section(run: Run) -> list[Block]:
     """What the run was measured with: versions, the load machine's hardware, the command, the config."""
     prov = run.provenance
-    hardware = prov.get("hardware") or {}
-    memory = hardware.get("memory_bytes")
-    lines = ["## Run provenance", ""]
+    hw = prov.get("hardware") or {}
+    memory = hw.get("memory_bytes")
+    blocks: list[Block] = [Heading("Run provenance")]
     if not prov:
-        lines += [f"No run.json in {run.path}: versions and hardware were not recorded.", ""]
+        blocks.append(Paragraph(f"No run.json in {run.path}: versions and hardware were not recorded."))
     else:
-        lines += [
-            f"- Load generator host: {prov.get('host', '-')} ({prov.get('platform', '-')})",
-            f"- Hardware: {hardware.get('cpu_model', '-')}; {hardware.get('logical_cpus', '-')} logical / "
-            f"{hardware.get('physical_cpus', '-')} physical CPUs; "
-            f"memory {_f(None if memory is None else memory / 2**30)} GiB",
-            f"- Python {prov.get('python', '-')}; "
-            + ", ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items() if v),
-            f"- Command: `{' '.join(prov.get('command') or [])}`",
-            "",
-        ]
-    lines += ["Configuration of each scenario (scenario.json):", ""]
-    return lines + _md_table(CONFIG_COLUMNS, [config_cells(s) for s in ordered(run)])
+        blocks.append(
+            Bullets(
+                [
+                    f"Load generator host: {prov.get('host', '-')} ({prov.get('platform', '-')})",
+                    f"Hardware: {hw.get('cpu_model', '-')}; {hw.get('logical_cpus', '-')} logical / "
+                    f"{hw.get('physical_cpus', '-')} physical CPUs; "
+                    f"memory {_f(None if memory is None else memory / 2**30)} GiB",
+                    f"Python {prov.get('python', '-')}; "
+                    + ", ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items() if v),
+                    f"Command: `{' '.join(prov.get('command') or [])}`",
+                ]
+            )
+        )
+    return [
+        *blocks,
+        Paragraph("Configuration of each scenario (scenario.json):"),
+        Table(CONFIG_COLUMNS, [list(config_cells(s)) for s in ordered(run)]),
+    ]
 
 
 def comparison(run: Run, other: Run) -> list[dict[str, Any]]:
@@ -219,11 +257,17 @@ def comparison(run: Run, other: Run) -> list[dict[str, Any]]:
     return result
 
 
-def compare_section(run: Run, other: Run) -> list[str]:
-    lines = [f"## Compared with {other.path}", "", "Cells: this run (other run, change)."]
-    lines.append("")
+@dataclass(frozen=True)
+class Comparison:
+    """The other run and its charts (written under report/compare/), for the side-by-side view."""
+
+    run: Run
+    charts: list[Image]
+
+
+def compare_section(run: Run, charts: list[Image], other: Comparison) -> list[Block]:
     table = []
-    for entry in comparison(run, other):
+    for entry in comparison(run, other.run):
         cells = [entry["scenario"]]
         for key, _ in COMPARED:
             c = entry[key]
@@ -234,7 +278,22 @@ def compare_section(run: Run, other: Run) -> list[str]:
                 else _f(c["this"], 2)
             )
         table.append(cells)
-    return lines + _md_table(["Scenario", *(label for _, label in COMPARED)], table)
+    blocks: list[Block] = [
+        Heading(f"Compared with {other.run.path}"),
+        Paragraph("Cells: this run (other run, change)."),
+        Table(["Scenario", *(label for _, label in COMPARED)], table),
+    ]
+    # The two runs side by side: their guide tables, then each chart of one beside the other's.
+    for label, side in ((f"This run: {run.path.name}", run), (f"Other run: {other.run.path}", other.run)):
+        blocks += [Heading(label, 3), *_demoted(guide_tables([scenario_row(s) for s in ordered(side)]))]
+    theirs = {img.path.name: img for img in other.charts}
+    pairs: list[list[str | Image]] = [[mine, theirs.get(mine.path.name) or "-"] for mine in charts]
+    blocks += [Heading("Charts side by side", 3), Table([run.path.name, other.run.path.name], pairs)]
+    return blocks
+
+
+def _demoted(blocks: list[Block]) -> list[Block]:
+    return [Heading(b.text, 4) if isinstance(b, Heading) else b for b in blocks]
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -249,11 +308,18 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 def write_report(run: Run, out: Path, compare: Run | None = None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     charts = all_charts(run, out)
+    other = None
+    if compare is not None:
+        (out / "compare").mkdir(exist_ok=True)
+        other = Comparison(compare, [image(p, out) for p in all_charts(compare, out / "compare")])
     document = results_document(run)
     if compare is not None:
         document["compare"] = {"other_run": str(compare.path), "scenarios": comparison(run, compare)}
     write_json_atomic(out / "results.json", document)
     write_csv(out / "results.csv", [scenario_row(s) for s in ordered(run)])
     write_csv(out / "nodes.csv", [n for s in ordered(run) for n in node_rows(s)])
-    (out / "report.md").write_text(markdown(run, charts, compare))
-    return [out / "report.md", out / "results.json", out / "results.csv", out / "nodes.csv", *charts]
+    blocks = report_blocks(run, [image(p, out) for p in charts], other)
+    (out / "report.md").write_text(to_markdown(blocks))
+    (out / "report.html").write_text(to_html(f"Benchmark report: {run.path.name}", blocks))
+    written = [out / "report.md", out / "report.html", out / "results.json", out / "results.csv"]
+    return [*written, out / "nodes.csv", *charts, *(img.path for img in (other.charts if other else []))]

@@ -27,10 +27,14 @@ PLAY = """
   hosts: ray_cluster
   gather_facts: false
   tasks:
+    - name: The state directory, as site.yml makes it first
+      ansible.builtin.file: {path: "{{ ray_local_state_dir }}", state: directory, mode: "0755"}
+    - name: The token and API key files, as site.yml writes them first
+      ansible.builtin.include_role: {name: ray_local, tasks_from: token.yml}
+      when: chat_tasks is not defined
     - name: Chat page
       ansible.builtin.include_role: {name: ray_local, tasks_from: "{{ chat_tasks | default('chat.yml') }}"}
 """
-KEY_ENV = "DISTINFER_TEST_CHAT_KEY"
 
 
 def _inventory(tmp_path: Path, app_port: int, chat_port: int, api_key: str = "") -> Path:

@@ -4,19 +4,33 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
 
 from distinfer.config import ConfigError
 
+T = TypeVar("T")
+
 ApiKeyOpt = Annotated[
     str | None, typer.Option(envvar="DISTINFER_API_KEY", help="Bearer token (or env DISTINFER_API_KEY).")
 ]
 
-bench = typer.Typer(help="Drive Locust load at an OpenAI-compatible server and record every request.")
+EXIT_STATUSES = """Exit status: 0 the run finished and is valid; 2 refused before any load (bad options, an
+unusable results directory, or the probe request found the URL unreachable, the model unknown or
+the API key missing or wrong; the message names the fix); 3 no request succeeded; 4 the saturation
+guard marked the run INVALID (summary.json says why); 5 a results write failed mid-run (no
+summary.json: a resumed sweep runs the scenario again). A sweep exits with the worst of its
+scenarios' statuses."""
+
+EXIT_OK, EXIT_ALL_FAILED, EXIT_INVALID, EXIT_RESULTS_LOST = 0, 3, 4, 5
+
+bench = typer.Typer(
+    help="Drive Locust load at an OpenAI-compatible server and record every request.\n\n" + EXIT_STATUSES
+)
 
 
 def _spec(data: dict[str, Any]):  # type: ignore[no-untyped-def]
@@ -59,7 +73,12 @@ def run_command(
     ignore_eos: Annotated[bool, typer.Option(help="Ask for exactly max_tokens (vLLM's ignore_eos).")] = True,
     timeout: Annotated[float, typer.Option(help="Longest silence allowed inside one response.")] = 600.0,
 ) -> None:
-    """Run one scenario: records.jsonl as requests end, summary.json at the end."""
+    """Run one scenario: records.jsonl as requests end, summary.json at the end.
+
+    Before any load, the results directory is checked and one probe request is sent. Exit status:
+    0 valid; 2 refused before any load; 3 no request succeeded; 4 INVALID (saturation guard); 5 a
+    results write failed mid-run (no summary).
+    """
     from distinfer.bench.metrics import parse_slo
     from distinfer.bench.runner import run_scenario
     from distinfer.bench.scenario import parse_meta
@@ -98,8 +117,9 @@ def run_command(
                 raise ConfigError(f"--meta {key}={meta_map[key]!r} must be a whole number") from None
     spec = _spec(fields)
     _check_prompts(spec.prompts)
-    summary = run_scenario(spec, out, api_key)
+    summary = _guarded(lambda: run_scenario(spec, out, api_key))
     _print_summary(summary)
+    raise typer.Exit(exit_status(summary))
 
 
 @bench.command("sweep")
@@ -110,15 +130,42 @@ def sweep_command(
     model: Annotated[str | None, typer.Option(help="Override every scenario's model.")] = None,
     api_key: ApiKeyOpt = None,
 ) -> None:
-    """Run each unfinished scenario of a file; finished ones (summary.json present) are skipped."""
+    """Run each unfinished scenario of a file; finished ones (summary.json present) are skipped.
+
+    A probe failure or a failed write stops the sweep (scenarios already finished stay); a
+    scenario with no success or an INVALID one is finished and the sweep goes on. Exit status: the
+    worst of the scenarios run (0, 3 no request succeeded, 4 INVALID), or 2 / 5 as for `run`.
+    """
     from distinfer.bench.sweep import load_sweep, run_sweep
 
     overrides = {k: v for k, v in (("url", url), ("model", model)) if v is not None}
     specs = load_sweep(scenarios, overrides)
     for spec in specs:
         _check_prompts(spec.prompts)
-    ran = run_sweep(specs, out, api_key)
+    ran = _guarded(lambda: run_sweep(specs, out, api_key))
     typer.echo(f"ran {len(ran)} scenario(s): {', '.join(ran) or 'none (all finished)'}")
+    statuses = {name: exit_status(summary) for name, summary in ran.items()}
+    for name, status in statuses.items():
+        if status != EXIT_OK:
+            typer.secho(f"scenario {name}: exit status {status}", fg=typer.colors.YELLOW, err=True)
+    raise typer.Exit(max(statuses.values(), default=EXIT_OK))
+
+
+def exit_status(summary: dict[str, Any]) -> int:
+    """0 valid, 3 when no request succeeded, 4 when the guard marked the run invalid."""
+    if summary["metrics"]["completed"] == 0:
+        return EXIT_ALL_FAILED
+    return EXIT_OK if summary["valid"] else EXIT_INVALID
+
+
+def _guarded(action: Callable[[], T]) -> T:
+    from distinfer.bench.storage import ResultsWriteError
+
+    try:
+        return action()
+    except ResultsWriteError as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(EXIT_RESULTS_LOST) from None
 
 
 def _check_prompts(path: str | None) -> None:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from distinfer.bench.provenance import collect_provenance
 from distinfer.bench.runner import run_scenario
 from distinfer.bench.scenario import SUMMARY_FILE, ScenarioSpec, write_json_atomic
+from distinfer.bench.storage import FREE_FLOOR_BYTES, check_results_dir
 from distinfer.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -74,17 +75,16 @@ def load_sweep(path: Path, overrides: dict[str, Any]) -> list[ScenarioSpec]:
         ) from None
 
 
-def run_sweep(specs: list[ScenarioSpec], out: Path, api_key: str | None = None) -> list[str]:
-    """Run every unfinished scenario; return the names run this time."""
-    out.mkdir(parents=True, exist_ok=True)
+def run_sweep(specs: list[ScenarioSpec], out: Path, api_key: str | None = None) -> dict[str, dict[str, Any]]:
+    """Run every unfinished scenario; return the summaries of those run this time, by name."""
+    check_results_dir(out, FREE_FLOOR_BYTES)
     if not (out / "run.json").exists():
         write_json_atomic(out / "run.json", collect_provenance())
-    ran = []
+    ran: dict[str, dict[str, Any]] = {}
     for spec in specs:
         target = out / "scenarios" / spec.name
         if (target / SUMMARY_FILE).exists():
             log.info("scenario %s already finished; skipping", spec.name)
             continue
-        run_scenario(spec, target, api_key)
-        ran.append(spec.name)
+        ran[spec.name] = run_scenario(spec, target, api_key)
     return ran

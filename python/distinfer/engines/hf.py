@@ -337,6 +337,8 @@ class HfEngine(Engine):
         if params.temperature == 0:
             return int(torch.argmax(logits))
         probs = torch.softmax(logits / params.temperature, dim=-1)
+        if not bool(torch.isfinite(probs).all()):  # a temperature so small it overflows: greedy
+            return int(torch.argmax(logits))
         if params.top_p < 1.0:
             sorted_probs, order = torch.sort(probs, descending=True)
             keep = sorted_probs.cumsum(-1) - sorted_probs < params.top_p

@@ -42,7 +42,9 @@ def wait_until_answers(
     deadline = time.monotonic() + timeout_s
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before answering:\n{log_tail(log_path)}")
+            raise RuntimeError(
+                f"server exited with {proc.returncode} before answering:\n{log_tail(log_path)}"
+            )
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
@@ -61,10 +63,8 @@ def stop_process_group(
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, first)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group, if any
     proc.wait()

@@ -42,6 +42,13 @@ _ERRORS = {
     "the Retry-After header's seconds.",
 }
 
+# Before OpenAPI 3.2, a text/event-stream `schema` describes each event.
+_SSE_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {"data": {"type": "string", "description": "A JSON chunk, or `[DONE]` last."}},
+}
+
 _POSTS: dict[str, tuple[type[BaseModel], type[BaseModel], str]] = {
     "/v1/completions": (CompletionRequest, CompletionResponse, "Text completion of one prompt."),
     "/v1/chat/completions": (ChatCompletionRequest, ChatCompletionResponse, "Chat completion."),
@@ -83,7 +90,7 @@ def build_document(app: FastAPI, models: list[str], max_body: int, api_key: bool
                 "`data: [DONE]`.",
                 "content": {
                     "application/json": {"schema": _schema(response_model, components, "serialization")},
-                    "text/event-stream": {"schema": {"type": "string"}},
+                    "text/event-stream": {"schema": _SSE_EVENT},
                 },
             },
             **{

@@ -27,7 +27,9 @@ request-path logs; throughput settings, not needed for per-token timing).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 from collections.abc import AsyncGenerator
 from typing import Any, cast
 
@@ -75,6 +77,11 @@ class ModelDeployment:
 
     async def check_health(self) -> None:
         await self.server.engine.check_health()
+
+    async def stats(self) -> dict[str, Any]:
+        """This replica's process and its engine's activity (tests: the disconnect storm)."""
+        stats = self.server.engine.stats()
+        return {"pid": os.getpid(), **(dataclasses.asdict(stats) if stats else {})}
 
     async def __del__(self) -> None:
         await self.server.engine.shutdown()

@@ -28,6 +28,7 @@ request-path logs; throughput settings, not needed for per-token timing).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import os
 from collections.abc import AsyncGenerator
@@ -78,10 +79,18 @@ class ModelDeployment:
     async def check_health(self) -> None:
         await self.server.engine.check_health()
 
-    async def stats(self) -> dict[str, Any]:
-        """This replica's process and its engine's activity (tests: the disconnect storm)."""
+    async def stats(self, count_objects: bool = False) -> dict[str, Any]:
+        """This replica's process and its engine's activity (tests: the disconnect storm).
+
+        `count_objects` adds the Python objects alive after a full collection: a leak of per-request
+        state shows there long before the allocator hands memory back or asks for more.
+        """
         stats = self.server.engine.stats()
-        return {"pid": os.getpid(), **(dataclasses.asdict(stats) if stats else {})}
+        out: dict[str, Any] = {"pid": os.getpid(), **(dataclasses.asdict(stats) if stats else {})}
+        if count_objects:
+            gc.collect()
+            out["python_objects"] = len(gc.get_objects())
+        return out
 
     async def __del__(self) -> None:
         await self.server.engine.shutdown()

@@ -1,23 +1,25 @@
-"""Overload, measured: the same deployment at its capacity, then at 4x its capacity.
+"""Overload, measured: the same deployment at its capacity, then offered 4x its capacity.
 
 One `distinfer serve` (Ray Serve by default, `--bare` for the one-process server), synthetic engine
 (ttft 50 ms, itl 20 ms, 32 tokens with ignore_eos: ~0.67 s a request), one replica holding
 `--slots` requests in flight and a queue of one (Ray Serve's smallest). In one run, one after the
 other on the same server:
 
-  capacity  `--slots` closed-loop streams: every slot busy, none refused;
-  overload  4 x `--slots` closed-loop streams: the excess is shed with 503 + Retry-After; a refused
-            stream tries again after `--retry-wait-ms` (not the Retry-After second, so the offered
-            load stays at 4x), and the phase reports the attempts per second it offered.
+  capacity  `--slots` closed-loop streams: every slot busy, none refused; its completed requests
+            per second are the deployment's capacity;
+  overload  open-loop Poisson arrivals at `--factor` (4) x that capacity, each request sent once
+            (no retry): the excess is shed with 503 + Retry-After.
 
 Measured by this script's asyncio client (httpx, every request timed with perf_counter): how long a
-shed request takes to get its 503 (P50 / P99 / max), and the admitted requests' TTFT and TPOT P50 /
-P99 in both phases, with the overload / capacity ratio (aim: within 10 %). Requests sent in the
-first `--warmup` seconds of a phase are left out.
+shed request takes to get its 503 (P50 / P99 / max; aim P99 < 50 ms), and the admitted requests'
+TTFT and TPOT P50 / P99 in both phases with the overload / capacity ratio (aim: within 10 %). The
+engine's truth log (joined by X-Request-Id) gives the server's own TTFT, from the model replica's
+receipt to the first token: the client's TTFT minus it is the time spent before the model server,
+in the one-place queue. Requests sent in the first `--warmup` seconds of a phase are left out.
 
-Client and server share the machine, so they are kept apart: with 2+ CPUs the server and all its
-Ray processes are pinned to CPU 0 and the client to CPU 1 (`--no-pin` turns it off); run the whole
-script under `nice` on a shared machine.
+Client and server share the machine: run the whole script under `nice` on a shared machine. The
+client is one asyncio process; with `--pin` (2+ CPUs) the server and all its Ray processes are
+pinned to CPU 0 and the client to CPU 1.
 
     nice -n 10 .venv/bin/python benchmarks/overload.py --out /tmp/overload/serve.json
 """
@@ -29,6 +31,7 @@ import asyncio
 import json
 import os
 import platform
+import random
 import sys
 import tempfile
 import time
@@ -55,6 +58,7 @@ class Outcome:
     last_token: float | None = None
     tokens: int = 0
     error: str | None = None
+    request_id: str = ""
 
 
 @dataclass
@@ -69,6 +73,7 @@ class Phase:
     shed_ms: dict[str, float | None] = field(default_factory=dict)
     ttft_ms: dict[str, float | None] = field(default_factory=dict)
     tpot_ms: dict[str, float | None] = field(default_factory=dict)
+    server_ttft_ms: dict[str, float | None] = field(default_factory=dict)
     other_errors: list[str] = field(default_factory=list)
 
 
@@ -79,13 +84,14 @@ def _pcts(values: list[float]) -> dict[str, float | None]:
     return {"count": len(values), "p50": float(p50), "p99": float(p99), "max": float(max(values))}
 
 
-async def _one(client: httpx.AsyncClient, url: str) -> Outcome:
+async def _one(client: httpx.AsyncClient, url: str, request_id: str) -> Outcome:
     body = {"model": "synthetic", "prompt": "hello there", "max_tokens": TOKENS, "stream": True,
             "ignore_eos": True}  # fmt: skip
     clock = time.perf_counter
-    out = Outcome(sent=clock(), status=0, end=0.0)
+    out = Outcome(sent=clock(), status=0, end=0.0, request_id=request_id)
+    headers = {"X-Request-Id": request_id}
     try:
-        async with client.stream("POST", f"{url}/v1/completions", json=body) as response:
+        async with client.stream("POST", f"{url}/v1/completions", json=body, headers=headers) as response:
             out.status = response.status_code
             if response.status_code != 200:
                 await response.aread()
@@ -102,9 +108,7 @@ async def _one(client: httpx.AsyncClient, url: str) -> Outcome:
     return out
 
 
-async def run_phase(
-    url: str, name: str, users: int, duration_s: float, warmup_s: float, retry_s: float
-) -> Phase:
+async def closed_loop(url: str, users: int, duration_s: float, warmup_s: float) -> list[Outcome]:
     limits = httpx.Limits(max_connections=users, max_keepalive_connections=users)
     outcomes: list[Outcome] = []
     start = time.perf_counter()
@@ -113,14 +117,40 @@ async def run_phase(
 
         async def user(index: int) -> None:
             await asyncio.sleep(warmup_s * index / users)  # ramp in over the warm-up
+            seq = 0
             while time.perf_counter() < stop_at:
-                outcome = await _one(client, url)
+                seq += 1
+                outcome = await _one(client, url, f"cap-{index}-{seq}")
                 if outcome.sent >= measure_from:
                     outcomes.append(outcome)
-                if outcome.status != 200:
-                    await asyncio.sleep(retry_s)
 
         await asyncio.gather(*(user(i) for i in range(users)))
+    return outcomes
+
+
+async def open_loop(url: str, rate: float, duration_s: float, warmup_s: float, seed: int) -> list[Outcome]:
+    """Poisson arrivals at `rate`/s, each its own task: when a request is sent never waits on another."""
+    rng = random.Random(seed)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+    start = time.perf_counter()
+    measure_from, stop_at = start + warmup_s, start + warmup_s + duration_s
+    tasks: list[asyncio.Task[Outcome]] = []
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        due, seq = start, 0
+        while True:
+            due += rng.expovariate(rate)
+            if due >= stop_at:
+                break
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            seq += 1
+            tasks.append(asyncio.create_task(_one(client, url, f"over-{seq}")))
+        outcomes = await asyncio.gather(*tasks)
+    return [o for o in outcomes if o.sent >= measure_from]
+
+
+def summarise(
+    name: str, users: int, duration_s: float, outcomes: list[Outcome], truth: dict[str, Any]
+) -> Phase:
     phase = Phase(name=name, users=users, duration_s=duration_s, attempts=len(outcomes))
     phase.attempts_per_s = len(outcomes) / duration_s
     phase.statuses = dict(Counter(str(o.status) if o.error is None else "error" for o in outcomes))
@@ -131,16 +161,26 @@ async def run_phase(
     phase.tpot_ms = _pcts(
         [(o.last_token - o.first_token) * 1000 / (o.tokens - 1) for o in ok if o.first_token and o.last_token]
     )
+    server = [truth[o.request_id] for o in ok if o.request_id in truth]
+    phase.server_ttft_ms = _pcts([(t["first_token_unix"] - t["received_unix"]) * 1000 for t in server])
     phase.other_errors = sorted(
         {o.error or f"HTTP {o.status}" for o in outcomes if o.status not in (200, 503) or o.error}
     )[:10]
     return phase
 
 
+def read_truth(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return {row["request_id"]: row for row in rows if row.get("first_token_unix")}
+
+
 def models_file(directory: Path, slots: int) -> Path:
     path = directory / "overload-models.yaml"
     entry = {"name": "synthetic", "engine": "synthetic", "ttft_ms": TTFT_MS, "itl_ms": ITL_MS,
-             "max_ongoing_requests": slots, "max_queued_requests": 1}  # fmt: skip
+             "max_ongoing_requests": slots, "max_queued_requests": 1,
+             "truth_log": str(directory / "truth.jsonl")}  # fmt: skip
     path.write_text(yaml.safe_dump({"models": [entry]}))
     return path
 
@@ -151,14 +191,14 @@ def main() -> int:
     )
     parser.add_argument("--bare", action="store_true", help="the one-process server instead of Ray Serve")
     parser.add_argument("--slots", type=int, default=8, help="requests in flight the deployment holds")
-    parser.add_argument("--factor", type=float, default=4.0, help="overload: this many times --slots users")
+    parser.add_argument("--factor", type=float, default=4.0, help="overload: this many times the capacity")
     parser.add_argument("--duration", type=float, default=40.0, help="measured seconds per phase")
     parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds before each phase")
-    parser.add_argument("--retry-wait-ms", type=float, default=50.0, help="a refused stream's pause")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin server and client to CPUs")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the overload's arrival times")
+    parser.add_argument("--pin", action="store_true", help="server on CPU 0, client on CPU 1")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
-    pin = not args.no_pin and (os.cpu_count() or 1) >= 2
+    pin = args.pin and (os.cpu_count() or 1) >= 2
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="di-overload-") as tmp:
         port = free_port()
@@ -168,15 +208,15 @@ def main() -> int:
         with served(models_file(Path(tmp), args.slots), port, Path(tmp) / "serve.log", bare=args.bare):
             if pin:
                 os.sched_setaffinity(0, {1})  # and this client keeps to CPU 1
-            retry = args.retry_wait_ms / 1000
-            phases = [
-                asyncio.run(run_phase(url, "capacity", args.slots, args.duration, args.warmup, retry)),
-                asyncio.run(
-                    run_phase(
-                        url, "overload", round(args.slots * args.factor), args.duration, args.warmup, retry
-                    )
-                ),
-            ]
+            full = asyncio.run(closed_loop(url, args.slots, args.duration, args.warmup))
+            capacity = summarise("capacity", args.slots, args.duration, full, {})
+            rate = args.factor * capacity.completed_per_s
+            flood = asyncio.run(open_loop(url, rate, args.duration, args.warmup, args.seed))
+            truth = read_truth(Path(tmp) / "truth.jsonl")
+        phases = [
+            summarise("capacity", args.slots, args.duration, full, truth),
+            summarise(f"overload {args.factor:g}x ({rate:.1f}/s)", 0, args.duration, flood, truth),
+        ]
     capacity, overload = phases
 
     def ratio(kind: str, pct: str) -> float | None:
@@ -197,11 +237,12 @@ def main() -> int:
         "engine": {"ttft_ms": TTFT_MS, "itl_ms": ITL_MS, "tokens": TOKENS},
         "phases": [asdict(p) for p in phases],
         "overload_over_capacity": {
-            "offered_attempts_per_s": overload.attempts_per_s / capacity.completed_per_s
+            "offered_per_s": overload.attempts_per_s / capacity.completed_per_s
             if capacity.completed_per_s
             else None,
             "ttft_p99": ratio("ttft_ms", "p99"),
             "tpot_p99": ratio("tpot_ms", "p99"),
+            "server_ttft_p99": ratio("server_ttft_ms", "p99"),
         },
     }
     if args.out:

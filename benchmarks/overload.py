@@ -1,7 +1,7 @@
 """Overload, measured: the same deployment at its capacity, then offered 4x its capacity.
 
 One `distinfer serve` (Ray Serve by default, `--bare` for the one-process server), synthetic engine
-(ttft 50 ms, itl 20 ms, 32 tokens with ignore_eos: ~0.67 s a request), one replica holding
+(ttft 50 ms, itl 20 ms, `--tokens` 32 with ignore_eos: ~0.67 s a request), one replica holding
 `--slots` requests in flight and a queue of one (Ray Serve's smallest). In one run, one after the
 other on the same server:
 
@@ -46,7 +46,8 @@ import yaml
 
 from distinfer.serve.launch import free_port, served
 
-TTFT_MS, ITL_MS, TOKENS = 50.0, 20.0, 32
+TTFT_MS, ITL_MS = 50.0, 20.0
+TOKENS = 32  # per request; --tokens sets it
 
 
 @dataclass
@@ -186,6 +187,7 @@ def models_file(directory: Path, slots: int) -> Path:
 
 
 def main() -> int:
+    global TOKENS
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -195,9 +197,11 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=40.0, help="measured seconds per phase")
     parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds before each phase")
     parser.add_argument("--seed", type=int, default=0, help="seeds the overload's arrival times")
+    parser.add_argument("--tokens", type=int, default=TOKENS, help="tokens per request (ignore_eos)")
     parser.add_argument("--pin", action="store_true", help="server on CPU 0, client on CPU 1")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
+    TOKENS = args.tokens
     pin = args.pin and (os.cpu_count() or 1) >= 2
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="di-overload-") as tmp:

@@ -20,6 +20,7 @@ benchmarks/fuzz_api.py (a larger run with a random seed).
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,11 @@ class OpenAIErrorShapeViolation(AssertionError):
     pass
 
 
+def names_field(message: str, param: str) -> bool:
+    """`param` appears in `message` as a name of its own (`n` is not named by the `n` of "not")."""
+    return re.search(rf"(?<![\w.]){re.escape(param)}(?!\w)", message) is not None
+
+
 @schemathesis.check
 def openai_error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
     """Every 4xx: `{"error": {"message", "type", "param", "code"}}`, naming the refused field."""
@@ -65,7 +71,7 @@ def openai_error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
     if response.status_code in _FIELD_STATUSES:
         if not param:
             raise OpenAIErrorShapeViolation(f"{response.status_code} error names no field (param): {error}")
-        if param not in message:
+        if not names_field(message, param):
             raise OpenAIErrorShapeViolation(f"message does not name the field {param!r}: {message!r}")
     return None
 

@@ -243,6 +243,7 @@ class HfEngine(Engine):
         try:
             while True:
                 if not self._active:
+                    self._batch.keep(set())  # nothing left: free the finished rows' KV cache while idle
                     seq = await self._pending.get()
                     await self._join(seq)
                 while not self._pending.empty() and len(self._active) < self._max_batch:

@@ -254,7 +254,7 @@ def run_ours(url: str, truth: Path, point: Point, workdir: Path) -> ClientResult
     t0 = time.monotonic()
     rc = _run_logged(cmd, workdir / "ours.log", timeout_s=duration + 240)
     res.wall_s, res.load_after = time.monotonic() - t0, load1()
-    if rc != 0 or not (out / "summary.json").exists():
+    if rc not in (0, 4) or not (out / "summary.json").exists():  # 4: finished, INVALID (kept, flagged)
         res.error = f"exit {rc}: " + (workdir / "ours.log").read_text()[-1500:]
         return res
     summary = json.loads((out / "summary.json").read_text())

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from synthetic_server import DISTINFER, SyntheticServer, stop_group, synthetic_server
+from synthetic_server import DISTINFER, FINISHED, SyntheticServer, stop_group, synthetic_server
 
 from distinfer.bench.records import load_records
 
@@ -32,7 +32,7 @@ def test_closed_loop_run_records_every_request_and_matches_server_truth(server, 
         server, out, "--users", "6", "--duration", "4", "--warmup", "1", "--max-tokens", "16",
         "--scenario", "closed", "--meta", "replicas=1", "--meta", "users_per_replica=6", "--slo", "ttft=500",
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    assert result.returncode in FINISHED, result.stderr
     summary = json.loads((out / "summary.json").read_text())
     records = load_records(out / "records.jsonl")
     assert len(records) >= 6 * 3  # 6 users, ~200 ms requests, 4 s
@@ -66,7 +66,7 @@ def test_open_loop_sends_at_poisson_times_independent_of_the_server(server, tmp_
     result = bench(
         server, out, "--users", "64", "--rate", "20", "--duration", "3", "--max-tokens", "8", "--seed", "7"
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode in FINISHED, result.stderr
     records = load_records(out / "records.jsonl")
     assert 25 <= len(records) <= 100  # Poisson(60)
     assert all(r.user == -1 and r.ok for r in records)

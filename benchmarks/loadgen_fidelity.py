@@ -41,8 +41,6 @@ import json
 import logging
 import os
 import platform
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -56,6 +54,8 @@ from typing import Any
 import numpy as np
 import psutil
 import yaml
+
+from distinfer.serve.launch import free_port, served, stop_process_group
 
 log = logging.getLogger("loadgen_fidelity")
 
@@ -121,12 +121,6 @@ class Point:
 # ---------------------------------------------------------------------------------------------- server
 
 
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def load1() -> float:
     return os.getloadavg()[0]
 
@@ -153,48 +147,8 @@ def bare_server(workdir: Path, itl_ms: float, users: int) -> Iterator[tuple[str,
         "http": {"host": "127.0.0.1", "port": port},
     }
     models.write_text(yaml.safe_dump(spec))
-    log_path = workdir / "server.log"
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(BIN / "distinfer"), "serve", "--bare", "--models", str(models)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, proc, log_path)
-        yield url, truth, proc.pid
-    finally:
-        _stop_group(proc)
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{log_path.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
-def _stop_group(proc: subprocess.Popen[Any], grace_s: float = 15.0) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    with served(models, port, workdir / "server.log", bare=True, timeout_s=60) as proc:
+        yield f"http://127.0.0.1:{port}", truth, proc.pid
 
 
 def read_truth(path: Path, start_line: int) -> list[dict[str, Any]]:
@@ -276,10 +230,10 @@ def _run_logged(cmd: list[str], log_path: Path, timeout_s: float, env: dict[str,
         try:
             return proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            _stop_group(proc)
+            stop_process_group(proc)
             return -9
         except BaseException:
-            _stop_group(proc)  # Ctrl-C: no client left behind
+            stop_process_group(proc)  # Ctrl-C: no client left behind
             raise
 
 
@@ -300,7 +254,7 @@ def run_ours(url: str, truth: Path, point: Point, workdir: Path) -> ClientResult
     t0 = time.monotonic()
     rc = _run_logged(cmd, workdir / "ours.log", timeout_s=duration + 240)
     res.wall_s, res.load_after = time.monotonic() - t0, load1()
-    if rc != 0 or not (out / "summary.json").exists():
+    if rc not in (0, 4) or not (out / "summary.json").exists():  # 4: finished, INVALID (kept, flagged)
         res.error = f"exit {rc}: " + (workdir / "ours.log").read_text()[-1500:]
         return res
     summary = json.loads((out / "summary.json").read_text())

@@ -25,19 +25,18 @@ import asyncio
 import json
 import os
 import platform
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
 import yaml
+
+from distinfer.serve.launch import free_port, served
 
 BIN = Path(sys.executable).parent
 
@@ -55,12 +54,6 @@ class Result:
     chunks_per_token: float  # 1.0: every token reached the client as its own SSE event
     load_before: float
     load_after: float
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def models_file(directory: Path, max_ongoing: int) -> Path:
@@ -88,49 +81,11 @@ def server(
     kind: str, models: Path, port: int, log_dir: Path, niceness: int, serve_env: dict[str, str]
 ) -> Iterator[str]:
     """Start `distinfer serve [--bare]` on port; yield its URL once it answers; stop it (only it)."""
-    cmd = [
-        str(BIN / "distinfer"),
-        "serve",
-        "--models",
-        str(models),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    if kind == "bare":
-        cmd.append("--bare")
-    log_path = log_dir / f"{kind}.log"
-    with log_path.open("wb") as log:
-        # Ray starts its workers (proxy, replicas) at nice 15 by default; the bare server runs at the
-        # caller's priority. On a shared machine that alone skews the comparison, so both get the same.
-        env = {**os.environ, "RAY_worker_niceness": str(niceness)}
-        if kind == "serve":
-            env.update(serve_env)
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{kind} server exited early:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{kind} server not answering after 180 s; see {log_path}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # distinfer serve removes its app and stops its own Ray
-            try:
-                proc.wait(150)  # Serve can take a while to delete its app under load
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+    # Ray starts its workers (proxy, replicas) at nice 15 by default; the bare server runs at the
+    # caller's priority. On a shared machine that alone skews the comparison, so both get the same.
+    env = {"RAY_worker_niceness": str(niceness), **(serve_env if kind == "serve" else {})}
+    with served(models, port, log_dir / f"{kind}.log", bare=kind == "bare", env=env):
+        yield f"http://127.0.0.1:{port}"
 
 
 async def _stream_one(client: httpx.AsyncClient, url: str, max_tokens: int) -> tuple[int, int]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import gevent
 import pytest
-from synthetic_server import DISTINFER, SyntheticServer
+from synthetic_server import DISTINFER, FINISHED, SyntheticServer
 
 from distinfer.bench.records import load_records
 from distinfer.bench.stream import RequestSpec, StreamResult, make_client, stream_request
@@ -27,7 +27,7 @@ from distinfer.bench.stream import RequestSpec, StreamResult, make_client, strea
 def first_sends(server: SyntheticServer, out: Path, *args: str) -> list[float]:
     cmd = [DISTINFER, "bench", "run", "--url", server.url, "--model", server.model, "--out", str(out)]
     result = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode in FINISHED, result.stderr
     first: dict[tuple[int, int], float] = {}
     for r in sorted(load_records(out / "records.jsonl"), key=lambda r: r.sent):
         first.setdefault((r.worker, r.user), r.sent)
@@ -152,13 +152,16 @@ def test_a_request_ends_when_done_arrives_not_when_the_body_does(tmp_path):
         )
     finally:
         server.close()
-    assert result.returncode == 0, result.stderr
+    # Exit 4 (INVALID) is expected: the user spends 100 ms of each ~110 ms waiting for the late body
+    # end, so fewer than 95 % of the 1 user's time has a request in flight.
+    assert result.returncode in (0, 4), result.stderr
     records = load_records(out / "records.jsonl")
     assert records and all(r.ok for r in records)
     # the body's end comes 100 ms after [DONE]; the request's end is [DONE]'s arrival
     assert all(r.end - r.last_token < 0.05 for r in records), [r.end - r.last_token for r in records]
-    # and the next request waited for the body's end on the same connection (one connection in all)
-    assert server.accepted == 1
+    # and the next request waited for the body's end on the same connection (one connection for the
+    # load, after the probe request's own)
+    assert server.accepted == 2
 
 
 def test_the_server_truth_counts_ttft_from_receipt(server, tmp_path):

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from synthetic_server import SyntheticServer, synthetic_server
+from synthetic_server import FINISHED, SyntheticServer, synthetic_server
 
 from browser import Browser
 from distinfer.report.charts import steady_latencies
@@ -81,13 +81,16 @@ VLLM_FIELDS = [
 ]
 
 
-def _bench(server: SyntheticServer, out: Path, name: str, *args: str) -> None:
+def _bench(
+    server: SyntheticServer, out: Path, name: str, *args: str, status: tuple[int, ...] = FINISHED
+) -> None:
     argv = [
         DISTINFER, "bench", "run", "--url", server.url, "--model", server.model,
         "--duration", "6", "--warmup", "1", "--max-tokens", str(MAX_TOKENS),
         "--api", "completions", "--scenario", name, "--out", str(out), *args,
     ]  # fmt: skip
-    subprocess.run(argv, check=True, capture_output=True, timeout=300)
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert result.returncode in status, result.stderr[-3000:]
 
 
 def _meta(replicas: int, users_per_replica: int) -> list[str]:
@@ -122,7 +125,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
             (folder / "nodes" / "ghost.error.json").write_text(json.dumps(error))
         # Open loop at 150 req/s with at most 2 in flight (~130 ms each): the client must drop
         # arrivals, and the saturation guard must mark the run invalid.
-        _bench(server, saturated / "scenarios" / "sat", "sat", "--users", "2", "--rate", "150")
+        _bench(server, saturated / "scenarios" / "sat", "sat", "--users", "2", "--rate", "150", status=(4,))
     for path in (run, saturated):
         subprocess.run([DISTINFER, "report", str(path)], check=True, capture_output=True, timeout=300)
     yield {"run": run, "saturated": saturated}

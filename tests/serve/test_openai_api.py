@@ -8,6 +8,7 @@ tokens) and `slow` (synthetic, one request at a time and one waiting, a token ev
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
+
+from distinfer.serve.fuzz import names_field
 
 pytestmark = pytest.mark.ray
 
@@ -163,6 +166,81 @@ BAD_REQUESTS: list[tuple[str, str, bytes, int, str]] = [
         404,
         "known models: ['tiny', 'syn'",
     ),
+    # What fuzzers built from the schema do not send:
+    ("not UTF-8", "completions", b'{"model": "syn", "prompt": "\xff\xfe"}', 400, "not valid JSON"),
+    (
+        "lone surrogate",
+        "completions",
+        b'{"model": "syn", "prompt": "a\\ud800b"}',
+        400,
+        "prompt: holds a lone UTF-16 surrogate",
+    ),
+    (
+        "deeply nested",
+        "completions",
+        b'{"model": "syn", "prompt": "x", "user": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        400,
+        "nested too deeply",
+    ),
+    (
+        "number past the digit limit",
+        "completions",
+        b'{"model": "syn", "prompt": "x", "max_tokens": ' + b"9" * 5000 + b"}",
+        400,
+        "not valid JSON",
+    ),
+    (
+        "huge max_tokens",
+        "completions",
+        b'{"model": "syn", "prompt": "x", "max_tokens": 1e30}',
+        400,
+        "max_tokens: Unable to parse input string as an integer, exceeded maximum size (got 1e+30)",
+    ),
+    ("empty prompt", "completions", b'{"model": "tiny", "prompt": ""}', 400, "prompt: the prompt is empty"),
+    ("n > 1", "completions", b'{"model": "syn", "prompt": "x", "n": 2}', 422, "n=2 is not supported"),
+    (
+        "logprobs",
+        "chat/completions",
+        b'{"model": "syn", "messages": [{"role": "user", "content": "x"}], "logprobs": true}',
+        422,
+        "logprobs=True is not supported by this server",
+    ),
+    (
+        "tools",
+        "chat/completions",
+        b'{"model": "syn", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}',
+        422,
+        "tool calling is not implemented",
+    ),
+    (
+        "response_format",
+        "chat/completions",
+        b'{"model": "syn", "messages": [{"role": "user", "content": "x"}], '
+        b'"response_format": {"type": "json_object"}}',
+        422,
+        "structured output is not implemented",
+    ),
+    (
+        "presence_penalty",
+        "completions",
+        b'{"model": "syn", "prompt": "x", "presence_penalty": 0.5}',
+        422,
+        "penalties are not implemented",
+    ),
+    (
+        "echo",
+        "completions",
+        b'{"model": "syn", "prompt": "x", "echo": true}',
+        422,
+        "echo=True is not supported",
+    ),
+    (
+        "five stop words",
+        "completions",
+        b'{"model": "syn", "prompt": "x", "stop": ["a","b","c","d","e"]}',
+        400,
+        "stop",
+    ),
 ]
 
 
@@ -177,7 +255,58 @@ def test_bad_input_is_a_clear_4xx_and_the_server_keeps_serving(
     error = answer.json()["error"]
     assert needle in error["message"], error
     assert error["type"]
+    assert error["param"] and names_field(error["message"], error["param"]), error  # the field is named
+    if status == 422:
+        assert error["code"] == "unsupported_parameter"
     ok = httpx.post(f"{main_app}/v1/completions", json={"model": "syn", "prompt": "x", "max_tokens": 1})
+    assert ok.status_code == 200
+
+
+def test_neutral_values_of_unsupported_fields_are_accepted(main_app: str) -> None:
+    body = {"model": "syn", "prompt": "x", "max_tokens": 2, "n": 1, "logprobs": None, "echo": False,
+            "presence_penalty": 0, "tools": None, "response_format": None}  # fmt: skip
+    answer = httpx.post(f"{main_app}/v1/completions", json=body)
+    assert answer.status_code == 200, answer.text
+    chat = {"model": "syn", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2,
+            "logprobs": False, "tool_choice": "none", "response_format": {"type": "text"}}  # fmt: skip
+    assert httpx.post(f"{main_app}/v1/chat/completions", json=chat).status_code == 200
+
+
+def test_wrong_content_type_is_415(main_app: str) -> None:
+    body = b'{"model": "syn", "prompt": "x", "max_tokens": 1}'
+    for kind in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        answer = httpx.post(f"{main_app}/v1/completions", content=body, headers={"content-type": kind})
+        assert answer.status_code == 415, (kind, answer.text)
+        assert "application/json" in answer.json()["error"]["message"]
+    # No Content-Type at all is taken as JSON (as curl -d users and OpenAI's API expect).
+    assert httpx.post(f"{main_app}/v1/completions", content=body).status_code == 200
+
+
+def test_a_body_over_the_limit_is_413_before_it_reaches_an_engine(main_app: str) -> None:
+    from distinfer.serve.protocol import MAX_BODY_BYTES
+
+    prompt = "word " * (MAX_BODY_BYTES // 5 + 10)
+    answer = httpx.post(f"{main_app}/v1/completions", json={"model": "tiny", "prompt": prompt}, timeout=60)
+    assert answer.status_code == 413, answer.text[:300]
+    error = answer.json()["error"]
+    assert f"over {MAX_BODY_BYTES} bytes" in error["message"] and error["code"] == "request_too_large"
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: the limit is counted as the body arrives
+        yield b'{"model": "tiny", "prompt": "'
+        for _ in range(MAX_BODY_BYTES // 65536 + 2):
+            yield b"w" * 65536
+        yield b'"}'
+
+    answer = httpx.post(f"{main_app}/v1/completions", content=chunked(), timeout=60)
+    assert answer.status_code == 413, answer.text[:300]
+    # A declared length over the limit is refused from the headers: the body is never read.
+    host, port = main_app.split("//")[1].split("/")[0].split(":")
+    path = "/" + main_app.split("//")[1].split("/", 1)[1] + "/v1/completions"
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        sock.sendall(f"{head}Content-Length: {100 * MAX_BODY_BYTES}\r\n\r\n".encode() + b'{"model": ')
+        assert sock.recv(200).startswith(b"HTTP/1.1 413"), "waited for a body it should refuse unread"
+    ok = httpx.post(f"{main_app}/v1/completions", json={"model": "tiny", "prompt": "x", "max_tokens": 1})
     assert ok.status_code == 200
 
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
 
 from distinfer.config import ConfigError
+
+T = TypeVar("T")
 
 ApiKeyOpt = Annotated[
     str | None, typer.Option(envvar="DISTINFER_API_KEY", help="Bearer token (or env DISTINFER_API_KEY).")
@@ -32,7 +35,18 @@ ProgressOpt = Annotated[
     ),
 ]
 
-bench = typer.Typer(help="Drive Locust load at an OpenAI-compatible server and record every request.")
+EXIT_STATUSES = """Exit status: 0 the run finished and is valid; 2 refused before any load (bad options, an
+unusable results directory, or the probe request found the URL unreachable, the model unknown or
+the API key missing or wrong; the message names the fix); 3 no request succeeded; 4 the saturation
+guard marked the run INVALID (summary.json says why); 5 a results write failed mid-run (no
+summary.json: a resumed sweep runs the scenario again). A sweep exits with the worst of its
+scenarios' statuses."""
+
+EXIT_OK, EXIT_ALL_FAILED, EXIT_INVALID, EXIT_RESULTS_LOST = 0, 3, 4, 5
+
+bench = typer.Typer(
+    help="Drive Locust load at an OpenAI-compatible server and record every request.\n\n" + EXIT_STATUSES
+)
 
 
 def _spec(data: dict[str, Any]):  # type: ignore[no-untyped-def]
@@ -98,6 +112,10 @@ def run_command(
 
     Either --spec (e.g. what `distinfer plan` resolved) or at least --url, --model, --users and
     --duration.
+
+    Before any load, the results directory is checked and one probe request is sent. Exit status:
+    0 valid; 2 refused before any load; 3 no request succeeded; 4 INVALID (saturation guard); 5 a
+    results write failed mid-run (no summary).
     """
     from distinfer.bench.metrics import parse_slo
     from distinfer.bench.progress import make_view
@@ -143,8 +161,10 @@ def run_command(
         raise ConfigError(f"bench run needs {', '.join(missing)} (or a --spec that has them)")
     run_spec = _spec(fields)
     _check_prompts(run_spec.prompts)
-    summary = run_scenario(run_spec, out, _api_key(api_key, api_key_file), make_view(progress_interval))
+    key = _api_key(api_key, api_key_file)
+    summary = _guarded(lambda: run_scenario(run_spec, out, key, make_view(progress_interval)))
     _print_summary(summary)
+    raise typer.Exit(exit_status(summary))
 
 
 _REQUIRED = (("url", "url"), ("model", "model"), ("users", "users"), ("duration", "duration_s"))
@@ -190,7 +210,12 @@ def sweep_command(
     api_key_file: ApiKeyFileOpt = None,
     progress_interval: ProgressOpt = 10.0,
 ) -> None:
-    """Run each unfinished scenario of a file; finished ones (summary.json present) are skipped."""
+    """Run each unfinished scenario of a file; finished ones (summary.json present) are skipped.
+
+    A probe failure or a failed write stops the sweep (scenarios already finished stay); a
+    scenario with no success or an INVALID one is finished and the sweep goes on. Exit status: the
+    worst of the scenarios run (0, 3 no request succeeded, 4 INVALID), or 2 / 5 as for `run`.
+    """
     from distinfer.bench.progress import make_view
     from distinfer.bench.sweep import load_sweep, run_sweep
 
@@ -198,8 +223,31 @@ def sweep_command(
     specs = load_sweep(scenarios, overrides)
     for spec in specs:
         _check_prompts(spec.prompts)
-    ran = run_sweep(specs, out, _api_key(api_key, api_key_file), make_view(progress_interval))
+    key = _api_key(api_key, api_key_file)
+    ran = _guarded(lambda: run_sweep(specs, out, key, make_view(progress_interval)))
     typer.echo(f"ran {len(ran)} scenario(s): {', '.join(ran) or 'none (all finished)'}")
+    statuses = {name: exit_status(summary) for name, summary in ran.items()}
+    for name, status in statuses.items():
+        if status != EXIT_OK:
+            typer.secho(f"scenario {name}: exit status {status}", fg=typer.colors.YELLOW, err=True)
+    raise typer.Exit(max(statuses.values(), default=EXIT_OK))
+
+
+def exit_status(summary: dict[str, Any]) -> int:
+    """0 valid, 3 when no request succeeded, 4 when the guard marked the run invalid."""
+    if summary["metrics"]["completed"] == 0:
+        return EXIT_ALL_FAILED
+    return EXIT_OK if summary["valid"] else EXIT_INVALID
+
+
+def _guarded(action: Callable[[], T]) -> T:
+    from distinfer.bench.storage import ResultsWriteError
+
+    try:
+        return action()
+    except ResultsWriteError as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(EXIT_RESULTS_LOST) from None
 
 
 def _check_prompts(path: str | None) -> None:

@@ -46,6 +46,12 @@ def lag_summary(lags_ms: list[float]) -> tuple[float | None, float | None, float
 def check(metrics: Metrics, client: ClientLoad, users: int, rate: float | None) -> list[str]:
     """Reasons the run cannot be trusted; empty when it can."""
     reasons: list[str] = []
+    if metrics.completed == 0:
+        kinds = ", ".join(f"{kind}: {count}" for kind, count in sorted(metrics.errors_by_kind.items()))
+        reasons.append(
+            f"no request succeeded in the steady window ({metrics.failed} failed"
+            f"{'; ' + kinds if kinds else ''}): nothing was measured"
+        )
     for index, cpu in enumerate(client.worker_cpu_percent_mean):
         if cpu > WORKER_CPU_LIMIT:
             reasons.append(f"load worker {index} used {cpu:.0f}% of a core (limit {WORKER_CPU_LIMIT:.0f}%)")

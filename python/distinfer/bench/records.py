@@ -12,6 +12,7 @@ in the process, so SIGKILL loses at most the request in flight.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 RECORDS_FILE = "records.jsonl"
+# Exit status of a load worker that could not write a record: its scenario must get no summary.
+WRITE_FAILED = 3
 
 ErrorKind = Literal[
     "http",  # a non-2xx status (the status field says which)
@@ -69,7 +72,12 @@ class RecordWriter:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     def write(self, record: RequestRecord) -> None:
-        os.write(self._fd, record.model_dump_json().encode() + b"\n")
+        """One line in one write(2); a short write (disk full) raises instead of leaving a torn line."""
+        line = record.model_dump_json().encode() + b"\n"
+        written = os.write(self._fd, line)
+        if written != len(line):
+            reason = f"{os.strerror(errno.ENOSPC)} (a short write: {written} of {len(line)} bytes)"
+            raise OSError(errno.ENOSPC, reason)
 
     def close(self) -> None:
         if self._fd >= 0:

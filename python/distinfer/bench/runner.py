@@ -4,6 +4,10 @@ This process imports neither Locust nor gevent; it only supervises. The workers 
 themselves as each request ends, so whatever happens to this process (Ctrl-C, SIGKILL), the
 records already written stay. `summary.json` is written last, atomically: its presence means the
 scenario finished. A scenario re-run over an unfinished directory keeps the old records aside.
+
+Before any load: the results directory is checked (bench/storage.py) and one probe request is sent
+(bench/probe.py), so a wrong URL, model or key, or a full disk, stops the run with the fix named. A
+worker that cannot write its records stops the scenario without a summary.
 """
 
 from __future__ import annotations
@@ -25,10 +29,14 @@ import psutil
 
 from distinfer.bench import guard
 from distinfer.bench.metrics import compute_metrics
+from distinfer.bench.probe import probe
 from distinfer.bench.progress import ScenarioProgress, View
+from distinfer.bench.prompts import load_prompts
 from distinfer.bench.provenance import collect_provenance
-from distinfer.bench.records import RECORDS_FILE, load_records
+from distinfer.bench.records import RECORDS_FILE, WRITE_FAILED, load_records
 from distinfer.bench.scenario import SCENARIO_FILE, SUMMARY_FILE, ScenarioSpec, WorkerPlan, write_json_atomic
+from distinfer.bench.storage import ResultsWriteError, check_results_dir, required_bytes
+from distinfer.bench.stream import RequestSpec
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +54,13 @@ def target_events_per_s(spec: ScenarioSpec) -> float:
     if spec.rate is not None:
         return spec.rate * (spec.max_tokens + 2)
     return spec.users * ASSUMED_EVENTS_PER_USER
+
+
+def expected_requests_per_s(spec: ScenarioSpec) -> float:
+    """Requests per second the records will hold at most (closed loop: at the assumed token rate)."""
+    if spec.rate is not None:
+        return spec.rate
+    return target_events_per_s(spec) / (spec.max_tokens + 2)
 
 
 def plan_workers(spec: ScenarioSpec) -> int:
@@ -75,6 +90,29 @@ class ScenarioRun:
         self.workers: list[subprocess.Popen[str]] = []
         self.cpu_samples: dict[int, list[tuple[float, float]]] = {}
         self.machine_samples: list[tuple[float, float]] = []
+
+    def request_spec(self) -> RequestSpec:
+        spec = self.spec
+        return RequestSpec(
+            url=spec.url,
+            model=spec.model,
+            api=spec.api,
+            max_tokens=spec.max_tokens,
+            temperature=spec.temperature,
+            ignore_eos=spec.ignore_eos,
+            api_key=self.api_key,
+            timeout_s=spec.timeout_s,
+        )
+
+    def check(self) -> None:
+        """Before any load: a usable results directory, and a server that takes a request like ours."""
+        need = required_bytes(
+            target_events_per_s(self.spec), expected_requests_per_s(self.spec), self.spec.duration_s
+        )
+        check_results_dir(self.out, need)
+        longest = max((p.text for p in load_prompts(self.spec.prompts)), key=len)
+        result = probe(self.request_spec(), longest)
+        log.info("probe: %s answered, first token after %.0f ms", self.spec.url, result.first_token_s * 1000)
 
     def prepare(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -148,6 +186,9 @@ class ScenarioRun:
             time.sleep(1.0)
             if self.progress is not None:
                 self.progress.tick()
+            if any(w.poll() == WRITE_FAILED for w in self.workers):
+                self.stop_workers()  # the records have a hole: measuring on is pointless
+                break
             now = time.time()
             self.machine_samples.append((now, psutil.cpu_percent(None)))
             for pid, proc in procs.items():
@@ -168,6 +209,16 @@ class ScenarioRun:
             except subprocess.TimeoutExpired:
                 worker.kill()
                 worker.wait()
+
+    def check_writes(self) -> None:
+        """Raise if a worker could not write its records (it exits WRITE_FAILED and says why)."""
+        failed = [w.pid for w in self.workers if w.returncode == WRITE_FAILED]
+        if failed:
+            raise ResultsWriteError(
+                f"load worker(s) {failed} could not write records to {self.out / RECORDS_FILE} (the "
+                "reason is in their message above); the scenario stopped and has no summary.json, so a "
+                "resumed sweep runs it again. Free space (or fix the disk) and re-run"
+            )
 
     def client_load(self, w0: float, w1: float) -> guard.ClientLoad:
         def inside(samples: list[tuple[float, float]]) -> list[float]:
@@ -250,6 +301,7 @@ def run_scenario(
     _take_ctrl_c()
     progress = ScenarioProgress(view, out / RECORDS_FILE, spec.name, position) if view else None
     run = ScenarioRun(spec, out, api_key, progress)
+    run.check()
     run.prepare()
     try:
         run.start_workers()
@@ -264,14 +316,21 @@ def run_scenario(
             spec.url,
         )
         run.watch(start)
+        run.check_writes()
     except BaseException:
         run.stop_workers()
         raise
     finally:
         if progress is not None and progress.started:
             progress.end()
-    summary = run.summarise(start, time.time())
-    write_json_atomic(out / SUMMARY_FILE, summary)
+    try:
+        summary = run.summarise(start, time.time())
+        write_json_atomic(out / SUMMARY_FILE, summary)
+    except (OSError, ValueError) as err:  # unreadable records, or the summary itself not written
+        raise ResultsWriteError(
+            f"the summary of scenario {spec.name} could not be computed or written in {out}: {err}; "
+            "it has no summary.json, so a resumed sweep runs it again. Free space and re-run"
+        ) from None
     if not summary["valid"]:
         log.warning("scenario %s is INVALID: %s", spec.name, "; ".join(summary["invalid_reasons"]))
     return summary

@@ -81,10 +81,18 @@ def make_client(spec: RequestSpec, connections: int) -> HTTPClient:
 
 
 class StreamError(Exception):
-    def __init__(self, kind: str, message: str, status: int = 0) -> None:
+    def __init__(self, kind: str, message: str, status: int = 0, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.status = status
+        self.retry_after_s = retry_after_s  # the server's Retry-After, when it sent one
+
+
+def _retry_after(response: Any) -> float | None:
+    try:
+        return float(response.get("retry-after"))
+    except (TypeError, ValueError):
+        return None
 
 
 @dataclass
@@ -125,7 +133,8 @@ def stream_request(
     try:
         result.status = response.status_code
         if result.status >= 300:
-            raise StreamError("http", response.read()[:300].decode(errors="replace"), result.status)
+            body = response.read()[:300].decode(errors="replace")
+            raise StreamError("http", body, result.status, _retry_after(response))
         while True:
             line = response.readline(b"\n")
             now = clock()

@@ -17,6 +17,7 @@ from distinfer.bench.progress import View
 from distinfer.bench.provenance import collect_provenance
 from distinfer.bench.runner import run_scenario
 from distinfer.bench.scenario import SUMMARY_FILE, ScenarioSpec, write_json_atomic
+from distinfer.bench.storage import FREE_FLOOR_BYTES, check_results_dir
 from distinfer.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -140,18 +141,17 @@ def load_sweep(path: Path, overrides: dict[str, Any]) -> list[ScenarioSpec]:
 
 def run_sweep(
     specs: list[ScenarioSpec], out: Path, api_key: str | None = None, view: View | None = None
-) -> list[str]:
-    """Run every unfinished scenario; return the names run this time. Progress counts every
-    scenario of the file (a finished one skipped is still "i of n")."""
-    out.mkdir(parents=True, exist_ok=True)
+) -> dict[str, dict[str, Any]]:
+    """Run every unfinished scenario; return the summaries of those run this time, by name. Progress
+    counts every scenario of the file (a finished one skipped is still "i of n")."""
+    check_results_dir(out, FREE_FLOOR_BYTES)
     if not (out / "run.json").exists():
         write_json_atomic(out / "run.json", collect_provenance())
-    ran = []
+    ran: dict[str, dict[str, Any]] = {}
     for index, spec in enumerate(specs, start=1):
         target = out / "scenarios" / spec.name
         if (target / SUMMARY_FILE).exists():
             log.info("scenario %d/%d %s already finished; skipping", index, len(specs), spec.name)
             continue
-        run_scenario(spec, target, api_key, view, (index, len(specs)))
-        ran.append(spec.name)
+        ran[spec.name] = run_scenario(spec, target, api_key, view, (index, len(specs)))
     return ran

@@ -8,6 +8,12 @@ start time from stdin, and then:
   request in its own greenlet, so when a request is sent never depends on how the server answers.
 New requests stop at start + duration; requests in flight get `drain_timeout_s` to finish, then
 are cancelled (and recorded as such). SIGTERM/SIGINT stop sending at once and drain the same way.
+
+A closed-loop user whose request failed waits before its next one (exponential backoff with
+jitter, at least the server's Retry-After), so a server that refuses or has gone away is not
+flooded with requests that fail at once; a success resets the wait. If a record cannot be written
+(disk full), the worker stops its load and exits with `WRITE_FAILED`: its runner then writes no
+summary.
 """
 
 # isort: off
@@ -33,13 +39,33 @@ from locust.env import Environment
 from locust.exception import StopUser
 
 from distinfer.bench.prompts import PromptSampler, load_prompts
-from distinfer.bench.records import RecordWriter, RequestRecord
+from distinfer.bench.records import WRITE_FAILED, RecordWriter, RequestRecord
 from distinfer.bench.scenario import WorkerPlan
 from distinfer.bench.stream import RequestSpec, StreamError, StreamResult, make_client, stream_request
 
 log = logging.getLogger("distinfer.bench.worker")
 
 LAG_PROBE_S = 0.05  # how often the event loop is asked to wake; lateness beyond it is loop lag
+# A closed-loop user's wait after a failed request: doubles from the first to the cap.
+BACKOFF_FIRST_S = 0.1
+BACKOFF_CAP_S = 5.0
+
+
+class Backoff:
+    """The wait before a user's next request after consecutive failures."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._failures = 0
+
+    def success(self) -> None:
+        self._failures = 0
+
+    def failure(self, retry_after_s: float | None) -> float:
+        base = min(BACKOFF_CAP_S, BACKOFF_FIRST_S * 2**self._failures)
+        self._failures += 1
+        wait = base * self._rng.uniform(0.8, 1.2)  # spread users apart rather than retry in step
+        return min(BACKOFF_CAP_S, max(wait, retry_after_s or 0.0))
 
 
 class Load:
@@ -69,6 +95,7 @@ class Load:
         self.run_tag = f"{int(time.time()):x}"  # keeps ids unique across runs sharing one server log
         self.in_flight = 0
         self.lags_ms: list[float] = []
+        self.write_error: str | None = None
         self.env: Environment | None = None
         self.pool: Pool | None = None
         self._clients: dict[int, HTTPClient] = {}
@@ -79,8 +106,8 @@ class Load:
     def sending(self) -> bool:
         return not self.stopping and time.time() < self.load_end
 
-    def send(self, user: int, scheduled: float) -> None:
-        """One request, start to end, and its record. Cancellation still writes the record."""
+    def send(self, user: int, scheduled: float) -> StreamError | None:
+        """One request, start to end, and its record (cancellation too); returns its error, if any."""
         self.seq += 1
         seq = self.seq
         prompt = self.prompts.next()
@@ -106,6 +133,7 @@ class Load:
             self.in_flight -= 1
             end_perf = result.done_at or time.perf_counter()
             self._record(seq, user, scheduled, sent_wall, sent_perf, end_perf, result, error)
+        return error
 
     def _record(
         self,
@@ -142,7 +170,7 @@ class Load:
             chunks=result.chunks,
             gaps_ms=result.gaps_ms,
         )
-        self.writer.write(record)
+        self._write(record)
         if self.env is not None:  # Locust's own stats see every request too (never used for metrics)
             self.env.events.request.fire(
                 request_type="POST",
@@ -152,6 +180,16 @@ class Load:
                 exception=error,
                 context={},
             )
+
+    def _write(self, record: RequestRecord) -> None:
+        """Append a record; on failure stop the load (a hole in the records would go unnoticed)."""
+        if self.write_error is not None:
+            return
+        try:
+            self.writer.write(record)
+        except OSError as err:
+            self.write_error = f"cannot write {self.writer.path}: {err}"
+            self.stopping = True
 
     def client(self, user: int) -> HTTPClient:
         """Closed loop: one keep-alive connection per user. Open loop: one pool of `users` connections."""
@@ -165,7 +203,7 @@ class Load:
     def overflow(self, scheduled: float) -> None:
         self.seq += 1
         now = time.time()
-        self.writer.write(
+        self._write(
             RequestRecord(
                 request_id=self.request_id(self.seq),
                 worker=self.plan.index,
@@ -200,6 +238,7 @@ class ClosedLoopUser(User):
     def on_start(self) -> None:
         self.index = ClosedLoopUser._next_index
         ClosedLoopUser._next_index += 1
+        self.backoff = Backoff(random.Random(LOAD.plan.scenario.seed * 7_919 + self.index))
         # Locust starts every user at once; each waits for its place in the ramp instead, or all
         # would ask at the same instant (and, with equal answers, keep doing so every round).
         gevent.sleep(max(0.0, LOAD.start + LOAD.plan.start_offset(self.index) - time.time()))
@@ -208,7 +247,15 @@ class ClosedLoopUser(User):
     def one_request(self) -> None:
         if not LOAD.sending():
             raise StopUser()
-        LOAD.send(self.index, time.time())
+        error = LOAD.send(self.index, time.time())
+        if error is None:
+            self.backoff.success()
+            return
+        wait = self.backoff.failure(error.retry_after_s)
+        while wait > 0 and LOAD.sending():  # cut short when the load ends
+            step = min(wait, 0.2)
+            gevent.sleep(step)
+            wait -= step
 
 
 class OpenLoopUser(User):
@@ -271,6 +318,9 @@ def run(plan: WorkerPlan) -> None:
         LOAD.pool.kill(block=True, timeout=10)
     lag.kill()
     LOAD.writer.close()
+    if LOAD.write_error is not None:
+        print(f"load worker {plan.index}: {LOAD.write_error}; stopping", file=sys.stderr, flush=True)
+        sys.exit(WRITE_FAILED)
     _write_stats(plan, runner)
 
 

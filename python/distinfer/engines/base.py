@@ -61,6 +61,16 @@ class EngineInfo:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class EngineStats:
+    """What an engine is doing now: for tests and health checks (the disconnect storm)."""
+
+    active: int  # requests it is generating for
+    queued: int  # requests waiting to join its batch
+    batch_rows: int  # rows of its decoding batch (requests whose state it still holds)
+    tokens_generated: int  # since start, every request together
+
+
 class EngineError(RuntimeError):
     """The engine could not serve a request for a reason of its own (not the caller's input)."""
 
@@ -101,6 +111,10 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
         """The prompt text for a chat, with the generation prompt appended."""
+
+    def stats(self) -> EngineStats | None:
+        """Current activity, where the engine keeps count (None where it does not)."""
+        return None
 
     def info(self) -> EngineInfo:
         return EngineInfo(engine=type(self).__name__, max_model_len=self.max_model_len)

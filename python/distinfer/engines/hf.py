@@ -28,6 +28,7 @@ from distinfer.engines.base import (
     ChatMessage,
     Engine,
     EngineError,
+    EngineStats,
     FinishReason,
     GenerationRequest,
     SamplingParams,
@@ -138,6 +139,7 @@ class HfEngine(Engine):
         self._max_model_len = spec.max_model_len or 0
         self._batch = _KvBatch()
         self._use_cache = True
+        self._tokens_generated = 0
 
     # ---- set-up ----
 
@@ -178,6 +180,15 @@ class HfEngine(Engine):
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+
+    def stats(self) -> EngineStats:
+        rows = len(self._batch.rows) if self._use_cache else len(self._active)
+        return EngineStats(
+            active=len(self._active),
+            queued=self._pending.qsize(),
+            batch_rows=rows,
+            tokens_generated=self._tokens_generated,
+        )
 
     async def check_health(self) -> None:
         if self._failure is not None:
@@ -232,6 +243,7 @@ class HfEngine(Engine):
         try:
             while True:
                 if not self._active:
+                    self._batch.keep(set())  # nothing left: free the finished rows' KV cache while idle
                     seq = await self._pending.get()
                     await self._join(seq)
                 while not self._pending.empty() and len(self._active) < self._max_batch:
@@ -337,6 +349,8 @@ class HfEngine(Engine):
         if params.temperature == 0:
             return int(torch.argmax(logits))
         probs = torch.softmax(logits / params.temperature, dim=-1)
+        if not bool(torch.isfinite(probs).all()):  # a temperature so small it overflows: greedy
+            return int(torch.argmax(logits))
         if params.top_p < 1.0:
             sorted_probs, order = torch.sort(probs, descending=True)
             keep = sorted_probs.cumsum(-1) - sorted_probs < params.top_p
@@ -347,6 +361,7 @@ class HfEngine(Engine):
         if seq.request_id not in self._active:
             return
         seq.token_ids.append(token)
+        self._tokens_generated += 1
         generated = seq.generated
         text = self._tokenizer.decode(generated, skip_special_tokens=True)
         reason: FinishReason | None = None

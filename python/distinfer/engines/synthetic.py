@@ -31,6 +31,7 @@ from distinfer.config import SyntheticModel
 from distinfer.engines.base import (
     ChatMessage,
     Engine,
+    EngineStats,
     FinishReason,
     GenerationRequest,
     TokenDelta,
@@ -52,6 +53,7 @@ class SyntheticEngine(Engine):
         self._aborted: set[str] = set()
         self._active: set[str] = set()
         self._truth_path = Path(spec.truth_log) if spec.truth_log else None
+        self._tokens_generated = 0
 
     @property
     def max_model_len(self) -> int:
@@ -60,6 +62,12 @@ class SyntheticEngine(Engine):
     @property
     def active_requests(self) -> int:
         return len(self._active)
+
+    def stats(self) -> EngineStats:
+        active = len(self._active)
+        return EngineStats(
+            active=active, queued=0, batch_rows=active, tokens_generated=self._tokens_generated
+        )
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
@@ -107,6 +115,7 @@ class SyntheticEngine(Engine):
                 word = self._word(i)
                 text_so_far += word
                 emitted = i + 1
+                self._tokens_generated += 1
                 last_unix = time.time()
                 first_unix = first_unix or last_unix
                 done = emitted == limit

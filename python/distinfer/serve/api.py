@@ -7,8 +7,14 @@ this process (serve/bare.py) or Ray Serve deployment handles (serve/app.py): the
 errors included, is this one module's.
 
 Every bad request gets a 4xx with an OpenAI-style body `{"error": {"message", "type", "param",
-"code"}}` whose message names the field, the value received and the fix; nothing a client sends
-can produce a 5xx or stop the server.
+"code"}}` whose message names the field (`param`), the value received and the fix; nothing a client
+sends can produce a 5xx or stop the server. In the order checked: a body over MAX_BODY_BYTES is
+413 before it is read (and before any engine sees it), a non-JSON content type 415, a body that is
+not a JSON object (malformed, not UTF-8, nested too deeply) 400, an unsupported OpenAI field with a
+value that would change the answer 422, a field out of its type or range 400, an unknown model
+404, a prompt past the model's context 400, and no free slot 503. The OpenAPI document
+(`/openapi.json`) describes both request bodies, the served model names and every one of these
+answers (serve/openapi.py).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import reprlib
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -27,7 +34,9 @@ from pydantic import BaseModel, ValidationError
 
 from distinfer.engines.base import TokenDelta
 from distinfer.serve.model_server import Accepted, Event, OpenAIRequest, Rejected
+from distinfer.serve.openapi import describe
 from distinfer.serve.protocol import (
+    MAX_BODY_BYTES,
     AssistantMessage,
     ChatChoice,
     ChatCompletionRequest,
@@ -37,9 +46,12 @@ from distinfer.serve.protocol import (
     CompletionResponse,
     ErrorBody,
     ErrorDetail,
+    HealthStatus,
     ModelCard,
     ModelList,
     Usage,
+    drop_neutral_unsupported,
+    find_unsupported,
 )
 
 log = logging.getLogger(__name__)
@@ -83,30 +95,106 @@ def error_response(
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
+_SHORT = reprlib.Repr()  # a received value, shortened (and safe however deeply it nests)
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist = 2, 60, 60, 4
+# Union members pydantic adds to an error's location (`stop.list[str]`): not fields.
+_UNION_TAG = re.compile(
+    r"^(str|int|float|bool|none|list\[.*\]|dict\[.*\]|literal\[.*\]|function-\w+\[.*\]|[A-Z]\w*)$"
+)
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc if isinstance(p, int) or not _UNION_TAG.match(p)) or "body"
+
+
 def describe_validation_error(err: ValidationError) -> tuple[str, str | None]:
     parts, first_param = [], None
     for item in err.errors()[:5]:
-        where = ".".join(str(p) for p in item["loc"]) or "body"
+        where = _field_path(item["loc"])
         first_param = first_param or where
         got = item.get("input")
-        shown = "" if item["type"] == "missing" or isinstance(got, dict) else f" (got {got!r:.80})"
+        shown = "" if item["type"] == "missing" or isinstance(got, dict) else f" (got {_SHORT.repr(got)})"
         parts.append(f"{where}: {item['msg']}{shown}")
     return "invalid request: " + "; ".join(parts), first_param
 
 
-async def _parse(request: Request, model_cls: type[BaseModel]) -> BaseModel | JSONResponse:
-    raw = await request.body()
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing (before reading it) one whose Content-Length is over the limit."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:  # chunked, or a Content-Length that lied
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _unencodable_field(data: dict[str, Any]) -> str | None:
+    """The first top-level field holding a lone UTF-16 surrogate (valid JSON, not valid Unicode)."""
+    for key, value in data.items():
+        try:
+            json.dumps({key: value}, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            return key
+    return None
+
+
+async def _parse(request: Request, model_cls: type[BaseModel], max_body: int) -> BaseModel | JSONResponse:
+    try:
+        raw = await _read_body(request, max_body)
+    except _TooLarge:
+        return error_response(
+            413,
+            f"the body is over {max_body} bytes ({max_body // 1024 // 1024} MiB), the most this server "
+            "reads; shorten the prompt",
+            param="body",
+            code="request_too_large",
+            headers={"Connection": "close"},
+        )
+    kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if kind != "application/json" and not kind.endswith("+json"):
+        return error_response(
+            415,
+            f"the body's Content-Type is {kind!r}; send JSON with `Content-Type: application/json`",
+            param="body",
+            code="unsupported_media_type",
+        )
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        return error_response(400, f"the body is not valid JSON ({err}); send a JSON object")
+    except ValueError as err:  # malformed, not UTF-8, or a number past Python's digit limit
+        return error_response(400, f"the body is not valid JSON ({err}); send a JSON object", param="body")
+    except RecursionError:
+        return error_response(
+            400, "the body is JSON nested too deeply; send a flat JSON object", param="body"
+        )
     if not isinstance(data, dict):
-        return error_response(400, f"the body must be a JSON object, got {type(data).__name__}")
+        return error_response(400, f"the body must be a JSON object, got {type(data).__name__}", param="body")
+    if (field := _unencodable_field(data)) is not None:
+        return error_response(
+            400,
+            f"{field}: holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape that is not part of a "
+            "pair), which is not valid Unicode; send valid UTF-8 text",
+            param=field,
+        )
+    if (unsupported := find_unsupported(data)) is not None:
+        field, message = unsupported
+        return error_response(422, message, param=field, code="unsupported_parameter")
     try:
-        return model_cls.model_validate(data)
+        return model_cls.model_validate(drop_neutral_unsupported(data, set(model_cls.model_fields)))
     except ValidationError as err:
         message, param = describe_validation_error(err)
         return error_response(400, message, param=param)
+    except RecursionError:
+        return error_response(
+            400, "the body is JSON nested too deeply; send a flat JSON object", param="body"
+        )
 
 
 def _request_id(request: Request) -> str:
@@ -256,7 +344,9 @@ async def _flat(
             yield event
 
 
-def create_app(backend: Backend, api_key: str | None = None, lifespan: Any = None) -> FastAPI:
+def create_app(
+    backend: Backend, api_key: str | None = None, lifespan: Any = None, max_body: int = MAX_BODY_BYTES
+) -> FastAPI:
     app = FastAPI(
         title="distinfer",
         description="OpenAI-compatible LLM serving",
@@ -283,7 +373,12 @@ def create_app(backend: Backend, api_key: str | None = None, lifespan: Any = Non
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        return JSONResponse({"status": "ok", **(await backend.health())})
+        try:
+            status = HealthStatus(**(await backend.health()))
+        except Exception as err:  # an engine that cannot serve: say so, as a load balancer expects
+            log.warning("health check failed: %r", err)
+            return error_response(503, f"not healthy: {err}", kind="unhealthy", code="unhealthy")
+        return JSONResponse(status.model_dump())
 
     @app.get("/v1/models")
     async def list_models(request: Request) -> JSONResponse:
@@ -295,7 +390,7 @@ def create_app(backend: Backend, api_key: str | None = None, lifespan: Any = Non
     async def completions(request: Request) -> Response:
         if refused := refuse_without_key(request):
             return refused
-        body = await _parse(request, CompletionRequest)
+        body = await _parse(request, CompletionRequest, max_body)
         if isinstance(body, JSONResponse):
             return body
         return await exchange.handle(request, body)  # type: ignore[arg-type]
@@ -304,9 +399,10 @@ def create_app(backend: Backend, api_key: str | None = None, lifespan: Any = Non
     async def chat_completions(request: Request) -> Response:
         if refused := refuse_without_key(request):
             return refused
-        body = await _parse(request, ChatCompletionRequest)
+        body = await _parse(request, ChatCompletionRequest, max_body)
         if isinstance(body, JSONResponse):
             return body
         return await exchange.handle(request, body)  # type: ignore[arg-type]
 
+    describe(app, models=known(), max_body=max_body, api_key=bool(api_key))
     return app

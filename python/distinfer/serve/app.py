@@ -27,7 +27,10 @@ request-path logs; throughput settings, not needed for per-token timing).
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import logging
+import os
 from collections.abc import AsyncGenerator
 from typing import Any, cast
 
@@ -75,6 +78,19 @@ class ModelDeployment:
 
     async def check_health(self) -> None:
         await self.server.engine.check_health()
+
+    async def stats(self, count_objects: bool = False) -> dict[str, Any]:
+        """This replica's process and its engine's activity (tests: the disconnect storm).
+
+        `count_objects` adds the Python objects alive after a full collection: a leak of per-request
+        state shows there long before the allocator hands memory back or asks for more.
+        """
+        stats = self.server.engine.stats()
+        out: dict[str, Any] = {"pid": os.getpid(), **(dataclasses.asdict(stats) if stats else {})}
+        if count_objects:
+            gc.collect()
+            out["python_objects"] = len(gc.get_objects())
+        return out
 
     async def __del__(self) -> None:
         await self.server.engine.shutdown()

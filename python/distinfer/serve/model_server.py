@@ -42,19 +42,31 @@ class ModelServer:
         self.name = name
         self.engine = engine
 
-    def _prompt(self, request: OpenAIRequest) -> str:
+    def _prompt(self, request: OpenAIRequest) -> str | Rejected:
         if isinstance(request, CompletionRequest):
             return request.prompt
-        return self.engine.apply_chat_template([m.plain() for m in request.messages])
+        try:
+            return self.engine.apply_chat_template([m.plain() for m in request.messages])
+        except Exception as err:  # a model's template may refuse a conversation (roles, order)
+            return Rejected(
+                400,
+                f"messages: the chat template of model {self.name!r} refused them: {err}; "
+                "send the roles and order the model expects",
+                param="messages",
+                code="invalid_messages",
+            )
 
     def _admit(self, prompt_tokens: int, request: OpenAIRequest) -> Accepted | Rejected:
         limit = self.engine.max_model_len
+        field = "messages" if isinstance(request, ChatCompletionRequest) else "prompt"
+        if prompt_tokens == 0:
+            return Rejected(400, f"{field}: the prompt is empty (0 tokens); send some text", param=field)
         if prompt_tokens >= limit:
             return Rejected(
                 400,
-                f"the prompt is {prompt_tokens} tokens but model {self.name!r} takes at most {limit} tokens "
-                "of prompt + completion; shorten the prompt",
-                param="messages" if isinstance(request, ChatCompletionRequest) else "prompt",
+                f"{field}: the prompt is {prompt_tokens} tokens but model {self.name!r} takes at most "
+                f"{limit} tokens of prompt + completion; shorten the prompt",
+                param=field,
                 code="context_length_exceeded",
             )
         room = limit - prompt_tokens
@@ -72,6 +84,9 @@ class ModelServer:
     async def stream(self, request_id: str, request: OpenAIRequest) -> AsyncGenerator[Event, None]:
         received_unix = time.time()
         prompt = self._prompt(request)
+        if isinstance(prompt, Rejected):
+            yield prompt
+            return
         token_ids = self.engine.tokenize(prompt)
         prompt_tokens = len(token_ids) if token_ids is not None else self.engine.count_tokens(prompt)
         verdict = self._admit(prompt_tokens, request)

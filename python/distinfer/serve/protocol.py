@@ -1,8 +1,9 @@
 """OpenAI-compatible HTTP bodies: requests validated strictly, responses and SSE chunks as OpenAI sends them.
 
 Unknown request fields are refused (a typo such as `max_token` must not silently fall back to a
-default and skew a benchmark); the OpenAI fields we accept but do not act on are listed explicitly
-and must keep their neutral value.
+default and skew a benchmark). OpenAI fields this server does not implement (`n` > 1, `logprobs`,
+`tools`, penalties, ...) are listed in `UNSUPPORTED_FIELDS`: their neutral value is accepted, any
+other is refused as unsupported (HTTP 422) rather than ignored, since it would change the answer.
 """
 
 from __future__ import annotations
@@ -10,11 +11,61 @@ from __future__ import annotations
 import time
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from distinfer.engines.base import ChatMessage, SamplingParams
 
 MAX_TOKENS_CEILING = 1_000_000
+# Largest request body the HTTP layer reads (413 beyond it, before any engine sees the request).
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+_NO_PENALTY = "penalties are not implemented; leave it out or send 0"
+# OpenAI request fields not implemented here: (values that change nothing, what to do instead).
+UNSUPPORTED_FIELDS: dict[str, tuple[tuple[object, ...], str]] = {
+    "n": ((1,), "one choice per request is returned; send n=1 or leave it out"),
+    "best_of": ((None, 1), "one candidate per request is generated; leave it out"),
+    "logprobs": ((None, False), "log-probabilities are not returned; leave it out"),
+    "top_logprobs": ((None,), "log-probabilities are not returned; leave it out"),
+    "echo": ((None, False), "the prompt is not echoed; leave it out"),
+    "suffix": ((None,), "insertion (suffix) is not implemented; leave it out"),
+    "presence_penalty": ((None, 0), _NO_PENALTY),
+    "frequency_penalty": ((None, 0), _NO_PENALTY),
+    "logit_bias": ((None, {}), "logit_bias is not implemented; leave it out"),
+    "tools": ((None, []), "tool calling is not implemented; leave tools out"),
+    "tool_choice": ((None, "none"), "tool calling is not implemented; leave tool_choice out"),
+    "parallel_tool_calls": ((None,), "tool calling is not implemented; leave it out"),
+    "functions": ((None, []), "function calling is not implemented; leave functions out"),
+    "function_call": ((None, "none"), "function calling is not implemented; leave function_call out"),
+    "response_format": (
+        (None, {"type": "text"}),
+        'structured output is not implemented; send {"type": "text"}',
+    ),
+    "audio": ((None,), "audio output is not implemented; leave it out"),
+    "modalities": ((None, ["text"]), 'only text is generated; send ["text"] or leave it out'),
+    "prediction": ((None,), "predicted outputs are not implemented; leave it out"),
+    "reasoning_effort": ((None,), "reasoning_effort is not implemented; leave it out"),
+    "web_search_options": ((None,), "web search is not implemented; leave it out"),
+}
+
+
+def _neutral(value: object, neutral: tuple[object, ...]) -> bool:
+    # `False == 0` in Python: a bool matches only a listed bool, a number only a listed number.
+    return any(value == n and isinstance(value, bool) == isinstance(n, bool) for n in neutral)
+
+
+def find_unsupported(data: dict[str, object]) -> tuple[str, str] | None:
+    """The first unsupported field with a value that would change the answer: (field, message)."""
+    for name, (neutral, fix) in UNSUPPORTED_FIELDS.items():
+        if name in data and not _neutral(data[name], neutral):
+            shown = repr(data[name])
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            return name, f"{name}={shown} is not supported by this server: {fix}"
+    return None
+
+
+def drop_neutral_unsupported(data: dict[str, object], keep: set[str]) -> dict[str, object]:
+    """Remove unsupported fields sent with a neutral value, unless the request model has them."""
+    return {k: v for k, v in data.items() if k in keep or k not in UNSUPPORTED_FIELDS}
 
 
 class _Strict(BaseModel):
@@ -25,29 +76,28 @@ class StreamOptions(_Strict):
     include_usage: bool = False
 
 
+_StopWord = Annotated[str, Field(min_length=1)]
+
+
 class _GenerationFields(_Strict):
     model: str = Field(min_length=1)
     max_tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS_CEILING)] | None = None
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    stop: str | list[str] | None = None
-    seed: int | None = None
+    stop: _StopWord | Annotated[list[_StopWord], Field(max_length=4)] | None = Field(
+        None, description="Up to 4 non-empty strings; generation ends before the first one."
+    )
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1, description="A 64-bit integer.")
     ignore_eos: bool = Field(False, description="Generate exactly max_tokens tokens (benchmarks).")
     stream: bool = False
     stream_options: StreamOptions | None = None
-    # Accepted for client compatibility; only their neutral values are supported.
-    n: int = Field(1, ge=1, le=1)
-    user: str | None = None
-    presence_penalty: float = Field(0.0, ge=0.0, le=0.0)
-    frequency_penalty: float = Field(0.0, ge=0.0, le=0.0)
-
-    @field_validator("stop")
-    @classmethod
-    def _check_stop(cls, value: str | list[str] | None) -> str | list[str] | None:
-        items = [value] if isinstance(value, str) else (value or [])
-        if len(items) > 4 or any(not s for s in items):
-            raise ValueError("stop takes at most 4 non-empty strings")
-        return value
+    # Accepted for client compatibility; only their neutral values (see UNSUPPORTED_FIELDS).
+    n: int = Field(1, ge=1, le=1, description="Only 1: one choice per request.")
+    user: str | None = Field(None, description="Accepted and ignored (it does not change the answer).")
+    presence_penalty: float = Field(0.0, ge=0.0, le=0.0, description="Only 0: penalties are not implemented.")
+    frequency_penalty: float = Field(
+        0.0, ge=0.0, le=0.0, description="Only 0: penalties are not implemented."
+    )
 
     def stop_list(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -72,8 +122,8 @@ class _GenerationFields(_Strict):
 class CompletionRequest(_GenerationFields):
     prompt: str = Field(description="One prompt; lists (batched prompts) are not supported.")
     max_tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS_CEILING)] | None = 16
-    echo: Literal[False] = False
-    logprobs: None = None
+    echo: Literal[False] = Field(False, description="Only false: the prompt is not echoed.")
+    logprobs: None = Field(None, description="Only null: log-probabilities are not returned.")
 
 
 class TextPart(_Strict):
@@ -94,7 +144,7 @@ class ChatMessageIn(_Strict):
 class ChatCompletionRequest(_GenerationFields):
     messages: list[ChatMessageIn] = Field(min_length=1)
     max_completion_tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS_CEILING)] | None = None
-    logprobs: Literal[False] = False
+    logprobs: Literal[False] = Field(False, description="Only false: log-probabilities are not returned.")
 
     @model_validator(mode="after")
     def _one_limit(self) -> ChatCompletionRequest:
@@ -203,3 +253,8 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+class HealthStatus(BaseModel):
+    status: Literal["ok"] = "ok"
+    models: list[str]

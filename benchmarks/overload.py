@@ -1,0 +1,260 @@
+"""Overload, measured: the same deployment at its capacity, then offered 4x its capacity.
+
+One `distinfer serve` (Ray Serve by default, `--bare` for the one-process server), synthetic engine
+(ttft 50 ms, itl 20 ms, `--tokens` 32 with ignore_eos: ~0.67 s a request), one replica holding
+`--slots` requests in flight and a queue of one (Ray Serve's smallest). In one run, one after the
+other on the same server:
+
+  capacity  `--slots` closed-loop streams: every slot busy, none refused; its completed requests
+            per second are the deployment's capacity;
+  overload  open-loop Poisson arrivals at `--factor` (4) x that capacity, each request sent once
+            (no retry): the excess is shed with 503 + Retry-After.
+
+Measured by this script's asyncio client (httpx, every request timed with perf_counter): how long a
+shed request takes to get its 503 (P50 / P99 / max; aim P99 < 50 ms), and the admitted requests'
+TTFT and TPOT P50 / P99 in both phases with the overload / capacity ratio (aim: within 10 %). The
+engine's truth log (joined by X-Request-Id) gives the server's own TTFT, from the model replica's
+receipt to the first token: the client's TTFT minus it is the time spent before the model server,
+in the one-place queue. Requests sent in the first `--warmup` seconds of a phase are left out.
+
+Client and server share the machine: run the whole script under `nice` on a shared machine. The
+client is one asyncio process; with `--pin` (2+ CPUs) the server and all its Ray processes are
+pinned to CPU 0 and the client to CPU 1.
+
+    nice -n 10 .venv/bin/python benchmarks/overload.py --out /tmp/overload/serve.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import yaml
+
+from distinfer.serve.launch import free_port, served
+
+TTFT_MS, ITL_MS = 50.0, 20.0
+TOKENS = 32  # per request; --tokens sets it
+
+
+@dataclass
+class Outcome:
+    sent: float
+    status: int
+    end: float
+    first_token: float | None = None
+    last_token: float | None = None
+    tokens: int = 0
+    error: str | None = None
+    request_id: str = ""
+
+
+@dataclass
+class Phase:
+    name: str
+    users: int
+    duration_s: float
+    attempts: int = 0
+    attempts_per_s: float = 0.0
+    statuses: dict[str, int] = field(default_factory=dict)
+    completed_per_s: float = 0.0
+    shed_ms: dict[str, float | None] = field(default_factory=dict)
+    ttft_ms: dict[str, float | None] = field(default_factory=dict)
+    tpot_ms: dict[str, float | None] = field(default_factory=dict)
+    server_ttft_ms: dict[str, float | None] = field(default_factory=dict)
+    other_errors: list[str] = field(default_factory=list)
+
+
+def _pcts(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"count": 0, "p50": None, "p99": None, "max": None}
+    p50, p99 = np.percentile(np.asarray(values), [50, 99])
+    return {"count": len(values), "p50": float(p50), "p99": float(p99), "max": float(max(values))}
+
+
+async def _one(client: httpx.AsyncClient, url: str, request_id: str) -> Outcome:
+    body = {"model": "synthetic", "prompt": "hello there", "max_tokens": TOKENS, "stream": True,
+            "ignore_eos": True}  # fmt: skip
+    clock = time.perf_counter
+    out = Outcome(sent=clock(), status=0, end=0.0, request_id=request_id)
+    headers = {"X-Request-Id": request_id}
+    try:
+        async with client.stream("POST", f"{url}/v1/completions", json=body, headers=headers) as response:
+            out.status = response.status_code
+            if response.status_code != 200:
+                await response.aread()
+            else:
+                async for line in response.aiter_lines():
+                    if line.startswith("data: {") and '"text":"' in line:
+                        now = clock()
+                        out.first_token = out.first_token or now
+                        out.last_token = now
+                        out.tokens += 1
+    except httpx.HTTPError as err:
+        out.error = f"{type(err).__name__}: {err}"
+    out.end = clock()
+    return out
+
+
+async def closed_loop(url: str, users: int, duration_s: float, warmup_s: float) -> list[Outcome]:
+    limits = httpx.Limits(max_connections=users, max_keepalive_connections=users)
+    outcomes: list[Outcome] = []
+    start = time.perf_counter()
+    measure_from, stop_at = start + warmup_s, start + warmup_s + duration_s
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+
+        async def user(index: int) -> None:
+            await asyncio.sleep(warmup_s * index / users)  # ramp in over the warm-up
+            seq = 0
+            while time.perf_counter() < stop_at:
+                seq += 1
+                outcome = await _one(client, url, f"cap-{index}-{seq}")
+                if outcome.sent >= measure_from:
+                    outcomes.append(outcome)
+
+        await asyncio.gather(*(user(i) for i in range(users)))
+    return outcomes
+
+
+async def open_loop(url: str, rate: float, duration_s: float, warmup_s: float, seed: int) -> list[Outcome]:
+    """Poisson arrivals at `rate`/s, each its own task: when a request is sent never waits on another."""
+    rng = random.Random(seed)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+    start = time.perf_counter()
+    measure_from, stop_at = start + warmup_s, start + warmup_s + duration_s
+    tasks: list[asyncio.Task[Outcome]] = []
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        due, seq = start, 0
+        while True:
+            due += rng.expovariate(rate)
+            if due >= stop_at:
+                break
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            seq += 1
+            tasks.append(asyncio.create_task(_one(client, url, f"over-{seq}")))
+        outcomes = await asyncio.gather(*tasks)
+    return [o for o in outcomes if o.sent >= measure_from]
+
+
+def summarise(
+    name: str, users: int, duration_s: float, outcomes: list[Outcome], truth: dict[str, Any]
+) -> Phase:
+    phase = Phase(name=name, users=users, duration_s=duration_s, attempts=len(outcomes))
+    phase.attempts_per_s = len(outcomes) / duration_s
+    phase.statuses = dict(Counter(str(o.status) if o.error is None else "error" for o in outcomes))
+    ok = [o for o in outcomes if o.status == 200 and o.error is None and o.tokens == TOKENS]
+    phase.completed_per_s = len(ok) / duration_s
+    phase.shed_ms = _pcts([(o.end - o.sent) * 1000 for o in outcomes if o.status == 503])
+    phase.ttft_ms = _pcts([(o.first_token - o.sent) * 1000 for o in ok if o.first_token])
+    phase.tpot_ms = _pcts(
+        [(o.last_token - o.first_token) * 1000 / (o.tokens - 1) for o in ok if o.first_token and o.last_token]
+    )
+    server = [truth[o.request_id] for o in ok if o.request_id in truth]
+    phase.server_ttft_ms = _pcts([(t["first_token_unix"] - t["received_unix"]) * 1000 for t in server])
+    phase.other_errors = sorted(
+        {o.error or f"HTTP {o.status}" for o in outcomes if o.status not in (200, 503) or o.error}
+    )[:10]
+    return phase
+
+
+def read_truth(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return {row["request_id"]: row for row in rows if row.get("first_token_unix")}
+
+
+def models_file(directory: Path, slots: int) -> Path:
+    path = directory / "overload-models.yaml"
+    entry = {"name": "synthetic", "engine": "synthetic", "ttft_ms": TTFT_MS, "itl_ms": ITL_MS,
+             "max_ongoing_requests": slots, "max_queued_requests": 1,
+             "truth_log": str(directory / "truth.jsonl")}  # fmt: skip
+    path.write_text(yaml.safe_dump({"models": [entry]}))
+    return path
+
+
+def main() -> int:
+    global TOKENS
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--bare", action="store_true", help="the one-process server instead of Ray Serve")
+    parser.add_argument("--slots", type=int, default=8, help="requests in flight the deployment holds")
+    parser.add_argument("--factor", type=float, default=4.0, help="overload: this many times the capacity")
+    parser.add_argument("--duration", type=float, default=40.0, help="measured seconds per phase")
+    parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds before each phase")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the overload's arrival times")
+    parser.add_argument("--tokens", type=int, default=TOKENS, help="tokens per request (ignore_eos)")
+    parser.add_argument("--pin", action="store_true", help="server on CPU 0, client on CPU 1")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    args = parser.parse_args()
+    TOKENS = args.tokens
+    pin = args.pin and (os.cpu_count() or 1) >= 2
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="di-overload-") as tmp:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        if pin:
+            os.sched_setaffinity(0, {0})  # the server (and every Ray process it starts) inherits CPU 0
+        with served(models_file(Path(tmp), args.slots), port, Path(tmp) / "serve.log", bare=args.bare):
+            if pin:
+                os.sched_setaffinity(0, {1})  # and this client keeps to CPU 1
+            full = asyncio.run(closed_loop(url, args.slots, args.duration, args.warmup))
+            capacity = summarise("capacity", args.slots, args.duration, full, {})
+            rate = args.factor * capacity.completed_per_s
+            flood = asyncio.run(open_loop(url, rate, args.duration, args.warmup, args.seed))
+            truth = read_truth(Path(tmp) / "truth.jsonl")
+        phases = [
+            summarise("capacity", args.slots, args.duration, full, truth),
+            summarise(f"overload {args.factor:g}x ({rate:.1f}/s)", 0, args.duration, flood, truth),
+        ]
+    capacity, overload = phases
+
+    def ratio(kind: str, pct: str) -> float | None:
+        a, b = getattr(capacity, kind)[pct], getattr(overload, kind)[pct]
+        return b / a if a and b else None
+
+    report: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "server": "bare" if args.bare else "ray-serve",
+        "pinned": pin,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "engine": {"ttft_ms": TTFT_MS, "itl_ms": ITL_MS, "tokens": TOKENS},
+        "phases": [asdict(p) for p in phases],
+        "overload_over_capacity": {
+            "offered_per_s": overload.attempts_per_s / capacity.completed_per_s
+            if capacity.completed_per_s
+            else None,
+            "ttft_p99": ratio("ttft_ms", "p99"),
+            "tpot_p99": ratio("tpot_ms", "p99"),
+            "server_ttft_p99": ratio("server_ttft_ms", "p99"),
+        },
+    }
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Property-based fuzzing of a running server from its own OpenAPI document (schemathesis, Hypothesis).
+
+Needs the `dev` extra (schemathesis). For every operation of `/openapi.json`, `max_examples` cases
+are generated from the document's schemas (positive: what the document says is valid) and as many
+that break them (negative: a wrong type, a value out of range, an unknown field, a missing one),
+sent over real HTTP, and each answer must hold these properties:
+
+- no 5xx (`not_a_server_error`);
+- the status and content type are ones the document lists, and a JSON body matches its schema
+  (`status_code_conformance`, `content_type_conformance`, `response_schema_conformance`);
+- a request that breaks the schema is refused with a 4xx (`negative_data_rejection`);
+- every 4xx is in the OpenAI error shape and, for a refused field, `param` names it and the message
+  says it (`openai_error_shape`);
+- after all of them, every served model still answers a normal request.
+
+Used by tests/serve/test_fuzz_api.py (bounded, deterministic cases in `make test`) and by
+benchmarks/fuzz_api.py (a larger run with a random seed).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
+from schemathesis.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from schemathesis.core.result import Ok
+
+# Answers about a field of the request: `param` must name it and the message must say it.
+_FIELD_STATUSES = {400, 404, 413, 415, 422}
+
+
+class OpenAIErrorShapeViolation(AssertionError):
+    pass
+
+
+def names_field(message: str, param: str) -> bool:
+    """`param` appears in `message` as a name of its own (`n` is not named by the `n` of "not")."""
+    return re.search(rf"(?<![\w.]){re.escape(param)}(?!\w)", message) is not None
+
+
+@schemathesis.check
+def openai_error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
+    """Every 4xx: `{"error": {"message", "type", "param", "code"}}`, naming the refused field."""
+    if not 400 <= response.status_code < 500:
+        return None
+    try:
+        error = json.loads(response.content)["error"]
+    except (ValueError, KeyError, TypeError):
+        raise OpenAIErrorShapeViolation(
+            f"{response.status_code} answer is not an OpenAI error object: {response.content[:300]!r}"
+        ) from None
+    message, kind, param = error.get("message"), error.get("type"), error.get("param")
+    if not (isinstance(message, str) and message and isinstance(kind, str) and kind):
+        raise OpenAIErrorShapeViolation(f"{response.status_code} error lacks a message or type: {error}")
+    if response.status_code in _FIELD_STATUSES:
+        if not param:
+            raise OpenAIErrorShapeViolation(f"{response.status_code} error names no field (param): {error}")
+        if not names_field(message, param):
+            raise OpenAIErrorShapeViolation(f"message does not name the field {param!r}: {message!r}")
+    return None
+
+
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+    openai_error_shape,
+]
+
+
+@dataclass
+class FuzzReport:
+    base_url: str
+    cases: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+    normal_after: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "base_url": self.base_url,
+            "cases": self.cases,
+            "statuses": dict(sorted(self.statuses.items())),
+            "failures": self.failures,
+            "normal_request_after": self.normal_after,
+        }
+
+
+def _run_operation(
+    report: FuzzReport,
+    operation: Any,
+    mode: GenerationMode,
+    max_examples: int,
+    seed: int | None,
+    headers: dict[str, str],
+) -> None:
+    label = f"{operation.method.upper()} {operation.path} ({mode.value})"
+
+    @settings(
+        max_examples=max_examples,
+        deadline=None,
+        database=None,
+        derandomize=seed is None,
+        phases=[Phase.explicit, Phase.generate, Phase.shrink],
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+    )
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def one(case: Any) -> None:
+        response = case.call(base_url=report.base_url, headers=headers, timeout=60)
+        report.cases += 1
+        report.statuses[f"{label}: {response.status_code}"] += 1
+        case.validate_response(response, checks=CHECKS, headers=headers)
+
+    test: Callable[[], None] = one if seed is None else hypothesis_seed(seed)(one)
+    try:
+        test()
+    except Unsatisfiable:
+        report.statuses[f"{label}: nothing to break (no parameters or body)"] += 0
+    except Exception as err:  # one operation's failure is reported; the others still run
+        report.failures.append(f"{label}: {type(err).__name__}: {err}"[:4000])
+
+
+def normal_requests(base_url: str, models: list[str], headers: dict[str, str]) -> dict[str, int]:
+    """The status of one ordinary completion per model (200 expected)."""
+    out = {}
+    for model in models:
+        body = {"model": model, "prompt": "hello", "max_tokens": 2}
+        out[model] = httpx.post(
+            f"{base_url}/v1/completions", json=body, headers=headers, timeout=60
+        ).status_code
+    return out
+
+
+def fuzz(
+    base_url: str,
+    max_examples: int,
+    seed: int | None = None,
+    headers: dict[str, str] | None = None,
+    modes: tuple[GenerationMode, ...] = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE),
+) -> FuzzReport:
+    """Fuzz every operation of the server's OpenAPI document; `seed` None: the same cases every run."""
+    headers = headers or {}
+    schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json", headers=headers)
+    report = FuzzReport(base_url=base_url)
+    for result in schema.get_all_operations():
+        if not isinstance(result, Ok):
+            report.failures.append(f"the OpenAPI document has an invalid operation: {result.err()}")
+            continue
+        operation = result.ok()
+        for mode in modes:
+            _run_operation(report, operation, mode, max_examples, seed, headers)
+    models = [m["id"] for m in httpx.get(f"{base_url}/v1/models", headers=headers, timeout=30).json()["data"]]
+    report.normal_after = normal_requests(base_url, models, headers)
+    return report

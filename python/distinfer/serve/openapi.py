@@ -1,0 +1,135 @@
+"""The app's OpenAPI document: both request bodies, the served models, and every answer we give.
+
+The routes read their bodies themselves (serve/api.py: size limit, content type and OpenAI-shaped
+errors come before validation), so FastAPI cannot see them; this module writes into the document
+what the routes accept (the pydantic request models of serve/protocol.py, with `model` limited to
+the names served) and what they answer: 200 as JSON or as an SSE stream, and 400/401/404/413/415/
+422/503 in the OpenAI error shape. Clients and fuzzers generated from it (tests/serve/
+test_fuzz_api.py) learn the real contract.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+
+from distinfer.serve.protocol import (
+    UNSUPPORTED_FIELDS,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionRequest,
+    CompletionResponse,
+    ErrorBody,
+    HealthStatus,
+    ModelList,
+)
+
+_REF = "#/components/schemas/{model}"
+
+_ERRORS = {
+    "400": "The body is not a JSON object, a field is out of its type or range (`param` names it), or "
+    "the prompt plus max_tokens exceeds the model's context (`code`: context_length_exceeded).",
+    "401": "Missing or wrong API key (`Authorization: Bearer <key>`), when the server asks for one.",
+    "404": "The model is not served here (`code`: model_not_found); GET /v1/models lists them.",
+    "413": "The body is over {max_body} bytes; refused before it is read or reaches an engine.",
+    "415": "The Content-Type is not JSON.",
+    "422": "An OpenAI field this server does not implement, with a value that would change the answer "
+    "(`code`: unsupported_parameter; `param` names it): " + ", ".join(sorted(UNSUPPORTED_FIELDS)) + ".",
+    "503": "Every replica of the model is busy and its queue is full (`code`: overloaded); retry after "
+    "the Retry-After header's seconds.",
+}
+
+# Before OpenAPI 3.2, a text/event-stream `schema` describes each event.
+_SSE_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {"data": {"type": "string", "description": "A JSON chunk, or `[DONE]` last."}},
+}
+
+_POSTS: dict[str, tuple[type[BaseModel], type[BaseModel], str]] = {
+    "/v1/completions": (CompletionRequest, CompletionResponse, "Text completion of one prompt."),
+    "/v1/chat/completions": (ChatCompletionRequest, ChatCompletionResponse, "Chat completion."),
+}
+
+
+def _schema(model: type[BaseModel], components: dict[str, Any], mode: str) -> dict[str, Any]:
+    """A $ref to the model's schema, its own definitions put into the components."""
+    schema = model.model_json_schema(ref_template=_REF, mode=mode)  # type: ignore[arg-type]
+    components.update(schema.pop("$defs", {}))
+    components[model.__name__] = schema
+    return {"$ref": _REF.format(model=model.__name__)}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": _REF.format(model="ErrorBody")}}},
+    }
+
+
+def build_document(app: FastAPI, models: list[str], max_body: int, api_key: bool) -> dict[str, Any]:
+    doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    components: dict[str, Any] = doc.setdefault("components", {}).setdefault("schemas", {})
+    _schema(ErrorBody, components, "serialization")
+    key_answers = {"401": _error(_ERRORS["401"])} if api_key else {}
+    for path, (request_model, response_model, summary) in _POSTS.items():
+        request_ref = _schema(request_model, components, "validation")
+        components[request_model.__name__]["properties"]["model"]["enum"] = models
+        operation = doc["paths"][path]["post"]
+        operation["summary"] = summary
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": request_ref}},
+        }
+        answers = {
+            "200": {
+                "description": "The answer: JSON, or with `stream: true` an SSE stream of chunks ending in "
+                "`data: [DONE]`.",
+                "content": {
+                    "application/json": {"schema": _schema(response_model, components, "serialization")},
+                    "text/event-stream": {"schema": _SSE_EVENT},
+                },
+            },
+            **{
+                code: _error(text.format(max_body=max_body))
+                for code, text in _ERRORS.items()
+                if code != "401"
+            },
+            **key_answers,
+        }
+        operation["responses"] = dict(sorted(answers.items()))
+    models_op = doc["paths"]["/v1/models"]["get"]
+    models_op["responses"] = {
+        "200": {
+            "description": "The models served here.",
+            "content": {"application/json": {"schema": _schema(ModelList, components, "serialization")}},
+        },
+        **key_answers,
+    }
+    doc["paths"]["/health"]["get"]["responses"] = {
+        "200": {
+            "description": "Every engine can serve (no API key needed).",
+            "content": {"application/json": {"schema": _schema(HealthStatus, components, "serialization")}},
+        },
+        "503": _error("An engine cannot serve."),
+    }
+    if api_key:
+        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        for path in (*_POSTS, "/v1/models"):
+            for operation in doc["paths"][path].values():
+                operation["security"] = [{"bearer": []}]
+    return doc
+
+
+def describe(app: FastAPI, models: list[str], max_body: int, api_key: bool) -> None:
+    """Serve `build_document`'s document at /openapi.json (made once, on first request)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = build_document(app, models, max_body, api_key)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -161,8 +161,8 @@ def run_command(
         raise ConfigError(f"bench run needs {', '.join(missing)} (or a --spec that has them)")
     run_spec = _spec(fields)
     _check_prompts(run_spec.prompts)
-    key = _api_key(api_key, api_key_file)
-    summary = _guarded(lambda: run_scenario(run_spec, out, key, make_view(progress_interval)))
+    bearer = _api_key(api_key, api_key_file)
+    summary = _guarded(lambda: run_scenario(run_spec, out, bearer, make_view(progress_interval)))
     _print_summary(summary)
     raise typer.Exit(exit_status(summary))
 
@@ -223,8 +223,8 @@ def sweep_command(
     specs = load_sweep(scenarios, overrides)
     for spec in specs:
         _check_prompts(spec.prompts)
-    key = _api_key(api_key, api_key_file)
-    ran = _guarded(lambda: run_sweep(specs, out, key, make_view(progress_interval)))
+    bearer = _api_key(api_key, api_key_file)
+    ran = _guarded(lambda: run_sweep(specs, out, bearer, make_view(progress_interval)))
     typer.echo(f"ran {len(ran)} scenario(s): {', '.join(ran) or 'none (all finished)'}")
     statuses = {name: exit_status(summary) for name, summary in ran.items()}
     for name, status in statuses.items():

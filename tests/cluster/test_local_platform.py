@@ -390,6 +390,97 @@ def test_an_interrupted_benchmark_resumes_where_it_stopped(cluster: dict[str, An
     assert not (results / ".unfinished").exists()
 
 
+# Faster than Ray's defaults at giving up on a lost node (seconds, not up to a minute).
+FAST_NODE_LOSS = {
+    "RAY_health_check_initial_delay_ms": "1000",
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_timeout_ms": "1000",
+    "RAY_health_check_failure_threshold": "3",
+}
+
+
+def _power_off_mid_scenario(hosts: TestHosts, name: str, records_file: Path, outcome: dict[str, Any]) -> None:
+    """Once the scenario's load runs, stop a host's machine (its container), past the warm-up."""
+    try:
+        deadline = time.monotonic() + 900
+        while not records_file.exists():
+            if time.monotonic() > deadline:
+                outcome["error"] = f"no traffic in {records_file}"
+                return
+            time.sleep(0.2)
+        time.sleep(10)  # well past the 4 s warm-up
+        hosts.power_off(name)
+        outcome["at"] = time.time()
+    except Exception as err:  # reported by the test's assertion, with the reason
+        outcome["error"] = repr(err)
+
+
+def test_a_lost_host_is_recorded_its_replica_comes_back_and_the_sweep_goes_on(
+    cluster: dict[str, Any], workdir: Path
+) -> None:
+    """node3's machine stops mid-scenario (the container, not a process): the report says when errors
+    began and ended, the seconds the SLO was violated, and when Ray Serve had the lost replica back on
+    the two hosts left; the next scenario runs clean; nothing measured earlier is lost. Then node3 is
+    powered on again and rejoins."""
+    hosts: TestHosts = cluster["hosts"]
+    assert cluster.get("inventory"), "the three-host run did not complete"
+    movable = {**MODELS, "models": [{**MODELS["models"][0], "num_cpus": 0.5}]}  # room left on 2 hosts
+    (workdir / "models-movable.yaml").write_text(yaml.safe_dump(movable, sort_keys=False))
+    inventory = write_inventory(
+        hosts,
+        workdir,
+        ["node1", "node2", "node3"],
+        distinfer_run_id="lost",
+        distinfer_models_file=str(workdir / "models-movable.yaml"),
+        ray_local_extra_env=FAST_NODE_LOSS,
+        distinfer_scenarios=scenarios(
+            [
+                {"name": "lost", "users_per_replica": USERS_PER_REPLICA, "duration_s": 75},
+                {"name": "after", "users_per_replica": USERS_PER_REPLICA, "duration_s": 15},
+            ],
+            warmup_s=4,
+            max_tokens=16,
+            timeout_s=30,
+            drain_timeout_s=30,
+            slo={"ttft_ms": 2000},
+        ),
+    )
+    outcome: dict[str, Any] = {}
+    stopper = threading.Thread(
+        target=_power_off_mid_scenario,
+        args=(hosts, "node3", scenario_dir(workdir, "lost", "lost") / "records.jsonl", outcome),
+        daemon=True,
+    )
+    stopper.start()
+    run = run_playbook(SITE, inventory, log=workdir / "logs" / "lost.log", timeout=1500, env=KEY_ENV)
+    stopper.join(timeout=60)
+    assert "at" in outcome, outcome
+    # node3 is gone for Ansible too: unreachable, nothing failed on the others.
+    assert run.recap["node3"].unreachable and not run.recap["node1"].failed, run.describe()
+
+    lost = summary(workdir, "lost", "lost")
+    faults = lost["availability"]
+    assert faults["failed"] > 0 and faults["error_seconds"] > 0, faults
+    assert outcome["at"] - lost["started"] - 1 <= faults["first_error_s"], faults
+    assert faults["slo_violated_seconds"] >= faults["error_seconds"], faults
+    (course,) = faults["replicas"]
+    assert (course["at_start"], course["lowest"]) == (3, 2), faults
+    assert course["back_at_s"] is not None and course["back_at_s"] > course["dropped_at_s"], faults
+    placed = replicas_by_host(hosts)
+    assert sum(len(ids) for ids in placed.values()) == 3 and "node3" not in placed, placed
+    after = summary(workdir, "lost", "after")
+    assert completed(after) > 0 and error_count(after) == 0, after
+    assert completed(summary(workdir, "scaling", "3n-3r-4u")) > 0  # nothing measured earlier is lost
+    report = (workdir / "results" / "lost" / "report" / "report.md").read_text()
+    assert "Faults during the load" in report and "| lost | " in report, report
+    assert f"was back at {course['back_at_s']:.1f} s" in report
+
+    hosts.power_on("node3")  # and it rejoins: the tests after this one use three hosts again
+    site(cluster["inventory"], workdir, "rejoined", skip_tags=["benchmark"])
+    nodes = ray_json(hosts, "node1", "nodes", "--filter", "state=ALIVE")
+    assert sorted(n["node_ip"] for n in nodes) == sorted(h.ip for h in hosts.hosts)
+
+
 def test_reset_stops_ray_and_the_recorder_on_every_host(cluster: dict[str, Any], workdir: Path) -> None:
     """playbooks/reset.yml on the local platform: the Ray node (and any recorder) stops on every host,
     the Serve app stops answering, and a second reset has nothing left to do."""

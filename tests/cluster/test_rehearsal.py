@@ -17,13 +17,17 @@ The tests run in order and share the hosts:
    API key the environment gave; the benchmark, node metrics and report for real, with a node row per
    PowerEdge host; the TP4 model's 4 replicas each hold 4 GPU bundles on one node (Ray's state API);
 2. a fourth host (4 GPUs) added to the inventory: 5 replicas, the first 4 placement groups unchanged;
-3. playbooks/upgrade.yml on the same hosts: every play runs, agents one at a time.
+3. playbooks/upgrade.yml on the same hosts: every play runs, agents one at a time;
+4. the Ray head's machine stopped mid-scenario: the benchmark ends cleanly, records kept, and says so.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,6 +115,13 @@ def machine_vars(workdir: Path) -> dict[str, Any]:
         "distinfer_run_id": "rehearsal",
         "distinfer_scenarios_only": SCENARIOS,
         "distinfer_scenario_overrides": {"duration_s": 15, "warmup_s": 3, "max_tokens": 16},
+        # Ray gives up on a lost node in seconds, not up to a minute (the last test stops the head).
+        "ray_local_extra_env": {
+            "RAY_health_check_initial_delay_ms": "1000",
+            "RAY_health_check_period_ms": "1000",
+            "RAY_health_check_timeout_ms": "1000",
+            "RAY_health_check_failure_threshold": "3",
+        },
     }
 
 
@@ -237,3 +248,59 @@ def test_upgrade_runs_every_play_one_host_at_a_time(rehearsal: dict[str, Any]) -
     # serial: 1 - one batch per agent (xe8545, r760xa, r760xa-2), each running the whole role.
     assert play_headers(run).count("Upgrade K3s agents one at a time") == 3, run.describe()
     assert run.output.count("TASK [k3s_agent : K3s agent | Read the installed K3s version]") == 3
+
+
+def test_the_ray_head_lost_ends_the_benchmark_cleanly(rehearsal: dict[str, Any]) -> None:
+    """xe9680's machine (the Ray head, and the NodePort's address) stops mid-scenario: the scenario's
+    records and summary are kept, the report is written with what happened, the run halts with a
+    message saying so (the next scenario never starts), and it stays resumable."""
+    hosts: TestHosts = rehearsal["hosts"]
+    workdir: Path = rehearsal["workdir"]
+    assert rehearsal.get("placement"), "the first rehearsal did not complete"
+    scenarios = {
+        "defaults": {"max_tokens": 16, "warmup_s": 3, "timeout_s": 20, "drain_timeout_s": 20},
+        "scenarios": [
+            {"name": "head-lost", "users_per_replica": 4, "duration_s": 40},
+            {"name": "never-run", "users_per_replica": 4, "duration_s": 10},
+        ],
+    }
+    records = workdir / "results" / "head-lost" / "scenarios" / "head-lost" / "records.jsonl"
+    outcome: dict[str, Any] = {}
+
+    def power_off_the_head() -> None:
+        deadline = time.monotonic() + 900
+        while not records.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(8)
+        hosts.power_off(MAPPING["xe9680"])
+        outcome["at"] = time.time()
+
+    stopper = threading.Thread(target=power_off_the_head, daemon=True)
+    stopper.start()
+    layers = [POWEREDGE_INVENTORY, address_layer(hosts, workdir / "addresses-head.yml", True), LAYER]
+    run = run_playbook(
+        SITE,
+        layers,
+        tags=["benchmark"],
+        extra_vars={
+            **machine_vars(workdir),
+            "distinfer_run_id": "head-lost",
+            "distinfer_scenarios": scenarios,
+        },
+        env={"DISTINFER_API_KEY": API_KEY, "HF_TOKEN": HF_TOKEN},
+        log=workdir / "logs" / "head-lost.log",
+        timeout=1500,
+    )
+    stopper.join(timeout=60)
+    assert "at" in outcome, "the head was never powered off"
+    assert run.returncode != 0, run.describe()
+    assert re.search(r"The benchmark stopped: scenario head-lost: .*stopped answering at", run.output), (
+        run.describe()
+    )
+    run_dir = workdir / "results" / "head-lost"
+    kept = json.loads((run_dir / "scenarios" / "head-lost" / "summary.json").read_text())
+    assert kept["metrics"]["completed"] > 0 and kept["availability"]["endpoint_lost_at_s"] is not None, kept
+    assert not (run_dir / "scenarios" / "never-run").exists()
+    assert (workdir / "results" / ".unfinished").read_text().strip() == "head-lost"  # resumable
+    report = (run_dir / "report" / "report.md").read_text()
+    assert "Faults during the load" in report and "did not come back" in report, report

@@ -492,6 +492,17 @@ class TestHosts:
             raise TestHostsError(f"test hosts {self.prefix}: could not remove " + "; ".join(errors))
         logger.info("test hosts %s removed", self.prefix)
 
+    def power_off(self, name: str) -> None:
+        """Stop a host's machine at once (its container, with every process in it), as a power cut."""
+        podman("stop", "--time", "0", self.host(name).container_id)
+
+    def power_on(self, name: str) -> None:
+        """Start a powered-off host again (same address and keys) and wait until SSH answers."""
+        host = self.host(name)
+        podman("start", host.container_id)
+        self._wait_booted(host)
+        self._wait_ssh(host)
+
     def _down_quietly(self) -> None:
         try:
             self.down()

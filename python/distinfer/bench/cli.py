@@ -39,10 +39,11 @@ EXIT_STATUSES = """Exit status: 0 the run finished and is valid; 2 refused befor
 unusable results directory, or the probe request found the URL unreachable, the model unknown or
 the API key missing or wrong; the message names the fix); 3 no request succeeded; 4 the saturation
 guard marked the run INVALID (summary.json says why); 5 a results write failed mid-run (no
-summary.json: a resumed sweep runs the scenario again). A sweep exits with the worst of its
+summary.json: a resumed sweep runs the scenario again); 6 the server stopped answering during the run
+and never came back (its summary says when; a sweep stops there). A sweep exits with the worst of its
 scenarios' statuses."""
 
-EXIT_OK, EXIT_ALL_FAILED, EXIT_INVALID, EXIT_RESULTS_LOST = 0, 3, 4, 5
+EXIT_OK, EXIT_ALL_FAILED, EXIT_INVALID, EXIT_RESULTS_LOST, EXIT_SERVER_LOST = 0, 3, 4, 5, 6
 
 bench = typer.Typer(
     help="Drive Locust load at an OpenAI-compatible server and record every request.\n\n" + EXIT_STATUSES
@@ -234,7 +235,10 @@ def sweep_command(
 
 
 def exit_status(summary: dict[str, Any]) -> int:
-    """0 valid, 3 when no request succeeded, 4 when the guard marked the run invalid."""
+    """0 valid, 3 when no request succeeded, 4 when the guard marked the run invalid, 6 when the server
+    stopped answering during the run and never came back (what follows it cannot run)."""
+    if (summary.get("availability") or {}).get("endpoint_lost_at_s") is not None:
+        return EXIT_SERVER_LOST
     if summary["metrics"]["completed"] == 0:
         return EXIT_ALL_FAILED
     return EXIT_OK if summary["valid"] else EXIT_INVALID
@@ -275,6 +279,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
     sys.stdout.write("\n")
     for reason in summary["invalid_reasons"]:
         typer.secho(f"INVALID: {reason}", fg=typer.colors.YELLOW, err=True)
+    availability = summary.get("availability") or {}
+    if availability.get("failed") or any(
+        c.get("dropped_at_s") is not None for c in availability.get("replicas", [])
+    ):
+        typer.secho(f"FAULTS: {availability['summary']}", fg=typer.colors.YELLOW, err=True)
 
 
 def register(app: typer.Typer) -> None:

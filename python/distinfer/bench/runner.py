@@ -28,6 +28,7 @@ from typing import Any
 import psutil
 
 from distinfer.bench import guard
+from distinfer.bench.availability import STATUS_FILE, StatusWatcher, assess, read_status
 from distinfer.bench.metrics import compute_metrics
 from distinfer.bench.probe import probe
 from distinfer.bench.progress import ScenarioProgress, View
@@ -252,7 +253,9 @@ class ScenarioRun:
     def summarise(self, start: float, finished: float) -> dict[str, Any]:
         spec = self.spec
         w0, w1 = start + spec.warmup_s, start + spec.duration_s
-        metrics = compute_metrics(load_records(self.out / RECORDS_FILE), w0, w1, spec.max_tokens, spec.slo)
+        records = list(load_records(self.out / RECORDS_FILE))
+        metrics = compute_metrics(records, w0, w1, spec.max_tokens, spec.slo)
+        availability = assess(records, read_status(self.out / STATUS_FILE), start, spec.slo)
         client = self.client_load(w0, w1)
         reasons = guard.check(metrics, client, spec.users, spec.rate)
         return {
@@ -265,6 +268,7 @@ class ScenarioRun:
             "invalid_reasons": reasons,
             "metrics": metrics.model_dump(mode="json"),
             "client": client.model_dump(mode="json"),
+            "availability": availability.model_dump(mode="json"),
         }
 
 
@@ -303,9 +307,12 @@ def run_scenario(
     run = ScenarioRun(spec, out, api_key, progress)
     run.check()
     run.prepare()
+    watcher: StatusWatcher | None = None
     try:
         run.start_workers()
         start = run.go()
+        watcher = StatusWatcher(spec.url, out, api_key)
+        watcher.start()
         log.info(
             "load %s: %d users%s for %.0fs (warm-up %.0fs) against %s",
             spec.name,
@@ -321,6 +328,8 @@ def run_scenario(
         run.stop_workers()
         raise
     finally:
+        if watcher is not None:
+            watcher.stop()
         if progress is not None and progress.started:
             progress.end()
     try:
@@ -333,4 +342,6 @@ def run_scenario(
         ) from None
     if not summary["valid"]:
         log.warning("scenario %s is INVALID: %s", spec.name, "; ".join(summary["invalid_reasons"]))
+    if summary["availability"]["failed"] or summary["availability"]["endpoint_lost_at_s"] is not None:
+        log.warning("scenario %s: %s", spec.name, summary["availability"]["summary"])
     return summary

@@ -154,4 +154,13 @@ def run_sweep(
             log.info("scenario %d/%d %s already finished; skipping", index, len(specs), spec.name)
             continue
         ran[spec.name] = run_scenario(spec, target, api_key, view, (index, len(specs)))
+        lost = ran[spec.name]["availability"]["endpoint_lost_at_s"]
+        if lost is not None:
+            log.error(
+                "scenario %s: the server stopped answering %.1f s into the load and did not come back; "
+                "the sweep stops here (finished scenarios are kept; run it again to resume)",
+                spec.name,
+                lost,
+            )
+            break
     return ran

@@ -141,6 +141,7 @@ def report_blocks(run: Run, charts: list[Image], compare: Comparison | None = No
     unfinished = [r["scenario"] for r in rows if not r["finished"]]
     if unfinished:
         blocks.append(Paragraph(f"Unfinished scenarios (no summary.json): {', '.join(unfinished)}"))
+    blocks += availability_section(run)
     blocks += node_section(run)
     blocks += [
         Heading("Scenario details"),
@@ -177,6 +178,46 @@ def guide_tables(rows: list[dict[str, Any]]) -> list[Block]:
             Table(GUIDE_COLUMNS, [list(guide_cells(r)) for r in group]),
         ]
     return blocks
+
+
+AVAILABILITY_COLUMNS = (
+    "Scenario", "Failed", "Errors began (s)", "Errors ended (s)", "Seconds with errors",
+    "SLO violated (s)", "Replicas at start -> lowest", "Replica lost at (s)", "Back at (s)",
+    "Server lost at (s)",
+)  # fmt: skip
+
+
+def availability_section(run: Run) -> list[Block]:
+    """Faults during a scenario (seconds after its load began): shown only when something happened."""
+    rows: list[list[str | Image]] = []
+    stories: list[str] = []
+    for s in ordered(run):
+        a = (s.summary or {}).get("availability")
+        if not a:
+            continue
+        dropped = [c for c in a["replicas"] if c["dropped_at_s"] is not None]
+        if not a["failed"] and not dropped and a["endpoint_lost_at_s"] is None:
+            continue
+        course = dropped[0] if dropped else (a["replicas"][0] if a["replicas"] else None)
+        back = "-" if course is None or course["dropped_at_s"] is None else _f(course["back_at_s"])
+        if course is not None and course["dropped_at_s"] is not None and course["back_at_s"] is None:
+            back = "not back"
+        rows.append(
+            [
+                s.name, str(a["failed"]), _f(a["first_error_s"]), _f(a["last_error_s"]),
+                str(a["error_seconds"]), _f(a["slo_violated_seconds"]),
+                "-" if course is None else f"{course['at_start']} -> {course['lowest']}",
+                "-" if course is None else _f(course["dropped_at_s"]), back, _f(a["endpoint_lost_at_s"]),
+            ]
+        )  # fmt: skip
+        stories.append(f"**{s.name}**: {a['summary']}")
+    if not rows:
+        return []
+    return [
+        Heading("Faults during the load (seconds after each scenario's load began)"),
+        Table(AVAILABILITY_COLUMNS, rows),
+        Bullets(stories),
+    ]
 
 
 def node_section(run: Run) -> list[Block]:

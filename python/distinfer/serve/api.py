@@ -44,11 +44,13 @@ from distinfer.serve.protocol import (
     CompletionChoice,
     CompletionRequest,
     CompletionResponse,
+    DeploymentStatus,
     ErrorBody,
     ErrorDetail,
     HealthStatus,
     ModelCard,
     ModelList,
+    ModelStatus,
     Usage,
     drop_neutral_unsupported,
     find_unsupported,
@@ -80,6 +82,10 @@ class Backend(Protocol):
         ...
 
     async def health(self) -> dict[str, Any]: ...
+
+    async def status(self) -> list[ModelStatus]:
+        """Every model's replicas as the orchestrator sees them now."""
+        ...
 
 
 def error_response(
@@ -379,6 +385,18 @@ def create_app(
             log.warning("health check failed: %r", err)
             return error_response(503, f"not healthy: {err}", kind="unhealthy", code="unhealthy")
         return JSONResponse(status.model_dump())
+
+    @app.get("/status")
+    async def deployment_status(request: Request) -> JSONResponse:
+        if refused := refuse_without_key(request):
+            return refused
+        try:
+            models = await backend.status()
+        except Exception as err:  # the orchestrator did not answer: say so, do not guess
+            log.warning("deployment status failed: %r", err)
+            message = f"deployment status unknown: {err}"
+            return error_response(503, message, kind="unhealthy", code="unhealthy")
+        return JSONResponse(DeploymentStatus(time=time.time(), models=models).model_dump())
 
     @app.get("/v1/models")
     async def list_models(request: Request) -> JSONResponse:

@@ -27,6 +27,7 @@ request-path logs; throughput settings, not needed for per-token timing).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gc
 import logging
@@ -43,6 +44,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from distinfer.config import (
     ModelSpec,
     app_args,
+    deployment_name,
     ingress_deployment_options,
     model_deployment_options,
     parse_models,
@@ -51,7 +53,7 @@ from distinfer.engines import build_engine
 from distinfer.serve.api import Overloaded, create_app
 from distinfer.serve.coalesce import coalesce_ready, whole_answer
 from distinfer.serve.model_server import Event, ModelServer, OpenAIRequest
-from distinfer.serve.protocol import ModelCard
+from distinfer.serve.protocol import ModelCard, ModelStatus
 from distinfer.serve.settings import resolve_api_key
 
 log = logging.getLogger(__name__)
@@ -99,8 +101,9 @@ class ModelDeployment:
 class ServeBackend:
     """The ingress's view of the models: one streaming deployment handle each."""
 
-    def __init__(self, cards: list[ModelCard], handles: dict[str, DeploymentHandle]) -> None:
+    def __init__(self, cards: list[ModelCard], handles: dict[str, DeploymentHandle], app_name: str) -> None:
         self._cards = cards
+        self._app_name = app_name
         self._handles = {name: h.options(stream=True) for name, h in handles.items()}
 
     def model_cards(self) -> list[ModelCard]:
@@ -135,6 +138,29 @@ class ServeBackend:
     async def health(self) -> dict[str, Any]:
         return {"models": [card.id for card in self._cards]}
 
+    async def status(self) -> list[ModelStatus]:
+        """Ray Serve's view of every model deployment of this application (serve.status())."""
+        overview = await asyncio.to_thread(serve.status)
+        application = overview.applications.get(self._app_name)
+        deployments = application.deployments if application is not None else {}
+        statuses = []
+        for card in self._cards:
+            found = deployments.get(deployment_name(card.id))
+            if found is None:
+                statuses.append(ModelStatus(name=card.id, status="NOT_FOUND", running_replicas=0, message=""))
+                continue
+            states = {str(getattr(k, "value", k)): int(v) for k, v in found.replica_states.items()}
+            statuses.append(
+                ModelStatus(
+                    name=card.id,
+                    status=str(getattr(found.status, "value", found.status)),
+                    running_replicas=states.get("RUNNING", 0),
+                    replica_states=states,
+                    message=found.message or "",
+                )
+            )
+        return statuses
+
 
 @serve.ingress()
 class OpenAIIngress:
@@ -146,7 +172,7 @@ class OpenAIIngress:
             ModelCard(id=m.name, engine=models.engine_label(m), max_model_len=m.max_model_len)
             for m in models.models
         ]
-        self._backend = ServeBackend(cards, handles)
+        self._backend = ServeBackend(cards, handles, serve.get_replica_context().app_name)
         self._api_key = resolve_api_key(models)
 
     def __serve_build_asgi_app__(self) -> FastAPI:

@@ -18,7 +18,7 @@ from distinfer.engines import build_engine
 from distinfer.serve.api import Overloaded, create_app
 from distinfer.serve.coalesce import coalesce_ready, whole_answer
 from distinfer.serve.model_server import Event, ModelServer, OpenAIRequest
-from distinfer.serve.protocol import ModelCard
+from distinfer.serve.protocol import ModelCard, ModelStatus
 from distinfer.serve.settings import resolve_api_key
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,22 @@ class LocalBackend:
         for server in self._servers.values():
             await server.engine.check_health()
         return {"models": list(self._servers)}
+
+    async def status(self) -> list[ModelStatus]:
+        """One engine per model, in this process: running as long as it is healthy."""
+        statuses = []
+        for name, server in self._servers.items():
+            try:
+                await server.engine.check_health()
+            except Exception as err:  # say it, as Serve would for a replica that failed its check
+                statuses.append(
+                    ModelStatus(name=name, status="UNHEALTHY", running_replicas=0, message=str(err))
+                )
+                continue
+            statuses.append(
+                ModelStatus(name=name, status="HEALTHY", running_replicas=1, replica_states={"RUNNING": 1})
+            )
+        return statuses
 
 
 def run_bare(models: ModelsFile, host: str, port: int) -> None:

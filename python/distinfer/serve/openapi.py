@@ -22,6 +22,7 @@ from distinfer.serve.protocol import (
     ChatCompletionResponse,
     CompletionRequest,
     CompletionResponse,
+    DeploymentStatus,
     ErrorBody,
     HealthStatus,
     ModelList,
@@ -109,6 +110,16 @@ def build_document(app: FastAPI, models: list[str], max_body: int, api_key: bool
         },
         **key_answers,
     }
+    doc["paths"]["/status"]["get"]["responses"] = {
+        "200": {
+            "description": "Every model's replicas as the orchestrator (Ray Serve) sees them now.",
+            "content": {
+                "application/json": {"schema": _schema(DeploymentStatus, components, "serialization")}
+            },
+        },
+        "503": _error("The orchestrator did not answer."),
+        **key_answers,
+    }
     doc["paths"]["/health"]["get"]["responses"] = {
         "200": {
             "description": "Every engine can serve (no API key needed).",
@@ -118,7 +129,7 @@ def build_document(app: FastAPI, models: list[str], max_body: int, api_key: bool
     }
     if api_key:
         doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-        for path in (*_POSTS, "/v1/models"):
+        for path in (*_POSTS, "/v1/models", "/status"):
             for operation in doc["paths"][path].values():
                 operation["security"] = [{"bearer": []}]
     return doc

@@ -258,3 +258,20 @@ class ErrorBody(BaseModel):
 class HealthStatus(BaseModel):
     status: Literal["ok"] = "ok"
     models: list[str]
+
+
+class ModelStatus(BaseModel):
+    """One model's deployment as its orchestrator sees it (Ray Serve's status; the bare server's own)."""
+
+    name: str
+    status: str = Field(description="HEALTHY once every target replica runs; else UPDATING, UNHEALTHY ...")
+    running_replicas: int = Field(ge=0)
+    replica_states: dict[str, int] = Field(default_factory=dict, description="Replicas per state.")
+    message: str = Field(default="", description="Why it is not HEALTHY, in the orchestrator's words.")
+
+
+class DeploymentStatus(BaseModel):
+    """GET /status: every model's replicas now (what a benchmark samples to see a replica lost and back)."""
+
+    time: float
+    models: list[ModelStatus]

@@ -50,7 +50,10 @@ CHAT_PORT = 24860  # roles/ray_local/tasks/chat.yml's default
 USERS_PER_REPLICA = 4
 # The API key the app asks for on this platform; made per run, so finding it anywhere means a leak.
 API_KEY = "dk-" + secrets.token_hex(16)
-KEY_ENV = {"DISTINFER_API_KEY": API_KEY}
+# A Hugging Face token in the environment too, as a user with gated models has one: unused here, it must
+# leak nowhere either.
+HF_TOKEN = "hf_" + secrets.token_hex(16)
+KEY_ENV = {"DISTINFER_API_KEY": API_KEY, "HF_TOKEN": HF_TOKEN}
 
 MODELS = {
     "models": [
@@ -245,8 +248,12 @@ def test_the_api_key_is_asked_for_and_written_nowhere(cluster: dict[str, Any], w
     assert httpx.get(url, timeout=30).status_code == 401
     assert httpx.get(url, headers={"Authorization": "Bearer wrong"}, timeout=30).status_code == 401
     assert httpx.get(url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30).status_code == 200
-    assert places_holding(API_KEY, hosts, [workdir / "logs", workdir / "results"]) == []
-    assert set(secret_file_modes(hosts, "/var/lib/distinfer/ray/api_key").values()) == {"600"}
+    # Every file the runs left: playbook output, results and reports here; on every host distinfer's
+    # state (node-metrics files included), Ray's session logs and the systemd journal.
+    for secret in (API_KEY, HF_TOKEN):
+        assert places_holding(secret, hosts, [workdir / "logs", workdir / "results"]) == []
+    for path in ("/var/lib/distinfer/ray/api_key", "/var/lib/distinfer/ray/auth_token"):
+        assert set(secret_file_modes(hosts, path).values()) == {"600"}, path
 
 
 def test_a_second_run_changes_nothing(cluster: dict[str, Any], workdir: Path) -> None:

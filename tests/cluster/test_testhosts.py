@@ -6,11 +6,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import secrets
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from leaks import places_holding
 from testhosts import REPO_ROOT, TestHosts, TestHostsError, podman, prune_stale_runs
 
 pytestmark = pytest.mark.cluster
@@ -200,3 +202,24 @@ def test_failed_up_leaves_nothing_behind(tmp_path: Path) -> None:
         hosts.up()
     assert hosts.network is not None  # it got as far as creating the network ...
     assert podman("network", "exists", hosts.network, check=False).returncode == 1  # ... and removed it
+
+
+def test_the_secret_search_finds_a_secret_wherever_a_run_could_leave_it(
+    test_hosts: TestHosts, tmp_path: Path
+) -> None:
+    """leaks.places_holding, which the platform tests rely on to say a key leaked nowhere, does find one
+    planted in a results file here, in distinfer's state and Ray's logs on a host, and in a journal."""
+    secret = "planted-" + secrets.token_hex(8)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "summary.json").write_text(f'{{"x": "{secret}"}}')
+    test_hosts.ssh(
+        "node2", f"mkdir -p /tmp/di-ray/session_x/logs && echo {secret} > /tmp/di-ray/session_x/logs/a.log"
+    )
+    test_hosts.ssh("node3", f"logger -t distinfer-test {secret}")
+    try:
+        found = places_holding(secret, test_hosts, [tmp_path / "results"])
+        assert f"controller:{tmp_path / 'results' / 'summary.json'}" in found, found
+        assert "node2:/tmp/di-ray/session_x/logs/a.log" in found and "node3:journal" in found, found
+        assert not [place for place in found if place.startswith("node1:")], found
+    finally:
+        test_hosts.ssh("node2", "rm -rf /tmp/di-ray/session_x")

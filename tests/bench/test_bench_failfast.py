@@ -118,9 +118,12 @@ def test_a_server_gone_mid_run_gets_backoff_not_a_flood_and_a_nonzero_exit(tmp_p
             _, stderr = proc.communicate(timeout=120)
         finally:
             stop_group(proc)  # type: ignore[arg-type]
-    assert proc.returncode == 3, stderr[-2000:]  # nothing succeeded in the steady window
+    # 6: the server stopped answering and never came back (it wins over 3, nothing succeeded)
+    assert proc.returncode == 6, stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["metrics"]["completed"] == 0 and not summary["valid"]
+    assert summary["availability"]["endpoint_lost_at_s"] is not None, summary["availability"]
+    assert "FAULTS:" in stderr and "stopped answering" in stderr
     assert any("no request succeeded" in r for r in summary["invalid_reasons"])
     assert "INVALID: no request succeeded" in stderr
     failed = [r for r in load_records(records) if not r.ok]

@@ -145,6 +145,7 @@ def test_a_request_ends_when_done_arrives_not_when_the_body_does(tmp_path):
                 "completions",
                 "--max-tokens",
                 "1",
+                "--no-watch-status",  # this server counts connections; the status sampler would add some
             ],
             capture_output=True,
             text=True,

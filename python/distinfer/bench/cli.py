@@ -107,6 +107,10 @@ def run_command(
     timeout: Annotated[
         float | None, typer.Option(help="Longest silence allowed inside one response [600].")
     ] = None,
+    watch_status: Annotated[
+        bool | None,
+        typer.Option(help="Sample the server's GET /status (its replicas) each second during the load [on]."),
+    ] = None,
     progress_interval: ProgressOpt = 10.0,
 ) -> None:
     """Run one scenario: records.jsonl as requests end, summary.json at the end.
@@ -146,6 +150,7 @@ def run_command(
         "seed": seed,
         "ignore_eos": ignore_eos,
         "timeout_s": timeout,
+        "watch_status": watch_status,
         "workers": workers,
         "slo": slo_model,
     }

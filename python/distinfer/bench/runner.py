@@ -311,8 +311,9 @@ def run_scenario(
     try:
         run.start_workers()
         start = run.go()
-        watcher = StatusWatcher(spec.url, out, api_key)
-        watcher.start()
+        if spec.watch_status:
+            watcher = StatusWatcher(spec.url, out, api_key)
+            watcher.start()
         log.info(
             "load %s: %d users%s for %.0fs (warm-up %.0fs) against %s",
             spec.name,

@@ -45,6 +45,11 @@ class ScenarioSpec(_Strict):
     prompts: str | None = Field(None, description="Prompts file; the packaged set when unset.")
     seed: int = 0
     ignore_eos: bool = True
+    watch_status: bool = Field(
+        True,
+        description="Sample the server's GET /status (every model's replicas) each second while the "
+        "load runs, so a fault's course is in the summary; a server without it is asked once.",
+    )
     timeout_s: float = Field(600.0, gt=0, description="Longest wait for any byte of a response.")
     workers: int | None = Field(
         None, ge=1, le=64, description="Load processes; sized from the load when unset."

@@ -39,9 +39,11 @@ class _ModelBase(_Strict):
     max_queued_requests: int = Field(
         64,
         # Ray Serve takes a positive bound or -1 (unbounded); unbounded queues are not allowed here.
-        ge=1,
+        # 0 (no waiting room: a loss system) only `distinfer serve --bare` can do; a Serve config refuses it.
+        ge=0,
         le=1_000_000,
-        description="Requests allowed to wait (per caller) once every replica is full; beyond it: 503.",
+        description="Requests allowed to wait (per caller) once every replica is full; beyond it: 503. "
+        "0 (refuse as soon as every slot is busy) works with `distinfer serve --bare` only.",
     )
     max_model_len: int | None = Field(
         None, ge=16, description="Longest prompt + completion in tokens; defaults to the model's own limit."
@@ -387,6 +389,11 @@ def ray_actor_options(spec: VllmModel | HfModel | SyntheticModel) -> dict[str, f
 
 def model_deployment_options(spec: VllmModel | HfModel | SyntheticModel) -> dict[str, Any]:
     """Options of one model's deployment, as `Deployment.options()` and the Serve config take them."""
+    if spec.max_queued_requests == 0:
+        raise ConfigError(
+            f"model {spec.name}: max_queued_requests 0 (no waiting room) cannot run on Ray Serve, whose "
+            "smallest queue is 1; set max_queued_requests >= 1, or serve it with `distinfer serve --bare`"
+        )
     options: dict[str, Any] = {
         "name": deployment_name(spec.name),
         "num_replicas": spec.replicas,

@@ -19,7 +19,8 @@ from typing import Annotated, Any, Literal
 import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from distinfer.bench.scenario import ScenarioSpec
+from distinfer.bench.capacity import RESULT_FILE as CAPACITY_RESULT
+from distinfer.bench.scenario import SUMMARY_FILE, ScenarioSpec
 from distinfer.bench.sweep import (
     SweepFile,
     check_unique_names,
@@ -104,12 +105,19 @@ class WorkerGroup(_Strict):
 
 class PlannedScenario(_Strict):
     name: str
+    kind: Literal["load", "capacity"] = Field(
+        description="load: `distinfer bench run` once; capacity: `distinfer bench capacity` (a search)."
+    )
+    folder: str = Field(
+        description="Its results, under the run's folder: scenarios/<name> or capacity/<name>."
+    )
+    done_file: str = Field(description="The file in `folder` whose presence means it finished.")
     model: str
     replicas: int
     users_per_replica: int | None
     users: int
-    duration_s: float
-    spec: dict[str, Any] = Field(description="The ScenarioSpec `distinfer bench run` gets.")
+    duration_s: float = Field(description="Seconds of load (a capacity search: of one step at least).")
+    spec: dict[str, Any] = Field(description="The ScenarioSpec `distinfer bench run|capacity` gets.")
     serve_config: dict[str, Any] = Field(description="What must be deployed while it runs.")
 
 
@@ -432,8 +440,12 @@ def _scenario(
             deployed.model_copy(update={"models": capped}).model_dump(mode="json", exclude_none=True),
             f"{where}: the models file with users_per_replica {upr}",
         )
+    capacity_search = validated.capacity is not None
     return PlannedScenario(
         name=validated.name,
+        kind="capacity" if capacity_search else "load",
+        folder=f"{'capacity' if capacity_search else 'scenarios'}/{validated.name}",
+        done_file=CAPACITY_RESULT if capacity_search else SUMMARY_FILE,
         model=spec.name,
         replicas=replicas,
         users_per_replica=upr,

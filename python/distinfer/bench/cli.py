@@ -11,6 +11,13 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import ValidationError
 
+from distinfer.bench.status import (
+    EXIT_OK,
+    EXIT_RESULTS_LOST,
+    EXIT_STATUSES,
+    capacity_status,
+    scenario_status,
+)
 from distinfer.config import ConfigError
 
 T = TypeVar("T")
@@ -34,15 +41,6 @@ ProgressOpt = Annotated[
         min=0.5,
     ),
 ]
-
-EXIT_STATUSES = """Exit status: 0 the run finished and is valid; 2 refused before any load (bad options, an
-unusable results directory, or the probe request found the URL unreachable, the model unknown or
-the API key missing or wrong; the message names the fix); 3 no request succeeded; 4 the saturation
-guard marked the run INVALID (summary.json says why); 5 a results write failed mid-run (no
-summary.json: a resumed sweep runs the scenario again). A sweep exits with the worst of its
-scenarios' statuses."""
-
-EXIT_OK, EXIT_ALL_FAILED, EXIT_INVALID, EXIT_RESULTS_LOST = 0, 3, 4, 5
 
 bench = typer.Typer(
     help="Drive Locust load at an OpenAI-compatible server and record every request.\n\n" + EXIT_STATUSES
@@ -98,7 +96,14 @@ def run_command(
     rate: Annotated[float | None, typer.Option(help="Open loop: Poisson arrivals per second.")] = None,
     scenario: Annotated[str | None, typer.Option(help="Scenario name recorded with the results.")] = None,
     meta: Annotated[list[str] | None, typer.Option(help="KEY=VALUE for the report (repeat).")] = None,
-    slo: Annotated[str | None, typer.Option(help="Goodput SLOs in ms: ttft=500,tpot=50[,e2el=...].")] = None,
+    slo: Annotated[
+        str | None,
+        typer.Option(
+            help="The SLO goodput counts against: a preset (mlperf-llama2-70b, "
+            "mlperf-llama2-70b-interactive, mlperf-llama3.1-8b, mlperf-llama3.1-8b-interactive) or limits "
+            "in ms ttft=500,tpot=50[,e2el=...][,p=99] (the percentile; 99 by default)."
+        ),
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="Load processes (default: sized).")] = None,
     ignore_eos: Annotated[
         bool | None, typer.Option(help="Ask for exactly max_tokens (vLLM's ignore_eos) [on].")
@@ -117,10 +122,10 @@ def run_command(
     0 valid; 2 refused before any load; 3 no request succeeded; 4 INVALID (saturation guard); 5 a
     results write failed mid-run (no summary).
     """
-    from distinfer.bench.metrics import parse_slo
     from distinfer.bench.progress import make_view
     from distinfer.bench.runner import run_scenario
     from distinfer.bench.scenario import parse_meta
+    from distinfer.bench.slo import parse_slo
 
     fields = _read_spec(spec) if spec else {}
     try:
@@ -160,28 +165,35 @@ def run_command(
     if missing:
         raise ConfigError(f"bench run needs {', '.join(missing)} (or a --spec that has them)")
     run_spec = _spec(fields)
+    if run_spec.capacity is not None:
+        raise ConfigError(
+            f"scenario {run_spec.name} has capacity: (a search for the highest rate within its SLO); run it "
+            "with `distinfer bench capacity --spec ...`, or remove capacity: to load it once"
+        )
     _check_prompts(run_spec.prompts)
     bearer = _api_key(api_key, api_key_file)
     summary = _guarded(lambda: run_scenario(run_spec, out, bearer, make_view(progress_interval)))
     _print_summary(summary)
-    raise typer.Exit(exit_status(summary))
+    raise typer.Exit(scenario_status(summary))
 
 
 _REQUIRED = (("url", "url"), ("model", "model"), ("users", "users"), ("duration", "duration_s"))
 
 
 def _read_spec(source: str) -> dict[str, Any]:
-    """A scenario given as JSON (a file, or - for standard input)."""
+    """A scenario given as JSON or YAML (a file, or - for standard input)."""
+    import yaml
+
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text()
     except OSError as err:
         raise ConfigError(f"cannot read --spec {source}: {err.strerror}") from None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"--spec {source} is not JSON: {err}") from None
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--spec {source} is neither JSON nor YAML: {err}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"--spec {source} must be a JSON object of scenario fields")
+        raise ConfigError(f"--spec {source} must be a mapping of scenario fields (a JSON object)")
     return data
 
 
@@ -198,6 +210,94 @@ def _api_key(key: str | None, key_file: Path | None) -> str | None:
             f"--api-key-file {key_file} is empty; write the key into it or leave the option out"
         )
     return text
+
+
+@bench.command("capacity")
+def capacity_command(
+    out: Annotated[
+        Path, typer.Option(help="Search folder (results/<run-id>/capacity/<name>); re-running resumes.")
+    ],
+    spec: Annotated[
+        str | None,
+        typer.Option(help="A scenario (JSON or YAML; - reads standard input) with slo: and capacity:."),
+    ] = None,
+    url: Annotated[str | None, typer.Option(help="Server base URL, e.g. http://127.0.0.1:8000")] = None,
+    model: Annotated[str | None, typer.Option(help="The `model` field to send.")] = None,
+    slo: Annotated[
+        str | None,
+        typer.Option(help="The SLO to meet: a preset (mlperf-llama2-70b, ...) or ttft=MS,tpot=MS[,p=99]."),
+    ] = None,
+    start_rate: Annotated[float | None, typer.Option(help="First rate tried, requests/s [1].")] = None,
+    min_rate: Annotated[float | None, typer.Option(help="Give up below this rate [0.01].")] = None,
+    max_rate: Annotated[float | None, typer.Option(help="Stop above this rate [10000].")] = None,
+    tolerance: Annotated[
+        float | None,
+        typer.Option(help="Bisect until the failing rate is within this fraction of the passing [0.05]."),
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Seconds of load per step, warm-up included.")
+    ] = None,
+    warmup: Annotated[
+        float | None, typer.Option(help="Seconds at the start of each step left out [0].")
+    ] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Output tokens per request [256].")] = None,
+    users: Annotated[
+        int | None,
+        typer.Option(help="The deployment's replicas x per-replica cap (sizes the in-flight cap)."),
+    ] = None,
+    scenario: Annotated[
+        str | None, typer.Option(help="The search's name, recorded with the results.")
+    ] = None,
+    api_key: ApiKeyOpt = None,
+    api_key_file: ApiKeyFileOpt = None,
+    progress_interval: ProgressOpt = 10.0,
+) -> None:
+    """Search the highest Poisson arrival rate that meets the SLO: bracket, then bisect.
+
+    Each step is an open-loop run (its records and summary in OUT/steps/) judged against the SLO;
+    one clearly failing is stopped early, one the saturation guard marks INVALID is run again and
+    then taken as not passing. The result: OUT/capacity.json. A re-run over OUT reads the finished
+    steps back and runs only what is missing. Exit status: 0 the search finished with a capacity; 3
+    no rate passed; 2 / 5 as for `run`.
+    """
+    from distinfer.bench.capacity import run_capacity
+    from distinfer.bench.progress import make_view
+    from distinfer.bench.slo import parse_slo
+
+    fields = _read_spec(spec) if spec else {}
+    given = {
+        "name": scenario, "url": url, "model": model, "duration_s": duration, "warmup_s": warmup,
+        "max_tokens": max_tokens, "users": users,
+    }  # fmt: skip
+    fields.update({key: value for key, value in given.items() if value is not None})
+    try:
+        if slo:
+            fields["slo"] = parse_slo(slo)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    search = {
+        "start_rate": start_rate, "min_rate": min_rate, "max_rate": max_rate, "tolerance": tolerance,
+    }  # fmt: skip
+    fields["capacity"] = {
+        **(fields.get("capacity") or {}),
+        **{k: v for k, v in search.items() if v is not None},
+    }
+    fields.setdefault("users", 1)
+    missing = [f"--{flag}" for flag, key in _REQUIRED if key not in fields]
+    if missing:
+        raise ConfigError(f"bench capacity needs {', '.join(missing)} (or a --spec that has them)")
+    base = _spec(fields)
+    _check_prompts(base.prompts)
+    bearer = _api_key(api_key, api_key_file)
+    result = _guarded(lambda: run_capacity(base, out, bearer, make_view(progress_interval)))
+    typer.echo(result.model_dump_json(include={"capacity_rate", "lowest_failing_rate", "converged", "note"}))
+    if result.limited_by_load_generator:
+        typer.secho(
+            "the load generator, not the server, bounded the search (INVALID steps): see capacity.json",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+    raise typer.Exit(capacity_status(result))
 
 
 @bench.command("sweep")
@@ -224,20 +324,12 @@ def sweep_command(
     for spec in specs:
         _check_prompts(spec.prompts)
     bearer = _api_key(api_key, api_key_file)
-    ran = _guarded(lambda: run_sweep(specs, out, bearer, make_view(progress_interval)))
-    typer.echo(f"ran {len(ran)} scenario(s): {', '.join(ran) or 'none (all finished)'}")
-    statuses = {name: exit_status(summary) for name, summary in ran.items()}
+    statuses = _guarded(lambda: run_sweep(specs, out, bearer, make_view(progress_interval)))
+    typer.echo(f"ran {len(statuses)} scenario(s): {', '.join(statuses) or 'none (all finished)'}")
     for name, status in statuses.items():
         if status != EXIT_OK:
             typer.secho(f"scenario {name}: exit status {status}", fg=typer.colors.YELLOW, err=True)
     raise typer.Exit(max(statuses.values(), default=EXIT_OK))
-
-
-def exit_status(summary: dict[str, Any]) -> int:
-    """0 valid, 3 when no request succeeded, 4 when the guard marked the run invalid."""
-    if summary["metrics"]["completed"] == 0:
-        return EXIT_ALL_FAILED
-    return EXIT_OK if summary["valid"] else EXIT_INVALID
 
 
 def _guarded(action: Callable[[], T]) -> T:
@@ -271,6 +363,14 @@ def _print_summary(summary: dict[str, Any]) -> None:
         "p50_tpot_ms": m["tpot_ms"]["p50"],
         "p95_e2el_ms": m["e2el_ms"]["p95"],
     }
+    verdict = m.get("slo_result")
+    if verdict is not None:
+        line.update(
+            slo_met=verdict["passed"],
+            slo_share_meeting=verdict["share_meeting"],
+            request_goodput=round(verdict["request_goodput"], 3),
+            output_goodput=round(verdict["output_goodput"], 1),
+        )
     json.dump(line, sys.stdout)
     sys.stdout.write("\n")
     for reason in summary["invalid_reasons"]:

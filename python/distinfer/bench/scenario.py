@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from distinfer.bench.metrics import Slo
+from distinfer.bench.slo import Slo
 
 SCENARIO_FILE = "scenario.json"
 SUMMARY_FILE = "summary.json"
@@ -18,6 +18,47 @@ SUMMARY_FILE = "summary.json"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class CapacitySearch(_Strict):
+    """A scenario's `capacity:`: search the highest Poisson arrival rate that meets its SLO
+    (`distinfer bench capacity`, bench/capacity.py) instead of loading it at one size."""
+
+    start_rate: float = Field(1.0, gt=0, description="First rate tried (requests/s).")
+    min_rate: float = Field(0.01, gt=0, description="The search gives up below this rate.")
+    max_rate: float = Field(10_000.0, gt=0, description="The search stops above this rate.")
+    tolerance: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="Stop when the lowest failing rate is within this fraction above the highest passing.",
+    )
+    growth: float = Field(2.0, gt=1, description="Bracketing: the rate is multiplied (or divided) by this.")
+    max_steps: int = Field(16, ge=1, le=100, description="Rates tried at most (retries not counted).")
+    invalid_retries: int = Field(
+        1, ge=0, le=10, description="Times a step the saturation guard marked INVALID is run again."
+    )
+    stop_early: bool = Field(True, description="Stop a step as soon as it has clearly missed the SLO.")
+    min_tail_requests: int = Field(
+        10,
+        ge=0,
+        le=10_000,
+        description="Each step's steady window lasts long enough for this many requests beyond the SLO's "
+        "percentile (at P99 and 10: 1000 requests), however short duration_s is; fewer make the verdict "
+        "noise. 0: duration_s only.",
+    )
+    in_flight_cap: int | None = Field(
+        None, ge=1, le=100_000, description="Each step's in-flight cap; default max(4 x users, 256)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> CapacitySearch:
+        if not self.min_rate <= self.start_rate <= self.max_rate:
+            raise ValueError(
+                f"start_rate {self.start_rate:g} must lie between min_rate {self.min_rate:g} and max_rate "
+                f"{self.max_rate:g}"
+            )
+        return self
 
 
 class ScenarioSpec(_Strict):
@@ -49,7 +90,12 @@ class ScenarioSpec(_Strict):
     workers: int | None = Field(
         None, ge=1, le=64, description="Load processes; sized from the load when unset."
     )
-    slo: Slo | None = None
+    slo: Slo | None = Field(
+        None, description="The SLO goodput counts against: a preset's name or limits (bench/slo.py)."
+    )
+    capacity: CapacitySearch | None = Field(
+        None, description="Search the highest rate within the SLO instead (`distinfer bench capacity`)."
+    )
     meta: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -63,6 +109,16 @@ class ScenarioSpec(_Strict):
             raise ValueError(
                 f"ramp ({self.ramp_s}s) must be shorter than duration ({self.duration_s}s); "
                 "ramp over the warm-up (the default) so the steady window sees every user"
+            )
+        if self.capacity is not None and self.slo is None:
+            raise ValueError(
+                "a capacity search needs an SLO to search against: add slo: (a preset such as "
+                "mlperf-llama2-70b, or {ttft_ms: ..., tpot_ms: ...})"
+            )
+        if self.capacity is not None and self.rate is not None:
+            raise ValueError(
+                f"rate {self.rate:g} and capacity: both set; the capacity search chooses each step's rate "
+                "(remove rate:, or remove capacity: to load at that one rate)"
             )
         return self
 

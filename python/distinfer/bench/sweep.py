@@ -13,10 +13,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from distinfer.bench.capacity import capacity_finished, run_capacity
 from distinfer.bench.progress import View
 from distinfer.bench.provenance import collect_provenance
 from distinfer.bench.runner import run_scenario
 from distinfer.bench.scenario import SUMMARY_FILE, ScenarioSpec, write_json_atomic
+from distinfer.bench.status import capacity_status, scenario_status
 from distinfer.bench.storage import FREE_FLOOR_BYTES, check_results_dir
 from distinfer.config import ConfigError
 
@@ -141,17 +143,25 @@ def load_sweep(path: Path, overrides: dict[str, Any]) -> list[ScenarioSpec]:
 
 def run_sweep(
     specs: list[ScenarioSpec], out: Path, api_key: str | None = None, view: View | None = None
-) -> dict[str, dict[str, Any]]:
-    """Run every unfinished scenario; return the summaries of those run this time, by name. Progress
-    counts every scenario of the file (a finished one skipped is still "i of n")."""
+) -> dict[str, int]:
+    """Run every unfinished scenario (a capacity search into `out/capacity/<name>`); return the exit
+    status of each run this time, by name. Progress counts every scenario of the file (a finished one
+    skipped is still "i of n")."""
     check_results_dir(out, FREE_FLOOR_BYTES)
     if not (out / "run.json").exists():
         write_json_atomic(out / "run.json", collect_provenance())
-    ran: dict[str, dict[str, Any]] = {}
+    ran: dict[str, int] = {}
     for index, spec in enumerate(specs, start=1):
+        if spec.capacity is not None:
+            folder = out / "capacity" / spec.name
+            if capacity_finished(folder):
+                log.info("capacity search %d/%d %s already finished; skipping", index, len(specs), spec.name)
+                continue
+            ran[spec.name] = capacity_status(run_capacity(spec, folder, api_key, view))
+            continue
         target = out / "scenarios" / spec.name
         if (target / SUMMARY_FILE).exists():
             log.info("scenario %d/%d %s already finished; skipping", index, len(specs), spec.name)
             continue
-        ran[spec.name] = run_scenario(spec, target, api_key, view, (index, len(specs)))
+        ran[spec.name] = scenario_status(run_scenario(spec, target, api_key, view, (index, len(specs))))
     return ran

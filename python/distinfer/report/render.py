@@ -22,7 +22,9 @@ from distinfer.report.blocks import (
     image,
     to_markdown,
 )
+from distinfer.report.capacity import capacity_section
 from distinfer.report.charts import all_charts
+from distinfer.report.goodput import slo_section
 from distinfer.report.html import to_html
 from distinfer.report.load import Run, Scenario
 from distinfer.report.tables import GUIDE_P95_TOKEN_LABEL, node_rows, ordered, results_document, scenario_row
@@ -132,6 +134,8 @@ def report_blocks(run: Run, charts: list[Image], compare: Comparison | None = No
             )
         )
     blocks += guide_tables(rows)
+    blocks += slo_section(rows) if rows else []
+    blocks += capacity_section(run.capacity)
     invalid = [r for r in rows if r.get("valid") is False]
     if invalid:
         blocks += [

@@ -20,7 +20,7 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from distinfer.bench.capacity import RESULT_FILE as CAPACITY_RESULT
-from distinfer.bench.scenario import SUMMARY_FILE, ScenarioSpec
+from distinfer.bench.scenario import SUMMARY_FILE, ScenarioSpec, expand_repeats
 from distinfer.bench.sweep import (
     SweepFile,
     check_unique_names,
@@ -388,7 +388,12 @@ def _scenarios(
             f"(scenarios: {', '.join(d['name'] for d in entries)}); fix the names or leave it empty"
         )
     chosen = [d for d in entries if not request.scenarios_only or d["name"] in request.scenarios_only]
-    return [_scenario(data, request, models, plan, capacity, source) for data in chosen]
+    planned = [each for data in chosen for each in _scenario(data, request, models, plan, capacity, source)]
+    try:
+        check_unique_names([p.name for p in planned])  # a repeat's <name>-rep<k> may meet another name
+    except ValueError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    return planned
 
 
 def _scenario(
@@ -398,7 +403,7 @@ def _scenario(
     plan: Plan,
     capacity: dict[str, int],
     source: str,
-) -> PlannedScenario:
+) -> list[PlannedScenario]:
     where = f"{source}: scenario {data['name']!r}"
     try:
         spec = models.model(data["model"])
@@ -441,19 +446,25 @@ def _scenario(
             f"{where}: the models file with users_per_replica {upr}",
         )
     capacity_search = validated.capacity is not None
-    return PlannedScenario(
-        name=validated.name,
-        kind="capacity" if capacity_search else "load",
-        folder=f"{'capacity' if capacity_search else 'scenarios'}/{validated.name}",
-        done_file=CAPACITY_RESULT if capacity_search else SUMMARY_FILE,
-        model=spec.name,
-        replicas=replicas,
-        users_per_replica=upr,
-        users=validated.users,
-        duration_s=validated.duration_s,
-        spec=validated.model_dump(mode="json", exclude_none=True),
-        serve_config=_serve_config(deployed, request.platform),
-    )
+    config = _serve_config(deployed, request.platform)
+    return [
+        PlannedScenario(
+            name=each.name,
+            kind="capacity" if capacity_search else "load",
+            folder=f"{'capacity' if capacity_search else 'scenarios'}/{each.name}",
+            done_file=CAPACITY_RESULT if capacity_search else SUMMARY_FILE,
+            model=spec.name,
+            replicas=replicas,
+            users_per_replica=upr,
+            users=each.users,
+            duration_s=each.duration_s,
+            spec=each.model_dump(mode="json", exclude_none=True),
+            serve_config=config,
+        )
+        for each in expand_repeats(
+            validated
+        )  # a repeated scenario: each run redeploys, as run-to-run noise should
+    ]
 
 
 def _scenario_meta(data: dict[str, Any], request: PlanRequest, plan: Plan) -> dict[str, str]:

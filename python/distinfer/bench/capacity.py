@@ -36,10 +36,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from distinfer.bench.metrics import tpot_ms, ttft_ms
+from distinfer.bench.metrics import request_latencies
 from distinfer.bench.progress import RecordTail, View
 from distinfer.bench.provenance import collect_provenance
-from distinfer.bench.records import RECORDS_FILE, RequestRecord
+from distinfer.bench.records import RECORDS_FILE
 from distinfer.bench.runner import run_scenario
 from distinfer.bench.scenario import SUMMARY_FILE, CapacitySearch, ScenarioSpec, write_json_atomic
 from distinfer.bench.slo import Slo
@@ -138,24 +138,6 @@ def step_name(index: int, rate: float) -> str:
     return f"{index:02d}-{rate:.6g}rps"
 
 
-def missed_limits(slo: Slo, record: RequestRecord) -> list[str]:
-    """The limits one request missed (every limit for a failed or cut-off request)."""
-    limits = slo.limits()
-    if not record.ok:
-        return list(limits)
-    values = {
-        "ttft": ttft_ms(record),
-        "tpot": tpot_ms(record),
-        "e2el": (record.end - record.sent) * 1000.0,
-    }
-    missed = []
-    for key, limit in limits.items():
-        value = values[key]
-        if (value is None and key != "tpot") or (value is not None and value > limit):
-            missed.append(key)
-    return missed
-
-
 class ClearlyFailing:
     """`stop_when` for a step: a reason once one limit is missed far beyond what the window allows."""
 
@@ -172,7 +154,7 @@ class ClearlyFailing:
         w0, w1 = start + self.spec.warmup_s, start + self.spec.duration_s
         for record in self.tail.new_records():
             if w0 <= record.scheduled < w1:
-                for key in missed_limits(self.slo, record):
+                for key in self.slo.missed(record.ok, request_latencies(record)):
                     self.missed[key] += 1
         key, count = max(self.missed.items(), key=lambda item: item[1])
         if count > self.threshold:

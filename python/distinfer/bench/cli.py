@@ -111,6 +111,15 @@ def run_command(
     timeout: Annotated[
         float | None, typer.Option(help="Longest silence allowed inside one response [600].")
     ] = None,
+    repeat: Annotated[
+        int | None,
+        typer.Option(
+            help="Run the scenario N times, into OUT-rep1 .. OUT-repN; the report gives each headline "
+            "figure with a 95 % confidence interval [1].",
+            min=1,
+            max=100,
+        ),
+    ] = None,
     progress_interval: ProgressOpt = 10.0,
 ) -> None:
     """Run one scenario: records.jsonl as requests end, summary.json at the end.
@@ -124,7 +133,7 @@ def run_command(
     """
     from distinfer.bench.progress import make_view
     from distinfer.bench.runner import run_scenario
-    from distinfer.bench.scenario import parse_meta
+    from distinfer.bench.scenario import expand_repeats, parse_meta
     from distinfer.bench.slo import parse_slo
 
     fields = _read_spec(spec) if spec else {}
@@ -152,6 +161,7 @@ def run_command(
         "timeout_s": timeout,
         "workers": workers,
         "slo": slo_model,
+        "repeat": repeat,
     }
     fields.update({key: value for key, value in given.items() if value is not None})
     fields["meta"] = meta_map
@@ -172,9 +182,15 @@ def run_command(
         )
     _check_prompts(run_spec.prompts)
     bearer = _api_key(api_key, api_key_file)
-    summary = _guarded(lambda: run_scenario(run_spec, out, bearer, make_view(progress_interval)))
-    _print_summary(summary)
-    raise typer.Exit(scenario_status(summary))
+    runs = expand_repeats(run_spec)
+    statuses = []
+    view = make_view(progress_interval)
+    for index, each in enumerate(runs, start=1):
+        folder = out if len(runs) == 1 else out.with_name(f"{out.name}-rep{index}")
+        summary = _guarded(lambda: run_scenario(each, folder, bearer, view, (index, len(runs))))  # noqa: B023
+        _print_summary(summary)
+        statuses.append(scenario_status(summary))
+    raise typer.Exit(max(statuses))
 
 
 _REQUIRED = (("url", "url"), ("model", "model"), ("users", "users"), ("duration", "duration_s"))

@@ -185,11 +185,13 @@ def compute_metrics(
     )
 
 
+def request_latencies(rec: RequestRecord) -> dict[str, float | None]:
+    """What an SLO limits, for one request (ms): ttft, tpot, e2el."""
+    return {"ttft": ttft_ms(rec), "tpot": tpot_ms(rec), "e2el": (rec.end - rec.sent) * 1000.0}
+
+
 def judge_slo(slo: Slo, population: Sequence[RequestRecord], window_s: float) -> SloResult:
     """The SLO's verdict on a window's latency population (failed requests included)."""
-    latencies: dict[str, list[float | None]] = {
-        "ttft": [ttft_ms(r) for r in population],
-        "tpot": [tpot_ms(r) for r in population],
-        "e2el": [(r.end - r.sent) * 1000.0 if r.ok else None for r in population],
-    }
+    each = [request_latencies(r) for r in population]
+    latencies = {key: [lat[key] for lat in each] for key in ("ttft", "tpot", "e2el")}
     return evaluate(slo, population, window_s, latencies)

@@ -61,6 +61,14 @@ class CapacitySearch(_Strict):
         return self
 
 
+class Repetition(_Strict):
+    """Set on each of the runs a scenario's `repeat: N` makes."""
+
+    of: str = Field(description="The scenario repeated (its name without -rep<k>).")
+    index: int = Field(ge=1, description="Which run this is, 1..count.")
+    count: int = Field(ge=2, description="How many runs the repeat makes.")
+
+
 class ScenarioSpec(_Strict):
     """One load scenario. `users` is the closed loop's concurrency and the open loop's in-flight cap."""
 
@@ -96,6 +104,14 @@ class ScenarioSpec(_Strict):
     capacity: CapacitySearch | None = Field(
         None, description="Search the highest rate within the SLO instead (`distinfer bench capacity`)."
     )
+    repeat: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="Run it this many times (as <name>-rep1..N); the report gives each headline figure "
+        "with a 95 % confidence interval, and --compare says which differences exceed that noise.",
+    )
+    repetition: Repetition | None = Field(None, description="Which run of a repeat this is (set by it).")
     meta: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -115,6 +131,11 @@ class ScenarioSpec(_Strict):
                 "a capacity search needs an SLO to search against: add slo: (a preset such as "
                 "mlperf-llama2-70b, or {ttft_ms: ..., tpot_ms: ...})"
             )
+        if self.capacity is not None and self.repeat > 1:
+            raise ValueError(
+                f"repeat {self.repeat} with capacity: is not supported; a capacity search already measures "
+                "each rate on enough requests for its percentile (min_tail_requests)"
+            )
         if self.capacity is not None and self.rate is not None:
             raise ValueError(
                 f"rate {self.rate:g} and capacity: both set; the capacity search chooses each step's rate "
@@ -130,6 +151,22 @@ class ScenarioSpec(_Strict):
     @property
     def open_loop(self) -> bool:
         return self.rate is not None
+
+
+def expand_repeats(spec: ScenarioSpec) -> list[ScenarioSpec]:
+    """A scenario with `repeat: N` as its N runs, `<name>-rep1` .. `<name>-repN`, each marked."""
+    if spec.repeat == 1 or spec.repetition is not None:
+        return [spec]
+    return [
+        ScenarioSpec.model_validate(
+            {
+                **spec.model_dump(mode="json"),
+                "name": f"{spec.name}-rep{index}",
+                "repetition": {"of": spec.name, "index": index, "count": spec.repeat},
+            }
+        )
+        for index in range(1, spec.repeat + 1)
+    ]
 
 
 class WorkerPlan(_Strict):

@@ -18,7 +18,7 @@ Presets carry the MLPerf Inference limits under the name of their source (P99 of
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -72,6 +72,10 @@ class Slo(BaseModel):
         """The limits set, by latency name (ttft, tpot, e2el)."""
         named = {"ttft": self.ttft_ms, "tpot": self.tpot_ms, "e2el": self.e2el_ms}
         return {key: value for key, value in named.items() if value is not None}
+
+    def missed(self, ok: bool, latencies: Mapping[str, float | None]) -> list[str]:
+        """The limits one request missed (its latencies in ms by key: ttft, tpot, e2el)."""
+        return [key for key, limit in self.limits().items() if judged(key, ok, latencies.get(key)) > limit]
 
     def label(self) -> str:
         """`name: TTFT <= 2000 ms, TPOT <= 200 ms at P99`."""
@@ -156,6 +160,17 @@ class SloResult(BaseModel):
     output_goodput: float = Field(description="Output tokens/s of the requests that met every limit.")
 
 
+def judged(key: str, ok: bool, value: float | None) -> float:
+    """A request's latency as an SLO judges it: a failed or cut-off request is beyond every limit; a
+    successful one-token answer has no TPOT, so it is within that limit; any other missing latency
+    (no first token) is beyond."""
+    if not ok:
+        return math.inf
+    if value is None:
+        return 0.0 if key == "tpot" else math.inf
+    return value
+
+
 def nearest_rank(values: Sequence[float], percentile: float) -> float:
     """The smallest value with at least `percentile` % of the values at or below it."""
     ordered = sorted(values)
@@ -166,36 +181,31 @@ def nearest_rank(values: Sequence[float], percentile: float) -> float:
 def evaluate(
     slo: Slo, population: Sequence[RequestRecord], window_s: float, latencies: dict[str, list[float | None]]
 ) -> SloResult:
-    """Judge the requests due in a window. `latencies[key][i]` is request i's latency in ms for each
-    limit's key (None: it has none). A failed request is beyond every limit, whatever its latencies;
-    a successful one-token answer has no TPOT, so it is within that limit."""
+    """Judge the requests due in a window; `latencies[key][i]` is request i's latency in ms."""
     count = len(population)
     limits = slo.limits()
-    judged: dict[str, list[float]] = {
-        key: [(0.0 if key == "tpot" else math.inf) if value is None else value for value in latencies[key]]
+    values = {
+        key: [judged(key, rec.ok, v) for rec, v in zip(population, latencies[key], strict=True)]
         for key in limits
     }
-    for key in limits:
-        judged[key] = [v if rec.ok else math.inf for rec, v in zip(population, judged[key], strict=True)]
     within = {
-        key: sum(1 for v in judged[key] if v <= limit) / count if count else 0.0
+        key: sum(1 for v in values[key] if v <= limit) / count if count else 0.0
         for key, limit in limits.items()
     }
     at: dict[str, float | None] = {}
     for key in limits:
-        value = nearest_rank(judged[key], slo.percentile) if count else math.inf
+        value = nearest_rank(values[key], slo.percentile) if count else math.inf
         at[key] = None if math.isinf(value) else value
     met = [
-        rec for i, rec in enumerate(population) if all(judged[k][i] <= limit for k, limit in limits.items())
+        rec for i, rec in enumerate(population) if all(values[k][i] <= limit for k, limit in limits.items())
     ]
-    passed = count > 0 and all(_within(at[key], limit) for key, limit in limits.items())
     return SloResult(
         requests=count,
         met=len(met),
         share_meeting=len(met) / count if count else None,
         within=within,
         at_percentile_ms=at,
-        passed=passed,
+        passed=count > 0 and all(_within(at[key], limit) for key, limit in limits.items()),
         request_goodput=len(met) / window_s,
         output_goodput=sum(r.completion_tokens or 0 for r in met) / window_s,
     )

@@ -17,7 +17,7 @@ from distinfer.bench.capacity import capacity_finished, run_capacity
 from distinfer.bench.progress import View
 from distinfer.bench.provenance import collect_provenance
 from distinfer.bench.runner import run_scenario
-from distinfer.bench.scenario import SUMMARY_FILE, ScenarioSpec, write_json_atomic
+from distinfer.bench.scenario import SUMMARY_FILE, ScenarioSpec, expand_repeats, write_json_atomic
 from distinfer.bench.status import capacity_status, scenario_status
 from distinfer.bench.storage import FREE_FLOOR_BYTES, check_results_dir
 from distinfer.config import ConfigError
@@ -69,7 +69,7 @@ class SweepFile(BaseModel):
                     )
                 data["users"] = data["replicas"] * data["users_per_replica"]
             data.setdefault("name", default_scenario_name(data))
-            specs.append(ScenarioSpec.model_validate(data))
+            specs += expand_repeats(ScenarioSpec.model_validate(data))
         check_unique_names([s.name for s in specs])
         return specs
 

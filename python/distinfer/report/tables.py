@@ -49,6 +49,8 @@ def scenario_row(s: Scenario) -> dict[str, Any]:
         "max_concurrency": spec.get("users"),
         "request_rate": spec.get("rate"),
         "max_tokens": spec.get("max_tokens"),
+        "repeat_of": (spec.get("repetition") or {}).get("of"),
+        "repeat_index": (spec.get("repetition") or {}).get("index"),
     }
     if not m:
         return row

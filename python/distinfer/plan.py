@@ -20,6 +20,7 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from distinfer.bench.capacity import RESULT_FILE as CAPACITY_RESULT
+from distinfer.bench.fidelity import planned_events_per_s
 from distinfer.bench.scenario import SUMMARY_FILE, ScenarioSpec, expand_repeats
 from distinfer.bench.sweep import (
     SweepFile,
@@ -137,6 +138,9 @@ class Plan(_Strict):
     serve_config: dict[str, Any]
     worker_groups: list[WorkerGroup]
     scenarios: list[PlannedScenario]
+    certify_events_per_s: float = Field(
+        0.0, description="The scenarios' highest planned event rate: the load generator's self-test rate."
+    )
 
 
 def load_request(text: str, source: str) -> PlanRequest:
@@ -188,8 +192,12 @@ def build_plan(request: PlanRequest) -> Plan:
         serve_config=_serve_config(deployed, request.platform),
         worker_groups=_worker_groups(request) if request.platform == "kubernetes" else [],
         scenarios=[],
+        certify_events_per_s=0.0,
     )
     plan.scenarios = _scenarios(request, models, plan, capacity)
+    plan.certify_events_per_s = planned_events_per_s(
+        [ScenarioSpec.model_validate(s.spec) for s in plan.scenarios]
+    )
     return plan
 
 

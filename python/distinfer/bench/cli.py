@@ -12,6 +12,7 @@ import typer
 from pydantic import ValidationError
 
 from distinfer.bench.status import (
+    EXIT_INVALID,
     EXIT_OK,
     EXIT_RESULTS_LOST,
     EXIT_STATUSES,
@@ -316,6 +317,36 @@ def capacity_command(
     raise typer.Exit(capacity_status(result))
 
 
+CertifyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--certify/--no-certify",
+        help="First a short self-test of the load generator against the synthetic server at the run's "
+        "highest planned event rate; the report states its error and flags scenarios beyond it.",
+    ),
+]
+
+
+@bench.command("certify")
+def certify_command(
+    out: Annotated[Path, typer.Option(help="Run directory (results/<run-id>): certificate.json goes there.")],
+    events_per_s: Annotated[
+        float, typer.Option(help="Streamed events/s to certify (users x tokens/s per user).", min=1.0)
+    ],
+) -> None:
+    """Self-test the load generator at an event rate: its TTFT and TPOT against the synthetic server's
+    truth, on this machine, into OUT/certificate.json (bench/fidelity.py). Exit 0 certified, 4 not."""
+    from distinfer.bench.fidelity import certify
+
+    certificate = _guarded(lambda: certify(out, events_per_s))
+    _print_certificate(certificate)
+    raise typer.Exit(EXIT_OK if certificate.certified_events_per_s is not None else EXIT_INVALID)
+
+
+def _print_certificate(certificate: Any) -> None:
+    typer.echo(certificate.line())
+
+
 @bench.command("sweep")
 def sweep_command(
     scenarios: Annotated[Path, typer.Option(help="Scenarios YAML (files/scenarios/*.yaml).")],
@@ -324,6 +355,7 @@ def sweep_command(
     model: Annotated[str | None, typer.Option(help="Override every scenario's model.")] = None,
     api_key: ApiKeyOpt = None,
     api_key_file: ApiKeyFileOpt = None,
+    certify: CertifyOpt = True,
     progress_interval: ProgressOpt = 10.0,
 ) -> None:
     """Run each unfinished scenario of a file; finished ones (summary.json present) are skipped.
@@ -340,12 +372,24 @@ def sweep_command(
     for spec in specs:
         _check_prompts(spec.prompts)
     bearer = _api_key(api_key, api_key_file)
+    if certify:
+        _certify_once(out, specs)
     statuses = _guarded(lambda: run_sweep(specs, out, bearer, make_view(progress_interval)))
     typer.echo(f"ran {len(statuses)} scenario(s): {', '.join(statuses) or 'none (all finished)'}")
     for name, status in statuses.items():
         if status != EXIT_OK:
             typer.secho(f"scenario {name}: exit status {status}", fg=typer.colors.YELLOW, err=True)
     raise typer.Exit(max(statuses.values(), default=EXIT_OK))
+
+
+def _certify_once(out: Path, specs: list[Any]) -> None:
+    """The sweep's certificate, unless the run already holds one at this rate (a resumed sweep)."""
+    from distinfer.bench.fidelity import certificate_covers, certify, planned_events_per_s
+
+    target = planned_events_per_s(specs)
+    if target <= 0 or certificate_covers(out, target):
+        return
+    _print_certificate(_guarded(lambda: certify(out, target)))
 
 
 def _guarded(action: Callable[[], T]) -> T:

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from distinfer.bench.capacity import RESULT_FILE, CapacityResult
+from distinfer.bench.fidelity import Certificate, read_certificate
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ class Run:
     scenarios: list[Scenario]
     # Capacity searches (`distinfer bench capacity` into capacity/<name>/), by name.
     capacity: list[CapacityResult] = field(default_factory=list)
+    # The load generator's self-test (certificate.json), when the run has one.
+    certificate: Certificate | None = None
 
 
 def _int(value: str | None) -> int | None:
@@ -161,4 +164,10 @@ def load_run(path: Path) -> Run:
             "results/<run-id>/capacity/<name>` wrote"
         )
     provenance = _read_json(path / "run.json") or {}
-    return Run(path=path, provenance=provenance, scenarios=scenarios, capacity=capacity)
+    return Run(
+        path=path,
+        provenance=provenance,
+        scenarios=scenarios,
+        capacity=capacity,
+        certificate=read_certificate(path),
+    )

@@ -24,6 +24,7 @@ from distinfer.report.blocks import (
 )
 from distinfer.report.capacity import capacity_section
 from distinfer.report.charts import all_charts
+from distinfer.report.fidelity import above_certified, fidelity_section
 from distinfer.report.goodput import slo_section
 from distinfer.report.html import to_html
 from distinfer.report.load import Run, Scenario
@@ -125,6 +126,7 @@ def report_blocks(run: Run, charts: list[Image], compare: Comparison | None = No
             f"*{GUIDE_P95_TOKEN_LABEL}* is not a measured token latency; TTFT and TPOT are."
         ),
     ]
+    blocks += fidelity_section(run, run.certificate)
     stand_ins = [s.name for s in ordered(run) if s.meta.get("engine_stand_in")]
     if stand_ins:
         blocks.append(
@@ -325,6 +327,10 @@ def write_report(run: Run, out: Path, compare: Run | None = None) -> list[Path]:
         other = Comparison(compare, [image(p, out) for p in all_charts(compare, out / "compare")])
     document = results_document(run)
     document["repeats"] = repeats_document(_rows(run))
+    document["certificate"] = None if run.certificate is None else run.certificate.model_dump(mode="json")
+    document["above_certified_event_rate"] = [
+        {"name": name, "events_per_s": rate} for name, rate in above_certified(run, run.certificate)
+    ]
     if compare is not None:
         document["compare"] = {
             "other_run": str(compare.path),

@@ -27,13 +27,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
 import typer
 from pydantic import BaseModel, ConfigDict, Field
 
 from distinfer.config import ConfigError
+
+if TYPE_CHECKING:
+    from distinfer.report.load import Run
 
 MAX_REPLICAS = 4096
 
@@ -179,11 +182,16 @@ class Series(_Strict):
 def series_from_runs(run_dirs: Sequence[Path]) -> list[Series]:
     """Every capacity search and every valid closed-loop scenario with a replica count, grouped."""
     from distinfer.report.load import load_run
+
+    return series_from([load_run(run_dir) for run_dir in run_dirs])
+
+
+def series_from(runs: Sequence[Run]) -> list[Series]:
     from distinfer.report.tables import scenario_row
 
     groups: dict[tuple[str, str], Series] = {}
-    for run_dir in run_dirs:
-        run = load_run(run_dir)
+    for run in runs:
+        run_dir = run.path
         for result in run.capacity:
             if result.capacity_rate is None or not result.replicas:
                 continue

@@ -28,6 +28,7 @@ from distinfer.report.fidelity import above_certified, fidelity_section
 from distinfer.report.goodput import slo_section
 from distinfer.report.html import to_html
 from distinfer.report.load import Run, Scenario
+from distinfer.report.planner import planner_section
 from distinfer.report.repeats import noise_comparison, noise_section, repeats_document, repeats_section
 from distinfer.report.tables import GUIDE_P95_TOKEN_LABEL, node_rows, ordered, results_document, scenario_row
 
@@ -140,6 +141,7 @@ def report_blocks(run: Run, charts: list[Image], compare: Comparison | None = No
     blocks += repeats_section(rows)
     blocks += slo_section(rows) if rows else []
     blocks += capacity_section(run.capacity)
+    blocks += planner_section(run)
     invalid = [r for r in rows if r.get("valid") is False]
     if invalid:
         blocks += [

@@ -28,6 +28,7 @@ from distinfer.bench.sweep import (
     default_scenario_name,
     parse_sweep,
     read_sweep,
+    validate_scenario,
 )
 from distinfer.config import (
     DEFAULT_APP_NAME,
@@ -41,6 +42,7 @@ from distinfer.config import (
     parse_models,
     serve_config,
 )
+from distinfer.errors import format_validation_error
 
 Platform = Literal["kubernetes", "local"]
 # The API key variable the app reads when the inventory sets a key and the models file names none.
@@ -147,8 +149,7 @@ def load_request(text: str, source: str) -> PlanRequest:
     try:
         return PlanRequest.model_validate_json(text)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise ConfigError(f"{source} is not a valid plan request: {problems}") from None
+        raise ConfigError(format_validation_error(err, source, "a valid plan request")) from None
 
 
 def build_plan(request: PlanRequest) -> Plan:
@@ -434,14 +435,7 @@ def _scenario(
     data["users"] = data.get("users") or replicas * (upr or spec.max_ongoing_requests)
     data["url"] = plan.endpoint
     data["meta"] = _scenario_meta(data, request, plan)
-    try:
-        validated = ScenarioSpec.model_validate(data)
-    except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'scenario'}: {e['msg']} (got {e.get('input')!r})"
-            for e in err.errors()
-        )
-        raise ConfigError(f"{where}: {problems}") from None
+    validated = validate_scenario(data, where)
     deployed = models.with_replicas(scaled)
     if upr is not None:  # the per-replica cap of the model under load (vLLM's max_num_seqs follows it)
         capped = [

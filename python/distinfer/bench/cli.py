@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from pydantic import ValidationError
 
 from distinfer.bench.status import (
     EXIT_INVALID,
@@ -49,16 +48,10 @@ bench = typer.Typer(
 
 
 def _spec(data: dict[str, Any]):  # type: ignore[no-untyped-def]
-    from distinfer.bench.scenario import ScenarioSpec
+    """The scenario the options and --spec make, validated once (errors as for a scenarios file)."""
+    from distinfer.bench.sweep import validate_scenario
 
-    try:
-        return ScenarioSpec.model_validate(data)
-    except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'scenario'}: {e['msg']} (got {e.get('input')!r})"
-            for e in err.errors()
-        )
-        raise ConfigError(f"invalid bench options: {problems}") from None
+    return validate_scenario(data, "the scenario from --spec and the options")
 
 
 @bench.command("run")

@@ -21,6 +21,7 @@ from distinfer.bench.scenario import SUMMARY_FILE, ScenarioSpec, expand_repeats,
 from distinfer.bench.status import capacity_status, scenario_status
 from distinfer.bench.storage import FREE_FLOOR_BYTES, check_results_dir
 from distinfer.config import ConfigError
+from distinfer.errors import entry_locator, format_validation_error
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class SweepFile(BaseModel):
                     )
                 data["users"] = data["replicas"] * data["users_per_replica"]
             data.setdefault("name", default_scenario_name(data))
-            specs += expand_repeats(ScenarioSpec.model_validate(data))
+            specs += expand_repeats(validate_scenario(data, f"scenario {data['name']!r}"))
         check_unique_names([s.name for s in specs])
         return specs
 
@@ -105,39 +106,58 @@ def parse_sweep(data: Any, source: str) -> SweepFile:
         raise ConfigError(format_sweep_error(err, source, data)) from None
 
 
-_FIXES = {
+# What to give instead, by field, where the error alone does not say it.
+SCENARIO_ADVICE = {
     "users_per_replica": "a whole number >= 1: the per-replica cap on requests in flight",
     "replicas": "a whole number >= 1, at most what the inventory's GPUs hold",
     "users": "a whole number >= 1",
+    "slo": "a preset (mlperf-llama2-70b, mlperf-llama2-70b-interactive, mlperf-llama3.1-8b, "
+    "mlperf-llama3.1-8b-interactive) or {ttft_ms: ..., tpot_ms: ..., percentile: 99}",
 }
+EXAMPLES = "files/scenarios/*.yaml"
 
 
 def format_sweep_error(err: ValidationError, source: str, data: Any) -> str:
     """One line per problem: which scenario, which field, what was given and what to give."""
-    lines = [f"{source} is not a valid scenarios file:"]
-    for item in err.errors():
-        loc = list(item["loc"])
-        where = ".".join(map(str, loc)) or "(top level)"
-        if len(loc) >= 2 and loc[0] == "scenarios" and isinstance(loc[1], int):
-            entry = data["scenarios"][loc[1]] if isinstance(data, dict) else None
-            name = entry.get("name") if isinstance(entry, dict) else None
-            where = f"scenarios[{loc[1]}]" + (f" ({name!r})" if name else "")
-            where += "".join(f".{part}" for part in loc[2:])
-        got = item.get("input")
-        shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
-        fix = _FIXES.get(str(loc[-1])) if loc else None
-        lines.append(f"  - {where}: {item['msg']}{shown}" + (f"; give {fix}" if fix else ""))
-    lines.append("See files/scenarios/*.yaml for working examples.")
-    return "\n".join(lines)
+    locate = entry_locator("scenarios", SweepFile, SweepEntry)
+    return format_validation_error(
+        err,
+        source,
+        "a valid scenarios file",
+        data=data,
+        examples=EXAMPLES,
+        locate=locate,
+        advice=SCENARIO_ADVICE,
+    )
+
+
+def validate_scenario(data: dict[str, Any], source: str) -> ScenarioSpec:
+    """One scenario's merged fields as a ScenarioSpec, or a ConfigError naming each problem."""
+    try:
+        return ScenarioSpec.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(
+            format_validation_error(
+                err,
+                source,
+                "a valid scenario",
+                data=data,
+                examples=EXAMPLES,
+                locate=entry_locator(None, ScenarioSpec, None),
+                advice=SCENARIO_ADVICE,
+            )
+        ) from None
 
 
 def load_sweep(path: Path, overrides: dict[str, Any]) -> list[ScenarioSpec]:
     sweep = read_sweep(path)
     try:
         return sweep.specs(overrides)
-    except (ValidationError, ValueError) as err:
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    except ValueError as err:
         raise ConfigError(
-            f"{path} is not a valid scenarios file: {err}\nSee files/scenarios/*.yaml for examples"
+            f"{path} is not a valid scenarios file: {err}; see {EXAMPLES} for examples"
         ) from None
 
 

@@ -51,11 +51,19 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psutil
-import yaml
 
-from distinfer.serve.launch import free_port, served, stop_process_group
+from distinfer.bench.fidelity import (
+    TPOT_TOLERANCE,
+    TTFT_TOLERANCE,
+    percentile,
+    read_truth,
+    received,
+    truth_server,
+    truth_tpot_ms,
+    truth_ttft_ms,
+)
+from distinfer.serve.launch import stop_process_group
 
 log = logging.getLogger("loadgen_fidelity")
 
@@ -64,8 +72,6 @@ REPO = Path(__file__).resolve().parent.parent
 PEER_VERSION = "0.8.1"
 TTFT_MS = 50.0
 MAX_TOKENS = 256
-TTFT_TOLERANCE = 0.05
-TPOT_TOLERANCE = 0.02
 CLIENTS = ("ours", "guidellm")
 
 
@@ -125,61 +131,21 @@ def load1() -> float:
     return os.getloadavg()[0]
 
 
-@contextlib.contextmanager
-def bare_server(workdir: Path, itl_ms: float, users: int) -> Iterator[tuple[str, Path, int]]:
+def bare_server(
+    workdir: Path, itl_ms: float, users: int
+) -> contextlib.AbstractContextManager[tuple[str, Path, int]]:
     """`distinfer serve --bare` with a truth log; yields (url, truth log, pid); stops only its group."""
-    port = free_port()
-    truth = workdir / "truth.jsonl"
-    models = workdir / "models.yaml"
-    cap = max(2 * users, 64)  # admission must never be what limits the point
-    spec = {
-        "models": [
-            {
-                "name": "synthetic",
-                "engine": "synthetic",
-                "ttft_ms": TTFT_MS,
-                "itl_ms": itl_ms,
-                "max_ongoing_requests": cap,
-                "max_queued_requests": cap,
-                "truth_log": str(truth),
-            }
-        ],
-        "http": {"host": "127.0.0.1", "port": port},
-    }
-    models.write_text(yaml.safe_dump(spec))
-    with served(models, port, workdir / "server.log", bare=True, timeout_s=60) as proc:
-        yield f"http://127.0.0.1:{port}", truth, proc.pid
-
-
-def read_truth(path: Path, start_line: int) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    lines = path.read_text().splitlines()[start_line:]
-    return [json.loads(line) for line in lines if line.strip()]
+    return truth_server(workdir, TTFT_MS, itl_ms, users)
 
 
 def truth_line_count(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def _received(t: dict[str, Any]) -> float:
-    return float(t.get("received_unix") or t["arrival_unix"])
-
-
 def truth_p50(rows: list[dict[str, Any]]) -> tuple[float | None, float | None]:
-    """P50 of the server's own TTFT (model server received -> first token) and TPOT, ms.
-
-    TTFT counts from when the replica's model server received the request, as vLLM counts from its
-    API server's receipt: the server's accept path (tokenizing, admission, the HTTP answer starting)
-    is the server's time, not the client's. TPOT is (last - first token) / (tokens - 1).
-    """
-    ttft = [(t["first_token_unix"] - _received(t)) * 1000 for t in rows if t.get("first_token_unix")]
-    tpot = [
-        (t["last_token_unix"] - t["first_token_unix"]) * 1000 / (t["completion_tokens"] - 1)
-        for t in rows
-        if t.get("first_token_unix") and t.get("last_token_unix") and t["completion_tokens"] >= 2
-    ]
-    return _p50(ttft), _p50(tpot)
+    """P50 of the server's own TTFT (model server received -> first token) and TPOT, ms
+    (distinfer.bench.fidelity: the certificate's method)."""
+    return _p50([truth_ttft_ms(t) for t in rows]), _p50([truth_tpot_ms(t) for t in rows])
 
 
 def split_ttft_error(pairs: list[tuple[float, float, dict[str, Any]]]) -> dict[str, float | None]:
@@ -192,8 +158,8 @@ def split_ttft_error(pairs: list[tuple[float, float, dict[str, Any]]]) -> dict[s
     The first and last are what the client adds; `engine_ttft` is the engine's own arrival -> first token.
     """
     return {
-        "request_path_p50_ms": _p50([(_received(t) - sent) * 1000 for sent, _, t in pairs]),
-        "accept_path_p50_ms": _p50([(t["arrival_unix"] - _received(t)) * 1000 for _, _, t in pairs]),
+        "request_path_p50_ms": _p50([(received(t) - sent) * 1000 for sent, _, t in pairs]),
+        "accept_path_p50_ms": _p50([(t["arrival_unix"] - received(t)) * 1000 for _, _, t in pairs]),
         "response_path_p50_ms": _p50([(first - t["first_token_unix"]) * 1000 for _, first, t in pairs]),
         "engine_ttft_p50_ms": _p50(
             [
@@ -219,8 +185,7 @@ def cpu_use(server_pid: int) -> Iterator[dict[str, float]]:
 
 
 def _p50(values: list[float | None]) -> float | None:
-    data = [v for v in values if v is not None]
-    return float(np.percentile(data, 50)) if data else None
+    return percentile(values, 50)
 
 
 def _run_logged(cmd: list[str], log_path: Path, timeout_s: float, env: dict[str, str] | None = None) -> int:

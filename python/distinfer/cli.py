@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "distinfer.bench.cli",
     "distinfer.nodemetrics.cli",
     "distinfer.report.cli",
+    "distinfer.capacity_plan",
     "distinfer.chat.cli",
 )
 

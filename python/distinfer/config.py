@@ -7,11 +7,15 @@ KubeRay RayService, so the two platforms can never disagree about what runs.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from distinfer.errors import default_fix
+from distinfer.errors import format_validation_error as describe_errors
 
 APP_IMPORT_PATH = "distinfer.serve.app:build_app"
 DEFAULT_APP_NAME = "distinfer"
@@ -39,9 +43,11 @@ class _ModelBase(_Strict):
     max_queued_requests: int = Field(
         64,
         # Ray Serve takes a positive bound or -1 (unbounded); unbounded queues are not allowed here.
-        ge=1,
+        # 0 (no waiting room: a loss system) only `distinfer serve --bare` can do; a Serve config refuses it.
+        ge=0,
         le=1_000_000,
-        description="Requests allowed to wait (per caller) once every replica is full; beyond it: 503.",
+        description="Requests allowed to wait (per caller) once every replica is full; beyond it: 503. "
+        "0 (refuse as soon as every slot is busy) works with `distinfer serve --bare` only.",
     )
     max_model_len: int | None = Field(
         None, ge=16, description="Longest prompt + completion in tokens; defaults to the model's own limit."
@@ -265,10 +271,10 @@ _ENGINE_CLASSES: dict[str, type[_Strict]] = {"vllm": VllmModel, "hf": HfModel, "
 _SECTION_CLASSES: dict[str, type[_Strict]] = {"ingress": IngressOptions, "http": HttpOptions}
 
 
-def _located(loc: tuple[int | str, ...], data: Any) -> tuple[str, type[_Strict] | None]:
+def _located(loc: tuple[int | str, ...], data: Any) -> tuple[str, type[BaseModel] | None]:
     """`models[0] 'name'.field` for an error location, and the schema class the field belongs to."""
     parts = list(loc)
-    owner: type[_Strict] | None = ModelsFile
+    owner: type[BaseModel] | None = ModelsFile
     label = ""
     if len(parts) >= 2 and parts[0] == "models" and isinstance(parts[1], int):
         index = parts[1]
@@ -289,44 +295,32 @@ def _located(loc: tuple[int | str, ...], data: Any) -> tuple[str, type[_Strict] 
     return ".".join(str(p) for p in parts) or "(top level)", owner if len(parts) <= 1 else None
 
 
-def _fix(item: Any, owner: type[_Strict] | None) -> str:
-    """What to change, for the error kinds a hand-written file runs into."""
+def _fix(item: Mapping[str, Any], owner: type[BaseModel] | None) -> str:
+    """The models file's own fixes (the engine is the discriminator); the rest as for every file."""
     kind = item["type"]
     field = str(item["loc"][-1]) if item["loc"] else ""
-    ctx = item.get("ctx") or {}
     engines = ", ".join(_ENGINE_CLASSES)
-    if kind == "missing":
-        return f"add `{field}:`" + (" (one of: " + engines + ")" if field == "engine" else "")
-    if kind == "extra_forbidden":
-        allowed = f"; allowed here: {', '.join(owner.model_fields)}" if owner is not None else ""
-        return f"remove `{field}` or fix its spelling{allowed}"
+    if kind == "missing" and field == "engine":
+        return f"add `engine:` (one of: {engines})"
     if kind == "union_tag_invalid":
         return f"set engine to one of: {engines}"
     if kind == "union_tag_not_found":
         return f"add `engine:` (one of: {engines})"
     if kind == "model_type" and not item["loc"]:
         return "the file must be a YAML mapping with a `models:` list"
-    bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
-    if kind in bounds:
-        limit = next(iter(ctx.values()), "?")
-        return f"use a value {bounds[kind]} {limit}"
-    return ""
+    return default_fix(item, owner)
 
 
 def format_validation_error(err: ValidationError, source: str, data: Any = None) -> str:
-    lines = [f"{source} is not a valid models file:"]
-    for item in err.errors():
-        where, owner = _located(tuple(item["loc"]), data)
-        got = item.get("input")
-        shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
-        fix = _fix(item, owner)
-        message = str(item["msg"]).removeprefix("Value error, ")  # our own messages carry their fix
-        if item["type"] == "value_error" and where == "(top level)":
-            lines.append(f"  - {message}")
-            continue
-        lines.append(f"  - {where}: {message}{shown}" + (f"; fix: {fix}" if fix else ""))
-    lines.append("See files/models/*.yaml for working examples.")
-    return "\n".join(lines)
+    return describe_errors(
+        err,
+        source,
+        "a valid models file",
+        data=data,
+        examples="files/models/*.yaml",
+        locate=_located,
+        fix=_fix,
+    )
 
 
 def parse_models(data: Any, source: str = "models file") -> ModelsFile:
@@ -387,6 +381,11 @@ def ray_actor_options(spec: VllmModel | HfModel | SyntheticModel) -> dict[str, f
 
 def model_deployment_options(spec: VllmModel | HfModel | SyntheticModel) -> dict[str, Any]:
     """Options of one model's deployment, as `Deployment.options()` and the Serve config take them."""
+    if spec.max_queued_requests == 0:
+        raise ConfigError(
+            f"model {spec.name}: max_queued_requests 0 (no waiting room) cannot run on Ray Serve, whose "
+            "smallest queue is 1; set max_queued_requests >= 1, or serve it with `distinfer serve --bare`"
+        )
     options: dict[str, Any] = {
         "name": deployment_name(spec.name),
         "num_replicas": spec.replicas,

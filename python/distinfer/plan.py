@@ -19,13 +19,16 @@ from typing import Annotated, Any, Literal
 import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from distinfer.bench.scenario import ScenarioSpec
+from distinfer.bench.capacity import RESULT_FILE as CAPACITY_RESULT
+from distinfer.bench.fidelity import planned_events_per_s
+from distinfer.bench.scenario import SUMMARY_FILE, ScenarioSpec, expand_repeats
 from distinfer.bench.sweep import (
     SweepFile,
     check_unique_names,
     default_scenario_name,
     parse_sweep,
     read_sweep,
+    validate_scenario,
 )
 from distinfer.config import (
     DEFAULT_APP_NAME,
@@ -39,6 +42,7 @@ from distinfer.config import (
     parse_models,
     serve_config,
 )
+from distinfer.errors import format_validation_error
 
 Platform = Literal["kubernetes", "local"]
 # The API key variable the app reads when the inventory sets a key and the models file names none.
@@ -104,12 +108,19 @@ class WorkerGroup(_Strict):
 
 class PlannedScenario(_Strict):
     name: str
+    kind: Literal["load", "capacity"] = Field(
+        description="load: `distinfer bench run` once; capacity: `distinfer bench capacity` (a search)."
+    )
+    folder: str = Field(
+        description="Its results, under the run's folder: scenarios/<name> or capacity/<name>."
+    )
+    done_file: str = Field(description="The file in `folder` whose presence means it finished.")
     model: str
     replicas: int
     users_per_replica: int | None
     users: int
-    duration_s: float
-    spec: dict[str, Any] = Field(description="The ScenarioSpec `distinfer bench run` gets.")
+    duration_s: float = Field(description="Seconds of load (a capacity search: of one step at least).")
+    spec: dict[str, Any] = Field(description="The ScenarioSpec `distinfer bench run|capacity` gets.")
     serve_config: dict[str, Any] = Field(description="What must be deployed while it runs.")
 
 
@@ -129,14 +140,16 @@ class Plan(_Strict):
     serve_config: dict[str, Any]
     worker_groups: list[WorkerGroup]
     scenarios: list[PlannedScenario]
+    certify_events_per_s: float = Field(
+        0.0, description="The scenarios' highest planned event rate: the load generator's self-test rate."
+    )
 
 
 def load_request(text: str, source: str) -> PlanRequest:
     try:
         return PlanRequest.model_validate_json(text)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise ConfigError(f"{source} is not a valid plan request: {problems}") from None
+        raise ConfigError(format_validation_error(err, source, "a valid plan request")) from None
 
 
 def build_plan(request: PlanRequest) -> Plan:
@@ -180,8 +193,12 @@ def build_plan(request: PlanRequest) -> Plan:
         serve_config=_serve_config(deployed, request.platform),
         worker_groups=_worker_groups(request) if request.platform == "kubernetes" else [],
         scenarios=[],
+        certify_events_per_s=0.0,
     )
     plan.scenarios = _scenarios(request, models, plan, capacity)
+    plan.certify_events_per_s = planned_events_per_s(
+        [ScenarioSpec.model_validate(s.spec) for s in plan.scenarios]
+    )
     return plan
 
 
@@ -380,7 +397,12 @@ def _scenarios(
             f"(scenarios: {', '.join(d['name'] for d in entries)}); fix the names or leave it empty"
         )
     chosen = [d for d in entries if not request.scenarios_only or d["name"] in request.scenarios_only]
-    return [_scenario(data, request, models, plan, capacity, source) for data in chosen]
+    planned = [each for data in chosen for each in _scenario(data, request, models, plan, capacity, source)]
+    try:
+        check_unique_names([p.name for p in planned])  # a repeat's <name>-rep<k> may meet another name
+    except ValueError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    return planned
 
 
 def _scenario(
@@ -390,7 +412,7 @@ def _scenario(
     plan: Plan,
     capacity: dict[str, int],
     source: str,
-) -> PlannedScenario:
+) -> list[PlannedScenario]:
     where = f"{source}: scenario {data['name']!r}"
     try:
         spec = models.model(data["model"])
@@ -413,14 +435,7 @@ def _scenario(
     data["users"] = data.get("users") or replicas * (upr or spec.max_ongoing_requests)
     data["url"] = plan.endpoint
     data["meta"] = _scenario_meta(data, request, plan)
-    try:
-        validated = ScenarioSpec.model_validate(data)
-    except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'scenario'}: {e['msg']} (got {e.get('input')!r})"
-            for e in err.errors()
-        )
-        raise ConfigError(f"{where}: {problems}") from None
+    validated = validate_scenario(data, where)
     deployed = models.with_replicas(scaled)
     if upr is not None:  # the per-replica cap of the model under load (vLLM's max_num_seqs follows it)
         capped = [
@@ -432,16 +447,26 @@ def _scenario(
             deployed.model_copy(update={"models": capped}).model_dump(mode="json", exclude_none=True),
             f"{where}: the models file with users_per_replica {upr}",
         )
-    return PlannedScenario(
-        name=validated.name,
-        model=spec.name,
-        replicas=replicas,
-        users_per_replica=upr,
-        users=validated.users,
-        duration_s=validated.duration_s,
-        spec=validated.model_dump(mode="json", exclude_none=True),
-        serve_config=_serve_config(deployed, request.platform),
-    )
+    capacity_search = validated.capacity is not None
+    config = _serve_config(deployed, request.platform)
+    return [
+        PlannedScenario(
+            name=each.name,
+            kind="capacity" if capacity_search else "load",
+            folder=f"{'capacity' if capacity_search else 'scenarios'}/{each.name}",
+            done_file=CAPACITY_RESULT if capacity_search else SUMMARY_FILE,
+            model=spec.name,
+            replicas=replicas,
+            users_per_replica=upr,
+            users=each.users,
+            duration_s=each.duration_s,
+            spec=each.model_dump(mode="json", exclude_none=True),
+            serve_config=config,
+        )
+        for each in expand_repeats(
+            validated
+        )  # a repeated scenario: each run redeploys, as run-to-run noise should
+    ]
 
 
 def _scenario_meta(data: dict[str, Any], request: PlanRequest, plan: Plan) -> dict[str, str]:

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from distinfer.bench.guard import ClientLoad, check
-from distinfer.bench.metrics import compute_metrics, distribution, parse_slo, tpot_ms
+from distinfer.bench.metrics import compute_metrics, distribution, tpot_ms
 from distinfer.bench.records import RecordWriter, RequestRecord, load_records
+from distinfer.bench.slo import PRESETS, Slo, parse_slo
 
 
 def rec(sent: float, ttft: float, last: float, end: float, tokens: int = 11, **kw) -> RequestRecord:
@@ -82,6 +83,52 @@ def test_errors_by_kind_and_goodput():
     assert m.errors_by_kind == {"http": 1}
     assert m.failed == 1 and m.completed == 2
     assert m.request_goodput == pytest.approx(1 / 10.0)
+
+
+def test_slo_percentile_counts_failed_and_cut_off_requests_as_missing_it():
+    # 100 requests due in the window: 97 fast, 1 slow, 1 failed (503), 1 cut off by the drain.
+    fast = [rec(sent=0.05 * i, ttft=0.1, last=1.1, end=1.2) for i in range(97)]
+    slow = rec(sent=5.0, ttft=0.9, last=1.9, end=2.0)
+    failed = rec(sent=5.1, ttft=0.1, last=0.1, end=0.2, ok=False, error_kind="http", status=503)
+    cut = rec(sent=5.2, ttft=0.1, last=0.5, end=0.6, ok=False, error_kind="cancelled", tokens=4)
+    slo = Slo(name="t", ttft_ms=500, tpot_ms=150, percentile=97)
+    m = compute_metrics([*fast, slow, failed, cut], 0.0, 10.0, 11, slo)
+    v = m.slo_result
+    assert v is not None and v.requests == 100 and v.met == 97
+    assert v.share_meeting == pytest.approx(0.97)
+    assert v.within == {
+        "ttft": pytest.approx(0.97),
+        "tpot": pytest.approx(0.98),
+    }  # the slow one's TPOT is 100
+    assert v.passed, "97 of 100 within each limit meets a P97 SLO"
+    assert m.request_goodput == pytest.approx(97 / 10.0)
+    assert m.output_goodput == pytest.approx(97 * 11 / 10.0)  # tokens of the requests meeting it
+    # At P98 the 98th request by TTFT is the slow one (900 ms): missed; the failed ones rank last.
+    strict = compute_metrics([*fast, slow, failed, cut], 0.0, 10.0, 11, Slo(ttft_ms=500, percentile=98))
+    assert strict.slo_result is not None and not strict.slo_result.passed
+    assert strict.slo_result.at_percentile_ms["ttft"] == pytest.approx(900.0)
+    at_99 = compute_metrics([*fast, slow, failed, cut], 0.0, 10.0, 11, Slo(ttft_ms=5000, percentile=99))
+    assert at_99.slo_result is not None and at_99.slo_result.at_percentile_ms["ttft"] is None  # a failure
+    assert not at_99.slo_result.passed, "a P99 SLO cannot be met with 2 of 100 requests failed"
+
+
+def test_slo_presets_carry_mlperf_figures_and_names():
+    assert {name: (s.ttft_ms, s.tpot_ms, s.percentile) for name, s in PRESETS.items()} == {
+        "mlperf-llama2-70b": (2000, 200, 99),
+        "mlperf-llama2-70b-interactive": (450, 40, 99),
+        "mlperf-llama3.1-8b": (2000, 100, 99),
+        "mlperf-llama3.1-8b-interactive": (500, 30, 99),
+    }
+    assert all(s.source and s.source.startswith("MLPerf Inference") for s in PRESETS.values())
+    assert Slo.model_validate("mlperf-llama2-70b") == PRESETS["mlperf-llama2-70b"]
+    changed = Slo.model_validate({"preset": "mlperf-llama3.1-8b", "percentile": 95})
+    assert (changed.ttft_ms, changed.tpot_ms, changed.percentile) == (2000, 100, 95)
+    assert parse_slo("mlperf-llama2-70b-interactive,p=90").percentile == 90
+    assert parse_slo("ttft=500,tpot=50").label() == "TTFT <= 500 ms, TPOT <= 50 ms at P99"
+    with pytest.raises(ValueError, match="unknown SLO preset 'mlperf-gpt5'; choose one of mlperf-llama2-70b"):
+        Slo.model_validate("mlperf-gpt5")
+    with pytest.raises(ValueError, match="needs at least one limit"):
+        Slo.model_validate({"name": "empty"})
 
 
 def test_bad_slo_is_named():

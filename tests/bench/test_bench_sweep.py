@@ -37,6 +37,31 @@ def test_bad_scenarios_file_names_the_problem(tmp_path):
         load_sweep(bad, {"url": "http://127.0.0.1:1", "model": "m"})
 
 
+def test_one_formatter_names_scenario_field_value_and_fix_never_a_pydantic_dump(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    defaults = {"url": "http://127.0.0.1:1", "model": "m", "duration_s": 5, "slo": "mlperf-gpt"}
+    bad.write_text(
+        yaml.safe_dump({"defaults": defaults, "scenarios": [{"name": "a", "users": 2, "colour": 1}]})
+    )
+    with pytest.raises(ConfigError) as err:
+        load_sweep(bad, {})
+    message = str(err.value)
+    assert message.startswith(f"{bad}: scenario 'a' is not a valid scenario:")
+    assert "slo: unknown SLO preset 'mlperf-gpt'; choose one of mlperf-llama2-70b" in message
+    assert "colour: Extra inputs are not permitted (got 1); fix: remove `colour`" in message
+    assert "allowed here: name, model, url, users" in message
+    assert "errors.pydantic.dev" not in message and "validation error for" not in message
+    # The file's own shape goes through the same formatter: the entry by index and name.
+    shape = tmp_path / "shape.yaml"
+    shape.write_text(yaml.safe_dump({"scenarios": [{"name": "b", "users_per_replica": 0}]}))
+    with pytest.raises(ConfigError) as err:
+        load_sweep(shape, {})
+    assert "scenarios[0] ('b').users_per_replica: Input should be greater than or equal to 1 (got 0)" in str(
+        err.value
+    )
+    assert "See files/scenarios/*.yaml for working examples." in str(err.value)
+
+
 def test_resumed_sweep_skips_finished_scenarios(server, tmp_path):
     scenarios = tmp_path / "scenarios.yaml"
     scenarios.write_text(

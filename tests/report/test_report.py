@@ -33,6 +33,8 @@ DISTINFER = str(Path(sys.executable).with_name("distinfer"))
 HOST = socket.gethostname()
 SCENARIOS = {"r1": {"replicas": 1, "users": 3}, "r2": {"replicas": 2, "users": 6}}
 MAX_TOKENS = 12
+# The runs' own SLO: near the synthetic engine's clock (ttft 20 ms, itl 10 ms), so either verdict may come.
+SLO = {"name": "test", "ttft_ms": 40.0, "tpot_ms": 12.0, "percentile": 90.0}
 TOKEN_LABEL = "P95 token latency (ms, guide's derived: P95 latency / max_tokens)"
 
 GUIDE_COLUMNS = [
@@ -116,7 +118,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
             )  # fmt: skip
             try:
                 users = spec["users"]
-                _bench(server, folder, name, "--users", str(users), *_meta(spec["replicas"], 3))
+                slo = "name={name},ttft={ttft_ms},tpot={tpot_ms},p={percentile}".format(**SLO)
+                _bench(server, folder, name, "--users", str(users), "--slo", slo, *_meta(spec["replicas"], 3))
             finally:
                 recorder.send_signal(signal.SIGTERM)
                 recorder.wait(timeout=30)
@@ -216,6 +219,65 @@ def test_guide_tables_have_every_column_with_values_from_the_raw_records(runs: d
     assert "not a measured token latency" in report
 
 
+def _nearest_rank(values: list[float], percentile: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(1, int(np.ceil(percentile / 100 * len(ordered)))) - 1]
+
+
+def test_slo_table_and_goodput_come_from_the_records(runs: dict[str, Path]) -> None:
+    run = runs["run"]
+    report = (run / "report" / "report.md").read_text()
+    rows = {r["Scenario"]: r for r in _table(report, "Scenario") if "Meeting the SLO" in r}
+    assert set(rows) == set(SCENARIOS)
+    document = {
+        s["scenario"]: s for s in json.loads((run / "report" / "results.json").read_text())["scenarios"]
+    }
+    for name, spec in SCENARIOS.items():
+        row, w0, w1 = rows[name], *_window(run, name)
+        records = _jsonl(run / "scenarios" / name / "records.jsonl")
+        due = [r for r in records if w0 <= r["scheduled"] < w1]
+        inf = float("inf")
+        ttft = [(r["first_token"] - r["sent"]) * 1000 if r["ok"] else inf for r in due]
+        tpot = [
+            (r["last_token"] - r["first_token"]) * 1000 / (r["completion_tokens"] - 1) if r["ok"] else inf
+            for r in due
+        ]
+        met = [i for i in range(len(due)) if ttft[i] <= SLO["ttft_ms"] and tpot[i] <= SLO["tpot_ms"]]
+        assert row["Configuration"] == f"{spec['replicas']} x 3"
+        assert row["SLO"] == "test: TTFT <= 40 ms, TPOT <= 12 ms at P90"
+        p_ttft, p_tpot = _nearest_rank(ttft, 90), _nearest_rank(tpot, 90)
+        assert float(row["TTFT at the SLO's percentile (ms)"]) == pytest.approx(p_ttft, abs=0.051)
+        assert float(row["TPOT at the SLO's percentile (ms)"]) == pytest.approx(p_tpot, abs=0.0051)
+        assert row["Meeting the SLO"] == f"{100 * len(met) / len(due):.1f} %"
+        assert float(row["Goodput (req/s)"]) == pytest.approx(len(met) / (w1 - w0), abs=0.0051)
+        tokens = sum(due[i]["completion_tokens"] for i in met) / (w1 - w0)
+        assert float(row["Goodput (output tok/s)"].replace(",", "")) == pytest.approx(tokens, abs=0.051)
+        passed = p_ttft <= SLO["ttft_ms"] and p_tpot <= SLO["tpot_ms"]
+        assert row["SLO met"] == ("yes" if passed else "NO")
+        assert document[name]["slo_met"] is passed
+        assert document[name]["request_goodput"] == pytest.approx(len(met) / (w1 - w0))
+
+
+def test_report_slo_judges_again_and_names_the_best_configuration(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(runs["run"], copy)
+    for slo, verdict in (("ttft=1,tpot=1", "NO"), ("mlperf-llama2-70b", "yes")):
+        subprocess.run([DISTINFER, "report", str(copy), "--slo", slo], check=True, capture_output=True)
+        report = (copy / "report" / "report.md").read_text()
+        rows = [r for r in _table(report, "Scenario") if "Meeting the SLO" in r]
+        assert [r["SLO met"] for r in rows] == [verdict, verdict], rows
+        assert "## SLO and goodput" in report and "(pareto_front.png)" in report
+        assert ("**No configuration met its SLO.**" in report) is (verdict == "NO")
+    assert all(r["SLO"].startswith("mlperf-llama2-70b: TTFT <= 2000 ms, TPOT <= 200 ms at P99") for r in rows)
+    assert all(r["Meeting the SLO"] == "100.0 %" for r in rows)
+    # Twice the users on twice the replicas: most output tokens/s, and within the SLO.
+    assert (
+        "**Most output tokens/s within the SLO: 2 x 3** (replicas x per-replica cap; scenario r2)" in report
+    )
+
+
 def test_node_table_values_come_from_the_raw_samples_and_a_failed_host_is_named(
     runs: dict[str, Path],
 ) -> None:
@@ -280,9 +342,10 @@ def test_results_json_uses_vllm_names_and_csv_and_charts(runs: dict[str, Path]) 
         assert float(csv_row["request_throughput"]) == pytest.approx(scenario["request_throughput"])
         assert float(csv_row["p99_e2el_ms"]) == pytest.approx(scenario["p99_e2el_ms"])
     charts = sorted(out.glob("*.png"))
-    assert {"throughput_vs_replicas.png", "latency_vs_concurrency.png", "ttft_tpot_distribution.png"} <= {
-        c.name for c in charts
-    }
+    assert {
+        "throughput_vs_replicas.png", "latency_vs_concurrency.png", "ttft_tpot_distribution.png",
+        "pareto_front.png",
+    } <= {c.name for c in charts}  # fmt: skip
     assert any(c.name.startswith("node") for c in charts), [c.name for c in charts]
     for chart in charts:
         data = chart.read_bytes()
@@ -424,6 +487,7 @@ def test_report_html_opens_in_a_browser_with_every_chart_and_the_same_tables(
         "throughput_vs_replicas",
         "latency_vs_concurrency",
         "ttft_tpot_distribution",
+        "pareto_front",
         "node_utilisation",
     }
     assert sorted(i["alt"] for i in images) == sorted(charts), images
@@ -460,7 +524,7 @@ def test_compared_report_html_shows_the_two_runs_side_by_side(
         ".map(th => th.innerText), [...t.querySelectorAll('tbody tr')].map(tr => tr.querySelectorAll('img')"
         ".length)]"
     )
-    assert side == [[run.name, other.name], [2, 2, 2, 2]], side  # each chart beside the other run's
+    assert side == [[run.name, other.name], [2, 2, 2, 2, 2]], side  # each chart beside the other run's
     headings = [h.text for h in browser.find_all("h2, h3, h4")]
     assert f"Compared with {other}" in headings and f"This run: {run.name}" in headings
     assert f"Other run: {other}" in headings
@@ -472,6 +536,7 @@ def test_compared_report_html_shows_the_two_runs_side_by_side(
             "throughput_vs_replicas",
             "latency_vs_concurrency",
             "ttft_tpot_distribution",
+            "pareto_front",
             "node_utilisation",
         )
     )

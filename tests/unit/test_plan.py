@@ -243,3 +243,30 @@ def test_the_models_files_own_cap_above_max_num_seqs_is_refused(tmp_path: Path) 
     models["models"][0].update(max_num_seqs=16)
     message = refused(request(models_file=write(tmp_path, "m.yaml", models), scenarios_file=None))
     assert "max_ongoing_requests 32 is above the engine's max_num_seqs 16" in message, message
+
+
+def test_capacity_searches_repeats_slos_and_the_certificate_rate_are_planned(tmp_path: Path) -> None:
+    scenarios = {
+        "defaults": {"duration_s": 60, "warmup_s": 10, "slo": "mlperf-llama2-70b"},
+        "scenarios": [
+            {"name": "load", "replicas": 2, "users_per_replica": 32, "repeat": 3},
+            {"name": "cap", "replicas": 4, "users_per_replica": 32, "capacity": {"start_rate": 2}},
+        ],
+    }
+    plan = build_plan(request(scenarios_file=write(tmp_path, "s.yaml", scenarios)))
+    assert [(s.name, s.kind, s.folder, s.done_file) for s in plan.scenarios] == [
+        ("load-rep1", "load", "scenarios/load-rep1", "summary.json"),
+        ("load-rep2", "load", "scenarios/load-rep2", "summary.json"),
+        ("load-rep3", "load", "scenarios/load-rep3", "summary.json"),
+        ("cap", "capacity", "capacity/cap", "capacity.json"),
+    ]
+    assert [s.spec["repetition"] for s in plan.scenarios[:3]] == [
+        {"of": "load", "index": i, "count": 3} for i in (1, 2, 3)
+    ]
+    assert plan.scenarios[0].serve_config == plan.scenarios[2].serve_config  # every run redeploys the same
+    assert plan.scenarios[3].spec["slo"]["name"] == "mlperf-llama2-70b"
+    assert plan.scenarios[3].spec["capacity"]["start_rate"] == 2
+    # The self-test rate: the largest load scenario's users x 100 tokens/s (capacity searches aside).
+    assert plan.certify_events_per_s == 64 * 100
+    bad = {"defaults": {"duration_s": 60}, "scenarios": [{"name": "x", "replicas": 1, "capacity": {}}]}
+    assert "a capacity search needs an SLO" in refused(request(scenarios_file=write(tmp_path, "b.yaml", bad)))

@@ -9,8 +9,15 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from pydantic import ValidationError
 
+from distinfer.bench.status import (
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_RESULTS_LOST,
+    EXIT_STATUSES,
+    capacity_status,
+    scenario_status,
+)
 from distinfer.config import ConfigError
 
 T = TypeVar("T")
@@ -35,32 +42,16 @@ ProgressOpt = Annotated[
     ),
 ]
 
-EXIT_STATUSES = """Exit status: 0 the run finished and is valid; 2 refused before any load (bad options, an
-unusable results directory, or the probe request found the URL unreachable, the model unknown or
-the API key missing or wrong; the message names the fix); 3 no request succeeded; 4 the saturation
-guard marked the run INVALID (summary.json says why); 5 a results write failed mid-run (no
-summary.json: a resumed sweep runs the scenario again); 6 the server stopped answering during the run
-and never came back (its summary says when; a sweep stops there). A sweep exits with the worst of its
-scenarios' statuses."""
-
-EXIT_OK, EXIT_ALL_FAILED, EXIT_INVALID, EXIT_RESULTS_LOST, EXIT_SERVER_LOST = 0, 3, 4, 5, 6
-
 bench = typer.Typer(
     help="Drive Locust load at an OpenAI-compatible server and record every request.\n\n" + EXIT_STATUSES
 )
 
 
 def _spec(data: dict[str, Any]):  # type: ignore[no-untyped-def]
-    from distinfer.bench.scenario import ScenarioSpec
+    """The scenario the options and --spec make, validated once (errors as for a scenarios file)."""
+    from distinfer.bench.sweep import validate_scenario
 
-    try:
-        return ScenarioSpec.model_validate(data)
-    except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'scenario'}: {e['msg']} (got {e.get('input')!r})"
-            for e in err.errors()
-        )
-        raise ConfigError(f"invalid bench options: {problems}") from None
+    return validate_scenario(data, "the scenario from --spec and the options")
 
 
 @bench.command("run")
@@ -99,7 +90,14 @@ def run_command(
     rate: Annotated[float | None, typer.Option(help="Open loop: Poisson arrivals per second.")] = None,
     scenario: Annotated[str | None, typer.Option(help="Scenario name recorded with the results.")] = None,
     meta: Annotated[list[str] | None, typer.Option(help="KEY=VALUE for the report (repeat).")] = None,
-    slo: Annotated[str | None, typer.Option(help="Goodput SLOs in ms: ttft=500,tpot=50[,e2el=...].")] = None,
+    slo: Annotated[
+        str | None,
+        typer.Option(
+            help="The SLO goodput counts against: a preset (mlperf-llama2-70b, "
+            "mlperf-llama2-70b-interactive, mlperf-llama3.1-8b, mlperf-llama3.1-8b-interactive) or limits "
+            "in ms ttft=500,tpot=50[,e2el=...][,p=99] (the percentile; 99 by default)."
+        ),
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="Load processes (default: sized).")] = None,
     ignore_eos: Annotated[
         bool | None, typer.Option(help="Ask for exactly max_tokens (vLLM's ignore_eos) [on].")
@@ -110,6 +108,15 @@ def run_command(
     watch_status: Annotated[
         bool | None,
         typer.Option(help="Sample the server's GET /status (its replicas) each second during the load [on]."),
+    ] = None,
+    repeat: Annotated[
+        int | None,
+        typer.Option(
+            help="Run the scenario N times, into OUT-rep1 .. OUT-repN; the report gives each headline "
+            "figure with a 95 % confidence interval [1].",
+            min=1,
+            max=100,
+        ),
     ] = None,
     progress_interval: ProgressOpt = 10.0,
 ) -> None:
@@ -122,10 +129,10 @@ def run_command(
     0 valid; 2 refused before any load; 3 no request succeeded; 4 INVALID (saturation guard); 5 a
     results write failed mid-run (no summary).
     """
-    from distinfer.bench.metrics import parse_slo
     from distinfer.bench.progress import make_view
     from distinfer.bench.runner import run_scenario
-    from distinfer.bench.scenario import parse_meta
+    from distinfer.bench.scenario import expand_repeats, parse_meta
+    from distinfer.bench.slo import parse_slo
 
     fields = _read_spec(spec) if spec else {}
     try:
@@ -153,6 +160,7 @@ def run_command(
         "watch_status": watch_status,
         "workers": workers,
         "slo": slo_model,
+        "repeat": repeat,
     }
     fields.update({key: value for key, value in given.items() if value is not None})
     fields["meta"] = meta_map
@@ -166,28 +174,41 @@ def run_command(
     if missing:
         raise ConfigError(f"bench run needs {', '.join(missing)} (or a --spec that has them)")
     run_spec = _spec(fields)
+    if run_spec.capacity is not None:
+        raise ConfigError(
+            f"scenario {run_spec.name} has capacity: (a search for the highest rate within its SLO); run it "
+            "with `distinfer bench capacity --spec ...`, or remove capacity: to load it once"
+        )
     _check_prompts(run_spec.prompts)
     bearer = _api_key(api_key, api_key_file)
-    summary = _guarded(lambda: run_scenario(run_spec, out, bearer, make_view(progress_interval)))
-    _print_summary(summary)
-    raise typer.Exit(exit_status(summary))
+    runs = expand_repeats(run_spec)
+    statuses = []
+    view = make_view(progress_interval)
+    for index, each in enumerate(runs, start=1):
+        folder = out if len(runs) == 1 else out.with_name(f"{out.name}-rep{index}")
+        summary = _guarded(lambda: run_scenario(each, folder, bearer, view, (index, len(runs))))  # noqa: B023
+        _print_summary(summary)
+        statuses.append(scenario_status(summary))
+    raise typer.Exit(max(statuses))
 
 
 _REQUIRED = (("url", "url"), ("model", "model"), ("users", "users"), ("duration", "duration_s"))
 
 
 def _read_spec(source: str) -> dict[str, Any]:
-    """A scenario given as JSON (a file, or - for standard input)."""
+    """A scenario given as JSON or YAML (a file, or - for standard input)."""
+    import yaml
+
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text()
     except OSError as err:
         raise ConfigError(f"cannot read --spec {source}: {err.strerror}") from None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"--spec {source} is not JSON: {err}") from None
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--spec {source} is neither JSON nor YAML: {err}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"--spec {source} must be a JSON object of scenario fields")
+        raise ConfigError(f"--spec {source} must be a mapping of scenario fields (a JSON object)")
     return data
 
 
@@ -206,6 +227,124 @@ def _api_key(key: str | None, key_file: Path | None) -> str | None:
     return text
 
 
+@bench.command("capacity")
+def capacity_command(
+    out: Annotated[
+        Path, typer.Option(help="Search folder (results/<run-id>/capacity/<name>); re-running resumes.")
+    ],
+    spec: Annotated[
+        str | None,
+        typer.Option(help="A scenario (JSON or YAML; - reads standard input) with slo: and capacity:."),
+    ] = None,
+    url: Annotated[str | None, typer.Option(help="Server base URL, e.g. http://127.0.0.1:8000")] = None,
+    model: Annotated[str | None, typer.Option(help="The `model` field to send.")] = None,
+    slo: Annotated[
+        str | None,
+        typer.Option(help="The SLO to meet: a preset (mlperf-llama2-70b, ...) or ttft=MS,tpot=MS[,p=99]."),
+    ] = None,
+    start_rate: Annotated[float | None, typer.Option(help="First rate tried, requests/s [1].")] = None,
+    min_rate: Annotated[float | None, typer.Option(help="Give up below this rate [0.01].")] = None,
+    max_rate: Annotated[float | None, typer.Option(help="Stop above this rate [10000].")] = None,
+    tolerance: Annotated[
+        float | None,
+        typer.Option(help="Bisect until the failing rate is within this fraction of the passing [0.05]."),
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Seconds of load per step, warm-up included.")
+    ] = None,
+    warmup: Annotated[
+        float | None, typer.Option(help="Seconds at the start of each step left out [0].")
+    ] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Output tokens per request [256].")] = None,
+    users: Annotated[
+        int | None,
+        typer.Option(help="The deployment's replicas x per-replica cap (sizes the in-flight cap)."),
+    ] = None,
+    scenario: Annotated[
+        str | None, typer.Option(help="The search's name, recorded with the results.")
+    ] = None,
+    api_key: ApiKeyOpt = None,
+    api_key_file: ApiKeyFileOpt = None,
+    progress_interval: ProgressOpt = 10.0,
+) -> None:
+    """Search the highest Poisson arrival rate that meets the SLO: bracket, then bisect.
+
+    Each step is an open-loop run (its records and summary in OUT/steps/) judged against the SLO;
+    one clearly failing is stopped early, one the saturation guard marks INVALID is run again and
+    then taken as not passing. The result: OUT/capacity.json. A re-run over OUT reads the finished
+    steps back and runs only what is missing. Exit status: 0 the search finished with a capacity; 3
+    no rate passed; 2 / 5 as for `run`.
+    """
+    from distinfer.bench.capacity import run_capacity
+    from distinfer.bench.progress import make_view
+    from distinfer.bench.slo import parse_slo
+
+    fields = _read_spec(spec) if spec else {}
+    given = {
+        "name": scenario, "url": url, "model": model, "duration_s": duration, "warmup_s": warmup,
+        "max_tokens": max_tokens, "users": users,
+    }  # fmt: skip
+    fields.update({key: value for key, value in given.items() if value is not None})
+    try:
+        if slo:
+            fields["slo"] = parse_slo(slo)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    search = {
+        "start_rate": start_rate, "min_rate": min_rate, "max_rate": max_rate, "tolerance": tolerance,
+    }  # fmt: skip
+    fields["capacity"] = {
+        **(fields.get("capacity") or {}),
+        **{k: v for k, v in search.items() if v is not None},
+    }
+    fields.setdefault("users", 1)
+    missing = [f"--{flag}" for flag, key in _REQUIRED if key not in fields]
+    if missing:
+        raise ConfigError(f"bench capacity needs {', '.join(missing)} (or a --spec that has them)")
+    base = _spec(fields)
+    _check_prompts(base.prompts)
+    bearer = _api_key(api_key, api_key_file)
+    result = _guarded(lambda: run_capacity(base, out, bearer, make_view(progress_interval)))
+    typer.echo(result.model_dump_json(include={"capacity_rate", "lowest_failing_rate", "converged", "note"}))
+    if result.limited_by_load_generator:
+        typer.secho(
+            "the load generator, not the server, bounded the search (INVALID steps): see capacity.json",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+    raise typer.Exit(capacity_status(result))
+
+
+CertifyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--certify/--no-certify",
+        help="First a short self-test of the load generator against the synthetic server at the run's "
+        "highest planned event rate; the report states its error and flags scenarios beyond it.",
+    ),
+]
+
+
+@bench.command("certify")
+def certify_command(
+    out: Annotated[Path, typer.Option(help="Run directory (results/<run-id>): certificate.json goes there.")],
+    events_per_s: Annotated[
+        float, typer.Option(help="Streamed events/s to certify (users x tokens/s per user).", min=1.0)
+    ],
+) -> None:
+    """Self-test the load generator at an event rate: its TTFT and TPOT against the synthetic server's
+    truth, on this machine, into OUT/certificate.json (bench/fidelity.py). Exit 0 certified, 4 not."""
+    from distinfer.bench.fidelity import certify
+
+    certificate = _guarded(lambda: certify(out, events_per_s))
+    _print_certificate(certificate)
+    raise typer.Exit(EXIT_OK if certificate.certified_events_per_s is not None else EXIT_INVALID)
+
+
+def _print_certificate(certificate: Any) -> None:
+    typer.echo(certificate.line())
+
+
 @bench.command("sweep")
 def sweep_command(
     scenarios: Annotated[Path, typer.Option(help="Scenarios YAML (files/scenarios/*.yaml).")],
@@ -214,6 +353,7 @@ def sweep_command(
     model: Annotated[str | None, typer.Option(help="Override every scenario's model.")] = None,
     api_key: ApiKeyOpt = None,
     api_key_file: ApiKeyFileOpt = None,
+    certify: CertifyOpt = True,
     progress_interval: ProgressOpt = 10.0,
 ) -> None:
     """Run each unfinished scenario of a file; finished ones (summary.json present) are skipped.
@@ -230,23 +370,24 @@ def sweep_command(
     for spec in specs:
         _check_prompts(spec.prompts)
     bearer = _api_key(api_key, api_key_file)
-    ran = _guarded(lambda: run_sweep(specs, out, bearer, make_view(progress_interval)))
-    typer.echo(f"ran {len(ran)} scenario(s): {', '.join(ran) or 'none (all finished)'}")
-    statuses = {name: exit_status(summary) for name, summary in ran.items()}
+    if certify:
+        _certify_once(out, specs)
+    statuses = _guarded(lambda: run_sweep(specs, out, bearer, make_view(progress_interval)))
+    typer.echo(f"ran {len(statuses)} scenario(s): {', '.join(statuses) or 'none (all finished)'}")
     for name, status in statuses.items():
         if status != EXIT_OK:
             typer.secho(f"scenario {name}: exit status {status}", fg=typer.colors.YELLOW, err=True)
     raise typer.Exit(max(statuses.values(), default=EXIT_OK))
 
 
-def exit_status(summary: dict[str, Any]) -> int:
-    """0 valid, 3 when no request succeeded, 4 when the guard marked the run invalid, 6 when the server
-    stopped answering during the run and never came back (what follows it cannot run)."""
-    if (summary.get("availability") or {}).get("endpoint_lost_at_s") is not None:
-        return EXIT_SERVER_LOST
-    if summary["metrics"]["completed"] == 0:
-        return EXIT_ALL_FAILED
-    return EXIT_OK if summary["valid"] else EXIT_INVALID
+def _certify_once(out: Path, specs: list[Any]) -> None:
+    """The sweep's certificate, unless the run already holds one at this rate (a resumed sweep)."""
+    from distinfer.bench.fidelity import certificate_covers, certify, planned_events_per_s
+
+    target = planned_events_per_s(specs)
+    if target <= 0 or certificate_covers(out, target):
+        return
+    _print_certificate(_guarded(lambda: certify(out, target)))
 
 
 def _guarded(action: Callable[[], T]) -> T:
@@ -280,6 +421,14 @@ def _print_summary(summary: dict[str, Any]) -> None:
         "p50_tpot_ms": m["tpot_ms"]["p50"],
         "p95_e2el_ms": m["e2el_ms"]["p95"],
     }
+    verdict = m.get("slo_result")
+    if verdict is not None:
+        line.update(
+            slo_met=verdict["passed"],
+            slo_share_meeting=verdict["share_meeting"],
+            request_goodput=round(verdict["request_goodput"], 3),
+            output_goodput=round(verdict["output_goodput"], 1),
+        )
     json.dump(line, sys.stdout)
     sys.stdout.write("\n")
     for reason in summary["invalid_reasons"]:

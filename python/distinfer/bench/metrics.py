@@ -9,6 +9,7 @@ users were still ramping, and requests still running after it ran while load was
 - Throughputs count what happened *inside* the window: completions whose end falls in it, and
   output tokens spread evenly between a request's first and last token and clipped to it.
 - Percentiles are exact, from every sample (numpy linear interpolation), never from a histogram.
+- With an SLO (bench/slo.py), the same population is judged against it: goodput and the share meeting it.
 """
 
 from __future__ import annotations
@@ -20,39 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from distinfer.bench.records import RequestRecord
-
-
-class Slo(BaseModel):
-    """Service-level objectives a request must meet to count towards goodput (milliseconds)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    ttft_ms: float | None = Field(None, gt=0)
-    tpot_ms: float | None = Field(None, gt=0)
-    e2el_ms: float | None = Field(None, gt=0)
-
-    def met_by(self, ttft_ms: float | None, tpot_ms: float | None, e2el_ms: float) -> bool:
-        if self.ttft_ms is not None and (ttft_ms is None or ttft_ms > self.ttft_ms):
-            return False
-        if self.tpot_ms is not None and tpot_ms is not None and tpot_ms > self.tpot_ms:
-            return False
-        return not (self.e2el_ms is not None and e2el_ms > self.e2el_ms)
-
-
-def parse_slo(text: str) -> Slo:
-    """`ttft=500,tpot=50[,e2el=20000]` in milliseconds."""
-    values: dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        key, sep, raw = part.partition("=")
-        if not sep or key.strip() not in ("ttft", "tpot", "e2el"):
-            raise ValueError(
-                f"--slo part {part!r} must be ttft=MS, tpot=MS or e2el=MS (e.g. ttft=500,tpot=50)"
-            )
-        try:
-            values[f"{key.strip()}_ms"] = float(raw)
-        except ValueError:
-            raise ValueError(f"--slo value {raw!r} for {key} is not a number of milliseconds") from None
-    return Slo(**values)
+from distinfer.bench.slo import Slo, SloResult, evaluate
 
 
 class Distribution(BaseModel):
@@ -120,7 +89,9 @@ class Metrics(BaseModel):
         description="The guide's derived figure: P95 e2e latency / max_tokens (not a measured token latency)."
     )
     slo: Slo | None = None
-    request_goodput: float | None = Field(None, description="Successful requests/s that met every SLO.")
+    slo_result: SloResult | None = Field(None, description="The window's requests judged against `slo`.")
+    request_goodput: float | None = Field(None, description="Requests/s that met every limit of the SLO.")
+    output_goodput: float | None = Field(None, description="Output tokens/s of those requests.")
 
 
 def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
@@ -182,10 +153,7 @@ def compute_metrics(
         r.prompt_tokens or 0 for r in records if r.ok and r.first_token and w0 <= r.first_token < w1
     )
     e2el_dist = distribution(e2el)
-    goodput = None
-    if slo is not None:
-        met = sum(1 for r in good if slo.met_by(ttft_ms(r), tpot_ms(r), (r.end - r.sent) * 1000.0))
-        goodput = met / span
+    verdict = judge_slo(slo, population, span) if slo is not None else None
     return Metrics(
         window_start=w0,
         window_end=w1,
@@ -211,5 +179,19 @@ def compute_metrics(
         ),
         guide_p95_token_latency_ms=None if e2el_dist.p95 is None else e2el_dist.p95 / max_tokens,
         slo=slo,
-        request_goodput=goodput,
+        slo_result=verdict,
+        request_goodput=None if verdict is None else verdict.request_goodput,
+        output_goodput=None if verdict is None else verdict.output_goodput,
     )
+
+
+def request_latencies(rec: RequestRecord) -> dict[str, float | None]:
+    """What an SLO limits, for one request (ms): ttft, tpot, e2el."""
+    return {"ttft": ttft_ms(rec), "tpot": tpot_ms(rec), "e2el": (rec.end - rec.sent) * 1000.0}
+
+
+def judge_slo(slo: Slo, population: Sequence[RequestRecord], window_s: float) -> SloResult:
+    """The SLO's verdict on a window's latency population (failed requests included)."""
+    each = [request_latencies(r) for r in population]
+    latencies = {key: [lat[key] for lat in each] for key in ("ttft", "tpot", "e2el")}
+    return evaluate(slo, population, window_s, latencies)

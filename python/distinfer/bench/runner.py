@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,10 @@ EVENTS_PER_WORKER = 8000.0
 # Closed loop without a known token rate: assume a fast server (10 ms between tokens per user).
 ASSUMED_EVENTS_PER_USER = 100.0
 STARTUP_TIMEOUT_S = 60.0
+
+# Asked once a second while the load runs, with the load's start time: a reason to stop the scenario
+# now (it is clearly failing: bench/capacity.py), or None to go on.
+StopWhen = Callable[[float], "str | None"]
 
 
 def target_events_per_s(spec: ScenarioSpec) -> float:
@@ -83,11 +88,14 @@ class ScenarioRun:
         out: Path,
         api_key: str | None = None,
         progress: ScenarioProgress | None = None,
+        stop_when: StopWhen | None = None,
     ) -> None:
         self.spec = spec
         self.out = out
         self.api_key = api_key
         self.progress = progress
+        self.stop_when = stop_when
+        self.stopped_early: tuple[str, float] | None = None  # (why, when)
         self.workers: list[subprocess.Popen[str]] = []
         self.cpu_samples: dict[int, list[tuple[float, float]]] = {}
         self.machine_samples: list[tuple[float, float]] = []
@@ -190,6 +198,12 @@ class ScenarioRun:
             if any(w.poll() == WRITE_FAILED for w in self.workers):
                 self.stop_workers()  # the records have a hole: measuring on is pointless
                 break
+            reason = self.stop_when(start) if self.stop_when is not None else None
+            if reason is not None:
+                self.stopped_early = (reason, time.time())
+                log.info("stopping %s early: %s", self.spec.name, reason)
+                self.stop_workers()
+                break
             now = time.time()
             self.machine_samples.append((now, psutil.cpu_percent(None)))
             for pid, proc in procs.items():
@@ -253,11 +267,14 @@ class ScenarioRun:
     def summarise(self, start: float, finished: float) -> dict[str, Any]:
         spec = self.spec
         w0, w1 = start + spec.warmup_s, start + spec.duration_s
+        if self.stopped_early is not None:  # the window ends where the load did
+            w1 = max(min(w1, self.stopped_early[1]), w0 + 1e-3)
         records = list(load_records(self.out / RECORDS_FILE))
         metrics = compute_metrics(records, w0, w1, spec.max_tokens, spec.slo)
         availability = assess(records, read_status(self.out / STATUS_FILE), start, spec.slo)
         client = self.client_load(w0, w1)
         reasons = guard.check(metrics, client, spec.users, spec.rate)
+        stopped = self.stopped_early
         return {
             "schema_version": SCHEMA_VERSION,
             "scenario": spec.model_dump(mode="json"),
@@ -269,6 +286,7 @@ class ScenarioRun:
             "metrics": metrics.model_dump(mode="json"),
             "client": client.model_dump(mode="json"),
             "availability": availability.model_dump(mode="json"),
+            "stopped_early": None if stopped is None else {"reason": stopped[0], "at": stopped[1]},
         }
 
 
@@ -298,13 +316,16 @@ def run_scenario(
     api_key: str | None = None,
     view: View | None = None,
     position: tuple[int, int] = (1, 1),
+    stop_when: StopWhen | None = None,
 ) -> dict[str, Any]:
     """Run one scenario to its summary. Ctrl-C stops the load, keeps the records, writes no summary.
 
-    With a `view`, its progress (scenario `position` = i of n) is shown while the load runs."""
+    With a `view`, its progress (scenario `position` = i of n) is shown while the load runs. With
+    `stop_when`, the load stops as soon as it gives a reason; the summary then covers the steady
+    window up to that moment and says why (`stopped_early`)."""
     _take_ctrl_c()
     progress = ScenarioProgress(view, out / RECORDS_FILE, spec.name, position) if view else None
-    run = ScenarioRun(spec, out, api_key, progress)
+    run = ScenarioRun(spec, out, api_key, progress, stop_when)
     run.check()
     run.prepare()
     watcher: StatusWatcher | None = None

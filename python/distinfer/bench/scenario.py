@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from distinfer.bench.metrics import Slo
+from distinfer.bench.slo import Slo
 
 SCENARIO_FILE = "scenario.json"
 SUMMARY_FILE = "summary.json"
@@ -18,6 +18,55 @@ SUMMARY_FILE = "summary.json"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class CapacitySearch(_Strict):
+    """A scenario's `capacity:`: search the highest Poisson arrival rate that meets its SLO
+    (`distinfer bench capacity`, bench/capacity.py) instead of loading it at one size."""
+
+    start_rate: float = Field(1.0, gt=0, description="First rate tried (requests/s).")
+    min_rate: float = Field(0.01, gt=0, description="The search gives up below this rate.")
+    max_rate: float = Field(10_000.0, gt=0, description="The search stops above this rate.")
+    tolerance: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="Stop when the lowest failing rate is within this fraction above the highest passing.",
+    )
+    growth: float = Field(2.0, gt=1, description="Bracketing: the rate is multiplied (or divided) by this.")
+    max_steps: int = Field(16, ge=1, le=100, description="Rates tried at most (retries not counted).")
+    invalid_retries: int = Field(
+        1, ge=0, le=10, description="Times a step the saturation guard marked INVALID is run again."
+    )
+    stop_early: bool = Field(True, description="Stop a step as soon as it has clearly missed the SLO.")
+    min_tail_requests: int = Field(
+        10,
+        ge=0,
+        le=10_000,
+        description="Each step's steady window lasts long enough for this many requests beyond the SLO's "
+        "percentile (at P99 and 10: 1000 requests), however short duration_s is; fewer make the verdict "
+        "noise. 0: duration_s only.",
+    )
+    in_flight_cap: int | None = Field(
+        None, ge=1, le=100_000, description="Each step's in-flight cap; default max(4 x users, 256)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> CapacitySearch:
+        if not self.min_rate <= self.start_rate <= self.max_rate:
+            raise ValueError(
+                f"start_rate {self.start_rate:g} must lie between min_rate {self.min_rate:g} and max_rate "
+                f"{self.max_rate:g}"
+            )
+        return self
+
+
+class Repetition(_Strict):
+    """Set on each of the runs a scenario's `repeat: N` makes."""
+
+    of: str = Field(description="The scenario repeated (its name without -rep<k>).")
+    index: int = Field(ge=1, description="Which run this is, 1..count.")
+    count: int = Field(ge=2, description="How many runs the repeat makes.")
 
 
 class ScenarioSpec(_Strict):
@@ -54,7 +103,20 @@ class ScenarioSpec(_Strict):
     workers: int | None = Field(
         None, ge=1, le=64, description="Load processes; sized from the load when unset."
     )
-    slo: Slo | None = None
+    slo: Slo | None = Field(
+        None, description="The SLO goodput counts against: a preset's name or limits (bench/slo.py)."
+    )
+    capacity: CapacitySearch | None = Field(
+        None, description="Search the highest rate within the SLO instead (`distinfer bench capacity`)."
+    )
+    repeat: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="Run it this many times (as <name>-rep1..N); the report gives each headline figure "
+        "with a 95 % confidence interval, and --compare says which differences exceed that noise.",
+    )
+    repetition: Repetition | None = Field(None, description="Which run of a repeat this is (set by it).")
     meta: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -69,6 +131,21 @@ class ScenarioSpec(_Strict):
                 f"ramp ({self.ramp_s}s) must be shorter than duration ({self.duration_s}s); "
                 "ramp over the warm-up (the default) so the steady window sees every user"
             )
+        if self.capacity is not None and self.slo is None:
+            raise ValueError(
+                "a capacity search needs an SLO to search against: add slo: (a preset such as "
+                "mlperf-llama2-70b, or {ttft_ms: ..., tpot_ms: ...})"
+            )
+        if self.capacity is not None and self.repeat > 1:
+            raise ValueError(
+                f"repeat {self.repeat} with capacity: is not supported; a capacity search already measures "
+                "each rate on enough requests for its percentile (min_tail_requests)"
+            )
+        if self.capacity is not None and self.rate is not None:
+            raise ValueError(
+                f"rate {self.rate:g} and capacity: both set; the capacity search chooses each step's rate "
+                "(remove rate:, or remove capacity: to load at that one rate)"
+            )
         return self
 
     @property
@@ -79,6 +156,22 @@ class ScenarioSpec(_Strict):
     @property
     def open_loop(self) -> bool:
         return self.rate is not None
+
+
+def expand_repeats(spec: ScenarioSpec) -> list[ScenarioSpec]:
+    """A scenario with `repeat: N` as its N runs, `<name>-rep1` .. `<name>-repN`, each marked."""
+    if spec.repeat == 1 or spec.repetition is not None:
+        return [spec]
+    return [
+        ScenarioSpec.model_validate(
+            {
+                **spec.model_dump(mode="json"),
+                "name": f"{spec.name}-rep{index}",
+                "repetition": {"of": spec.name, "index": index, "count": spec.repeat},
+            }
+        )
+        for index in range(1, spec.repeat + 1)
+    ]
 
 
 class WorkerPlan(_Strict):

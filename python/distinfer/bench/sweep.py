@@ -13,12 +13,15 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from distinfer.bench.capacity import capacity_finished, run_capacity
 from distinfer.bench.progress import View
 from distinfer.bench.provenance import collect_provenance
 from distinfer.bench.runner import run_scenario
-from distinfer.bench.scenario import SUMMARY_FILE, ScenarioSpec, write_json_atomic
+from distinfer.bench.scenario import SUMMARY_FILE, ScenarioSpec, expand_repeats, write_json_atomic
+from distinfer.bench.status import capacity_status, scenario_status
 from distinfer.bench.storage import FREE_FLOOR_BYTES, check_results_dir
 from distinfer.config import ConfigError
+from distinfer.errors import entry_locator, format_validation_error
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +70,7 @@ class SweepFile(BaseModel):
                     )
                 data["users"] = data["replicas"] * data["users_per_replica"]
             data.setdefault("name", default_scenario_name(data))
-            specs.append(ScenarioSpec.model_validate(data))
+            specs += expand_repeats(validate_scenario(data, f"scenario {data['name']!r}"))
         check_unique_names([s.name for s in specs])
         return specs
 
@@ -103,58 +106,86 @@ def parse_sweep(data: Any, source: str) -> SweepFile:
         raise ConfigError(format_sweep_error(err, source, data)) from None
 
 
-_FIXES = {
+# What to give instead, by field, where the error alone does not say it.
+SCENARIO_ADVICE = {
     "users_per_replica": "a whole number >= 1: the per-replica cap on requests in flight",
     "replicas": "a whole number >= 1, at most what the inventory's GPUs hold",
     "users": "a whole number >= 1",
+    "slo": "a preset (mlperf-llama2-70b, mlperf-llama2-70b-interactive, mlperf-llama3.1-8b, "
+    "mlperf-llama3.1-8b-interactive) or {ttft_ms: ..., tpot_ms: ..., percentile: 99}",
 }
+EXAMPLES = "files/scenarios/*.yaml"
 
 
 def format_sweep_error(err: ValidationError, source: str, data: Any) -> str:
     """One line per problem: which scenario, which field, what was given and what to give."""
-    lines = [f"{source} is not a valid scenarios file:"]
-    for item in err.errors():
-        loc = list(item["loc"])
-        where = ".".join(map(str, loc)) or "(top level)"
-        if len(loc) >= 2 and loc[0] == "scenarios" and isinstance(loc[1], int):
-            entry = data["scenarios"][loc[1]] if isinstance(data, dict) else None
-            name = entry.get("name") if isinstance(entry, dict) else None
-            where = f"scenarios[{loc[1]}]" + (f" ({name!r})" if name else "")
-            where += "".join(f".{part}" for part in loc[2:])
-        got = item.get("input")
-        shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
-        fix = _FIXES.get(str(loc[-1])) if loc else None
-        lines.append(f"  - {where}: {item['msg']}{shown}" + (f"; give {fix}" if fix else ""))
-    lines.append("See files/scenarios/*.yaml for working examples.")
-    return "\n".join(lines)
+    locate = entry_locator("scenarios", SweepFile, SweepEntry)
+    return format_validation_error(
+        err,
+        source,
+        "a valid scenarios file",
+        data=data,
+        examples=EXAMPLES,
+        locate=locate,
+        advice=SCENARIO_ADVICE,
+    )
+
+
+def validate_scenario(data: dict[str, Any], source: str) -> ScenarioSpec:
+    """One scenario's merged fields as a ScenarioSpec, or a ConfigError naming each problem."""
+    try:
+        return ScenarioSpec.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(
+            format_validation_error(
+                err,
+                source,
+                "a valid scenario",
+                data=data,
+                examples=EXAMPLES,
+                locate=entry_locator(None, ScenarioSpec, None),
+                advice=SCENARIO_ADVICE,
+            )
+        ) from None
 
 
 def load_sweep(path: Path, overrides: dict[str, Any]) -> list[ScenarioSpec]:
     sweep = read_sweep(path)
     try:
         return sweep.specs(overrides)
-    except (ValidationError, ValueError) as err:
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    except ValueError as err:
         raise ConfigError(
-            f"{path} is not a valid scenarios file: {err}\nSee files/scenarios/*.yaml for examples"
+            f"{path} is not a valid scenarios file: {err}; see {EXAMPLES} for examples"
         ) from None
 
 
 def run_sweep(
     specs: list[ScenarioSpec], out: Path, api_key: str | None = None, view: View | None = None
-) -> dict[str, dict[str, Any]]:
-    """Run every unfinished scenario; return the summaries of those run this time, by name. Progress
-    counts every scenario of the file (a finished one skipped is still "i of n")."""
+) -> dict[str, int]:
+    """Run every unfinished scenario (a capacity search into `out/capacity/<name>`); return the exit
+    status of each run this time, by name. Progress counts every scenario of the file (a finished one
+    skipped is still "i of n")."""
     check_results_dir(out, FREE_FLOOR_BYTES)
     if not (out / "run.json").exists():
         write_json_atomic(out / "run.json", collect_provenance())
-    ran: dict[str, dict[str, Any]] = {}
+    ran: dict[str, int] = {}
     for index, spec in enumerate(specs, start=1):
+        if spec.capacity is not None:
+            folder = out / "capacity" / spec.name
+            if capacity_finished(folder):
+                log.info("capacity search %d/%d %s already finished; skipping", index, len(specs), spec.name)
+                continue
+            ran[spec.name] = capacity_status(run_capacity(spec, folder, api_key, view))
+            continue
         target = out / "scenarios" / spec.name
         if (target / SUMMARY_FILE).exists():
             log.info("scenario %d/%d %s already finished; skipping", index, len(specs), spec.name)
             continue
-        ran[spec.name] = run_scenario(spec, target, api_key, view, (index, len(specs)))
-        lost = ran[spec.name]["availability"]["endpoint_lost_at_s"]
+        summary = run_scenario(spec, target, api_key, view, (index, len(specs)))
+        ran[spec.name] = scenario_status(summary)
+        lost = summary["availability"]["endpoint_lost_at_s"]
         if lost is not None:
             log.error(
                 "scenario %s: the server stopped answering %.1f s into the load and did not come back; "

@@ -135,6 +135,77 @@ def token_latency_distributions(run: Run, out: Path) -> Path | None:
     return _save(fig, out / "ttft_tpot_distribution.png", title)
 
 
+# A scenario's point by its SLO verdict: marker, colour, legend.
+SLO_MARKERS = {
+    True: ("o", "C2", "meets the SLO"),
+    False: ("x", "C3", "misses the SLO"),
+    None: ("s", "grey", "no SLO set"),
+}
+
+
+def pareto_chart(run: Run, out: Path) -> Path | None:
+    """MLPerf Endpoints' view: output tokens/s against tokens/s per user, the front as a step."""
+    from distinfer.report.goodput import configuration, pareto_front, tokens_per_user
+
+    rows = [r for r in (scenario_row(s) for s in ordered(run)) if tokens_per_user(r) is not None]
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    front = pareto_front(rows)
+    # For each interactivity, the most throughput reached at it or faster: a falling staircase.
+    xs = [tokens_per_user(r) or 0.0 for r in front]
+    ys = [r["output_throughput"] for r in front]
+    ax.step([0.0, *xs], [ys[0], *ys], where="pre", color="C0", lw=1.5, label="Pareto front")
+    ax.plot([xs[-1], xs[-1]], [ys[-1], 0], color="C0", lw=1.5)
+    for row in rows:
+        x, y = tokens_per_user(row), row["output_throughput"]
+        marker, color, _ = SLO_MARKERS[row.get("slo_met")]
+        ax.scatter([x], [y], marker=marker, color=color, s=40, zorder=3)
+        ax.annotate(configuration(row), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for meets, (marker, color, label) in SLO_MARKERS.items():
+        if any(r.get("slo_met") is meets for r in rows):
+            ax.scatter([], [], marker=marker, color=color, label=label)
+    ax.set_xlabel("tokens/s per user (1000 / P90 TPOT)")
+    ax.set_ylabel("system output tokens/s")
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=7)
+    title = "Throughput against interactivity (labels: replicas x per-replica cap)"
+    return _save(fig, out / "pareto_front.png", title)
+
+
+OUTCOME_MARKERS = {"pass": ("o", "C2"), "fail": ("x", "C3"), "invalid": ("^", "C1")}
+
+
+def capacity_chart(run: Run, out: Path) -> Path | None:
+    """Each capacity search's steps: share of requests meeting the SLO against the rate asked."""
+    if not run.capacity:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for index, result in enumerate(run.capacity):
+        colour = f"C{index % 10}"
+        steps = sorted(result.steps, key=lambda st: st.rate)
+        shown = [st for st in steps if st.share_meeting is not None]
+        ax.plot(
+            [st.rate for st in shown], [100 * (st.share_meeting or 0) for st in shown], color=colour, lw=0.8
+        )
+        for step in shown:
+            marker, edge = OUTCOME_MARKERS[step.outcome]
+            ax.scatter([step.rate], [100 * (step.share_meeting or 0)], marker=marker, color=edge, zorder=3)
+        ax.axhline(result.slo.percentile, color=colour, ls=":", lw=0.8)
+        if result.capacity_rate is not None:
+            ax.axvline(result.capacity_rate, color=colour, ls="--", lw=0.8, label=f"{result.name}: capacity")
+    for outcome, (marker, colour) in OUTCOME_MARKERS.items():
+        ax.scatter([], [], marker=marker, color=colour, label=outcome)
+    ax.set_xscale("log")
+    ax.set_xlabel("Poisson arrivals asked (requests/s, log)")
+    ax.set_ylabel("requests meeting the SLO (%)")
+    ax.legend(fontsize=7)
+    return _save(fig, out / "capacity_search.png", "Capacity searches (dotted: the SLO's percentile)")
+
+
 def node_utilisation(run: Run, out: Path) -> Path | None:
     plt = _pyplot()
     series: dict[str, list[dict[str, Any]]] = {}
@@ -186,6 +257,9 @@ def _gpu_mean(key: str):  # type: ignore[no-untyped-def]
 
 
 def all_charts(run: Run, out: Path) -> list[Path]:
-    paths = [throughput_vs_replicas(run, out), latency_vs_concurrency(run, out)]
-    optional = [token_latency_distributions(run, out), node_utilisation(run, out)]
-    return paths + [path for path in optional if path is not None]
+    charts: list[Path | None] = []
+    if run.scenarios:
+        charts += [throughput_vs_replicas(run, out), latency_vs_concurrency(run, out)]
+        charts += [token_latency_distributions(run, out), pareto_chart(run, out)]
+    charts += [capacity_chart(run, out), node_utilisation(run, out)]
+    return [path for path in charts if path is not None]

@@ -14,14 +14,28 @@ def report_command(
     run_dir: Annotated[Path, typer.Argument(help="Run directory: results/<run-id>.")],
     compare: Annotated[Path | None, typer.Option(help="Another run directory to compare with.")] = None,
     out: Annotated[Path | None, typer.Option(help="Where to write (default: DIR/report).")] = None,
+    slo: Annotated[
+        str | None,
+        typer.Option(
+            help="Judge every scenario against this SLO instead of its own, from the records: a preset "
+            "(mlperf-llama2-70b, ...) or ttft=MS,tpot=MS[,p=99]."
+        ),
+    ] = None,
 ) -> None:
-    """Write report.md, results.json, results.csv, nodes.csv and PNG charts for a run."""
+    """Write report.md, report.html, results.json, results.csv, nodes.csv and PNG charts for a run."""
+    from distinfer.bench.slo import parse_slo
+    from distinfer.report.goodput import rejudge
     from distinfer.report.load import load_run
     from distinfer.report.render import write_report
 
     try:
         run = load_run(run_dir)
         other = load_run(compare) if compare else None
+        if slo:
+            judged = parse_slo(slo)
+            for each in (run, other):
+                if each is not None:
+                    rejudge(each, judged)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     for path in write_report(run, out or run_dir / "report", other):

@@ -8,6 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from distinfer.bench.capacity import RESULT_FILE, CapacityResult
+from distinfer.bench.fidelity import Certificate, read_certificate
+
 log = logging.getLogger(__name__)
 
 
@@ -30,6 +35,8 @@ class Scenario:
     node_errors: dict[str, str] = field(default_factory=dict)
     # The scenario's folder (records.jsonl is read from it for the latency distributions).
     folder: Path | None = None
+    # `distinfer report --slo`: {"slo", "slo_result"} judged again from the records, over the summary's.
+    slo_override: dict[str, Any] | None = None
 
     @property
     def finished(self) -> bool:
@@ -52,6 +59,13 @@ class Scenario:
         return self.spec.get("users_per_replica") or _int(self.meta.get("users_per_replica"))
 
     @property
+    def slo(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The SLO this scenario is judged against and the verdict (the report's --slo first)."""
+        if self.slo_override is not None:
+            return self.slo_override["slo"], self.slo_override["slo_result"]
+        return self.metrics.get("slo"), self.metrics.get("slo_result")
+
+    @property
     def window(self) -> tuple[float, float] | None:
         m = self.metrics
         return (m["window_start"], m["window_end"]) if m else None
@@ -62,6 +76,10 @@ class Run:
     path: Path
     provenance: dict[str, Any]
     scenarios: list[Scenario]
+    # Capacity searches (`distinfer bench capacity` into capacity/<name>/), by name.
+    capacity: list[CapacityResult] = field(default_factory=list)
+    # The load generator's self-test (certificate.json), when the run has one.
+    certificate: Certificate | None = None
 
 
 def _int(value: str | None) -> int | None:
@@ -123,14 +141,33 @@ def load_scenario(folder: Path) -> Scenario:
     )
 
 
+def load_capacity(path: Path) -> CapacityResult:
+    try:
+        return CapacityResult.model_validate_json(path.read_text())
+    except (OSError, ValidationError) as err:
+        raise ValueError(f"cannot read the capacity search {path}: {err}") from None
+
+
 def load_run(path: Path) -> Run:
     scenarios_dir = path / "scenarios"
-    if not scenarios_dir.is_dir():
+    scenarios = (
+        [load_scenario(f) for f in sorted(scenarios_dir.iterdir()) if f.is_dir()]
+        if scenarios_dir.is_dir()
+        else []
+    )
+    capacity = [load_capacity(f) for f in sorted(path.glob(f"capacity/*/{RESULT_FILE}"))]
+    if not scenarios and not capacity:
         raise ValueError(
-            f"{path} has no scenarios/ folder; pass a run directory (results/<run-id>) that "
-            "`distinfer bench sweep` or `bench run --out results/<run-id>/scenarios/<name>` wrote"
+            f"{path} holds no scenario (scenarios/<name>/) and no capacity search (capacity/<name>/); "
+            "pass a run directory (results/<run-id>) that `distinfer bench sweep`, `bench run --out "
+            "results/<run-id>/scenarios/<name>` or `bench capacity --out "
+            "results/<run-id>/capacity/<name>` wrote"
         )
-    scenarios = [load_scenario(f) for f in sorted(scenarios_dir.iterdir()) if f.is_dir()]
-    if not scenarios:
-        raise ValueError(f"{scenarios_dir} holds no scenario folders")
-    return Run(path=path, provenance=_read_json(path / "run.json") or {}, scenarios=scenarios)
+    provenance = _read_json(path / "run.json") or {}
+    return Run(
+        path=path,
+        provenance=provenance,
+        scenarios=scenarios,
+        capacity=capacity,
+        certificate=read_certificate(path),
+    )

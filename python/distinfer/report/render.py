@@ -22,9 +22,14 @@ from distinfer.report.blocks import (
     image,
     to_markdown,
 )
+from distinfer.report.capacity import capacity_section
 from distinfer.report.charts import all_charts
+from distinfer.report.fidelity import above_certified, fidelity_section
+from distinfer.report.goodput import slo_section
 from distinfer.report.html import to_html
 from distinfer.report.load import Run, Scenario
+from distinfer.report.planner import planner_section
+from distinfer.report.repeats import noise_comparison, noise_section, repeats_document, repeats_section
 from distinfer.report.tables import GUIDE_P95_TOKEN_LABEL, node_rows, ordered, results_document, scenario_row
 
 GUIDE_COLUMNS = (
@@ -122,6 +127,7 @@ def report_blocks(run: Run, charts: list[Image], compare: Comparison | None = No
             f"*{GUIDE_P95_TOKEN_LABEL}* is not a measured token latency; TTFT and TPOT are."
         ),
     ]
+    blocks += fidelity_section(run, run.certificate)
     stand_ins = [s.name for s in ordered(run) if s.meta.get("engine_stand_in")]
     if stand_ins:
         blocks.append(
@@ -132,6 +138,10 @@ def report_blocks(run: Run, charts: list[Image], compare: Comparison | None = No
             )
         )
     blocks += guide_tables(rows)
+    blocks += repeats_section(rows)
+    blocks += slo_section(rows) if rows else []
+    blocks += capacity_section(run.capacity)
+    blocks += planner_section(run)
     invalid = [r for r in rows if r.get("valid") is False]
     if invalid:
         blocks += [
@@ -323,6 +333,7 @@ def compare_section(run: Run, charts: list[Image], other: Comparison) -> list[Bl
         Heading(f"Compared with {other.run.path}"),
         Paragraph("Cells: this run (other run, change)."),
         Table(["Scenario", *(label for _, label in COMPARED)], table),
+        *noise_section(noise_comparison(_rows(run), _rows(other.run))),
     ]
     # The two runs side by side: their guide tables, then each chart of one beside the other's.
     for label, side in ((f"This run: {run.path.name}", run), (f"Other run: {other.run.path}", other.run)):
@@ -331,6 +342,10 @@ def compare_section(run: Run, charts: list[Image], other: Comparison) -> list[Bl
     pairs: list[list[str | Image]] = [[mine, theirs.get(mine.path.name) or "-"] for mine in charts]
     blocks += [Heading("Charts side by side", 3), Table([run.path.name, other.run.path.name], pairs)]
     return blocks
+
+
+def _rows(run: Run) -> list[dict[str, Any]]:
+    return [scenario_row(s) for s in ordered(run)]
 
 
 def _demoted(blocks: list[Block]) -> list[Block]:
@@ -354,8 +369,17 @@ def write_report(run: Run, out: Path, compare: Run | None = None) -> list[Path]:
         (out / "compare").mkdir(exist_ok=True)
         other = Comparison(compare, [image(p, out) for p in all_charts(compare, out / "compare")])
     document = results_document(run)
+    document["repeats"] = repeats_document(_rows(run))
+    document["certificate"] = None if run.certificate is None else run.certificate.model_dump(mode="json")
+    document["above_certified_event_rate"] = [
+        {"name": name, "events_per_s": rate} for name, rate in above_certified(run, run.certificate)
+    ]
     if compare is not None:
-        document["compare"] = {"other_run": str(compare.path), "scenarios": comparison(run, compare)}
+        document["compare"] = {
+            "other_run": str(compare.path),
+            "scenarios": comparison(run, compare),
+            "noise": [row.document() for row in noise_comparison(_rows(run), _rows(compare))],
+        }
     write_json_atomic(out / "results.json", document)
     write_csv(out / "results.csv", [scenario_row(s) for s in ordered(run)])
     write_csv(out / "nodes.csv", [n for s in ordered(run) for n in node_rows(s)])

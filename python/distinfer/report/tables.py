@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from distinfer.bench.slo import Slo
 from distinfer.report.load import NodeSamples, Run, Scenario
 
 # Virtual interfaces carry the same bytes again (pod veths, bridges, CNI tunnels): counting them
@@ -48,6 +49,8 @@ def scenario_row(s: Scenario) -> dict[str, Any]:
         "max_concurrency": spec.get("users"),
         "request_rate": spec.get("rate"),
         "max_tokens": spec.get("max_tokens"),
+        "repeat_of": (spec.get("repetition") or {}).get("of"),
+        "repeat_index": (spec.get("repetition") or {}).get("index"),
     }
     if not m:
         return row
@@ -64,10 +67,10 @@ def scenario_row(s: Scenario) -> dict[str, Any]:
             "total_input_tokens": m["total_input_tokens"],
             "total_output_tokens": m["total_output_tokens"],
             "achieved_concurrency": m["achieved_concurrency"],
-            "request_goodput": m.get("request_goodput"),
             "guide_p95_token_latency_ms": m["guide_p95_token_latency_ms"],
         }
     )
+    row.update(slo_fields(s))
     for name, dist in (("ttft", ttft), ("tpot", tpot), ("itl", itl), ("e2el", e2e)):
         row[f"mean_{name}_ms"] = dist["mean"]
         row[f"median_{name}_ms"] = dist["p50"]
@@ -75,6 +78,25 @@ def scenario_row(s: Scenario) -> dict[str, Any]:
         for p in (90, 95, 99):
             row[f"p{p}_{name}_ms"] = dist[f"p{p}"]
     return row
+
+
+def slo_fields(s: Scenario) -> dict[str, Any]:
+    """The SLO judged and its verdict, flat: goodput under vLLM's name (request_goodput)."""
+    slo, verdict = s.slo
+    if not slo or not verdict:
+        return {"slo": None, "slo_met": None, "request_goodput": None, "output_goodput": None}
+    judged = Slo.model_validate(slo)
+    fields: dict[str, Any] = {
+        "slo": judged.label(),
+        "slo_met": verdict["passed"],
+        "slo_share_meeting": verdict["share_meeting"],
+        "request_goodput": verdict["request_goodput"],
+        "output_goodput": verdict["output_goodput"],
+    }
+    for key, limit in judged.limits().items():
+        fields[f"slo_{key}_limit_ms"] = limit
+        fields[f"slo_{key}_at_percentile_ms"] = verdict["at_percentile_ms"].get(key)
+    return fields
 
 
 def _physical_rates(sample: dict[str, Any]) -> tuple[float, float]:

@@ -1,0 +1,145 @@
+"""Repeated scenarios in the report: each headline figure with its 95 % confidence interval, and in a
+comparison, which differences are larger than the run-to-run noise (report/stats.py says how)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from distinfer.report.blocks import Block, Heading, Image, Paragraph, Table
+from distinfer.report.stats import Difference, Estimate, difference, estimate
+
+# (row key, label, digits)
+HEADLINE = (
+    ("request_throughput", "RPS", 2),
+    ("output_throughput", "Output tok/s", 1),
+    ("median_ttft_ms", "TTFT P50 (ms)", 1),
+    ("median_tpot_ms", "TPOT P50 (ms)", 2),
+    ("p95_e2el_ms", "P95 latency (ms)", 0),
+    ("output_goodput", "Goodput (output tok/s)", 1),
+)
+
+
+def group_of(row: dict[str, Any]) -> str:
+    """The scenario a row belongs to: the one it repeats, or itself."""
+    return str(row.get("repeat_of") or row["scenario"])
+
+
+def grouped(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row.get("finished"):
+            groups.setdefault(group_of(row), []).append(row)
+    return groups
+
+
+def estimates(rows: list[dict[str, Any]]) -> dict[str, Estimate]:
+    out = {}
+    for key, _, _ in HEADLINE:
+        value = estimate([r[key] for r in rows if r.get(key) is not None])
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def repeats_document(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float | int | None]]]:
+    """For results.json: each repeated scenario's figures as mean, std, n and the CI's half width."""
+    return {
+        name: {
+            key: {"mean": e.mean, "std": e.std, "n": e.n, "ci95_half_width": e.half_width}
+            for key, e in estimates(group).items()
+        }
+        for name, group in grouped(rows).items()
+        if len(group) >= 2
+    }
+
+
+def repeats_section(rows: list[dict[str, Any]]) -> list[Block]:
+    repeated = {name: group for name, group in grouped(rows).items() if len(group) >= 2}
+    if not repeated:
+        return []
+    table: list[list[str | Image]] = []
+    for name, group in repeated.items():
+        found = estimates(group)
+        cells: list[str | Image] = [name, str(len(group))]
+        cells += [found[key].text(digits) if key in found else "-" for key, _, digits in HEADLINE]
+        table.append(cells)
+    return [
+        Heading("Repeated scenarios (mean ± 95 % confidence interval)"),
+        Paragraph(
+            "Each scenario run several times (`repeat:`): the mean of its runs ± half the 95 % confidence "
+            "interval (Student's t on the runs' spread). Each run's own row is in the tables above."
+        ),
+        Table(["Scenario", "Runs", *(label for _, label, _ in HEADLINE)], table),
+    ]
+
+
+@dataclass(frozen=True)
+class NoiseRow:
+    """One scenario's headline figure in two runs, and whether they differ beyond the noise."""
+
+    scenario: str
+    figure: str
+    label: str
+    digits: int
+    this: Estimate
+    other: Estimate
+    diff: Difference
+
+    def document(self) -> dict[str, Any]:
+        def side(e: Estimate) -> dict[str, Any]:
+            return {"mean": e.mean, "ci95_half_width": e.half_width, "n": e.n}
+
+        return {
+            "scenario": self.scenario,
+            "figure": self.figure,
+            "this": side(self.this),
+            "other": side(self.other),
+            "delta_percent": self.diff.delta_percent,
+            "welch_t": self.diff.t,
+            "df": self.diff.df,
+            "beyond_noise": self.diff.beyond_noise,
+        }
+
+
+def noise_comparison(rows: list[dict[str, Any]], other_rows: list[dict[str, Any]]) -> list[NoiseRow]:
+    """Per scenario (repeats grouped) and headline figure: the change, and whether it beats the noise."""
+    mine, theirs = grouped(rows), grouped(other_rows)
+    out = []
+    for name, group in mine.items():
+        if name not in theirs:
+            continue
+        a, b = estimates(group), estimates(theirs[name])
+        for key, label, digits in HEADLINE:
+            if key in a and key in b:
+                out.append(NoiseRow(name, key, label, digits, a[key], b[key], difference(a[key], b[key])))
+    return out
+
+
+VERDICT_TEXT = {"yes": "**yes**", "no": "no (within the noise)", "unknown": "unknown (no repeats)"}
+
+
+def noise_section(comparisons: list[NoiseRow]) -> list[Block]:
+    if not comparisons:
+        return []
+    table: list[list[str | Image]] = []
+    for c in comparisons:
+        change = "-" if c.diff.delta_percent is None else f"{c.diff.delta_percent:+.1f} %"
+        table.append(
+            [
+                c.scenario,
+                c.label,
+                c.this.text(c.digits),
+                c.other.text(c.digits),
+                change,
+                VERDICT_TEXT[c.diff.beyond_noise],
+            ]
+        )
+    return [
+        Heading("Differences beyond run-to-run noise", 3),
+        Paragraph(
+            "Welch's t-test at 5 % on the two runs' repeats (mean ± 95 % confidence interval; one side "
+            "without repeats borrows the other's spread; neither: unknown)."
+        ),
+        Table(["Scenario", "Figure", "This run", "Other run", "Change", "Beyond the noise"], table),
+    ]

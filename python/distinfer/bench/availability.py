@@ -128,7 +128,12 @@ def assess(
             r.end - start
             for r in records
             if r.error_kind != "cancelled"
-            and (not r.ok or not slo.met_by(ttft_ms(r), tpot_ms(r), (r.end - r.sent) * 1000.0))
+            and (
+                not r.ok
+                or slo.missed(
+                    r.ok, {"ttft": ttft_ms(r), "tpot": tpot_ms(r), "e2el": (r.end - r.sent) * 1000.0}
+                )
+            )
         )
         slo_buckets = {int(t) for t in missed if t >= 0}
     polled = [s for s in status if not s.get("absent")]

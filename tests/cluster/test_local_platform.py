@@ -406,16 +406,21 @@ FAST_NODE_LOSS = {
 }
 
 
-def _power_off_mid_scenario(hosts: TestHosts, name: str, records_file: Path, outcome: dict[str, Any]) -> None:
-    """Once the scenario's load runs, stop a host's machine (its container), past the warm-up."""
+def _power_off_mid_scenario(
+    hosts: TestHosts, name: str, records_file: Path, outcome: dict[str, Any], give_up: threading.Event
+) -> None:
+    """Once the scenario's load runs, stop a host's machine (its container), past the warm-up; never
+    once the test has given up waiting (the run ended first)."""
     try:
         deadline = time.monotonic() + 900
         while not records_file.exists():
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or give_up.is_set():
                 outcome["error"] = f"no traffic in {records_file}"
                 return
             time.sleep(0.2)
-        time.sleep(10)  # well past the 4 s warm-up
+        if give_up.wait(10):  # well past the 4 s warm-up
+            outcome["error"] = "the run ended before the host could be stopped"
+            return
         hosts.power_off(name)
         outcome["at"] = time.time()
     except Exception as err:  # reported by the test's assertion, with the reason
@@ -453,15 +458,33 @@ def test_a_lost_host_is_recorded_its_replica_comes_back_and_the_sweep_goes_on(
         ),
     )
     outcome: dict[str, Any] = {}
+    give_up = threading.Event()
     stopper = threading.Thread(
         target=_power_off_mid_scenario,
-        args=(hosts, "node3", scenario_dir(workdir, "lost", "lost") / "records.jsonl", outcome),
+        args=(hosts, "node3", scenario_dir(workdir, "lost", "lost") / "records.jsonl", outcome, give_up),
         daemon=True,
     )
     stopper.start()
-    run = run_playbook(SITE, inventory, log=workdir / "logs" / "lost.log", timeout=1500, env=KEY_ENV)
-    stopper.join(timeout=60)
-    assert "at" in outcome, outcome
+    try:
+        run = run_playbook(SITE, inventory, log=workdir / "logs" / "lost.log", timeout=1500, env=KEY_ENV)
+        give_up.set()
+        stopper.join(timeout=60)
+        assert "at" in outcome, (outcome, run.describe())
+        _assert_the_loss_was_recorded(hosts, workdir, run, outcome)
+    finally:  # whatever happened above, the tests after this one get three running hosts back
+        give_up.set()
+        stopper.join(timeout=60)
+        if not hosts.is_running("node3"):
+            hosts.power_on("node3")
+    # and it rejoins: the Ray cluster has its three nodes again
+    site(cluster["inventory"], workdir, "rejoined", skip_tags=["benchmark"])
+    nodes = ray_json(hosts, "node1", "nodes", "--filter", "state=ALIVE")
+    assert sorted(n["node_ip"] for n in nodes) == sorted(h.ip for h in hosts.hosts)
+
+
+def _assert_the_loss_was_recorded(
+    hosts: TestHosts, workdir: Path, run: PlaybookRun, outcome: dict[str, Any]
+) -> None:
     # node3 is gone for Ansible too: unreachable, nothing failed on the others.
     assert run.recap["node3"].unreachable and not run.recap["node1"].failed, run.describe()
 
@@ -481,11 +504,6 @@ def test_a_lost_host_is_recorded_its_replica_comes_back_and_the_sweep_goes_on(
     report = (workdir / "results" / "lost" / "report" / "report.md").read_text()
     assert "Faults during the load" in report and "| lost | " in report, report
     assert f"was back at {course['back_at_s']:.1f} s" in report
-
-    hosts.power_on("node3")  # and it rejoins: the tests after this one use three hosts again
-    site(cluster["inventory"], workdir, "rejoined", skip_tags=["benchmark"])
-    nodes = ray_json(hosts, "node1", "nodes", "--filter", "state=ALIVE")
-    assert sorted(n["node_ip"] for n in nodes) == sorted(h.ip for h in hosts.hosts)
 
 
 def test_reset_stops_ray_and_the_recorder_on_every_host(cluster: dict[str, Any], workdir: Path) -> None:

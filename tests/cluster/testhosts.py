@@ -496,6 +496,11 @@ class TestHosts:
         """Stop a host's machine at once (its container, with every process in it), as a power cut."""
         podman("stop", "--time", "0", self.host(name).container_id)
 
+    def is_running(self, name: str) -> bool:
+        """Whether a host's machine (its container) runs."""
+        out = podman("inspect", "--format", "{{.State.Running}}", self.host(name).container_id)
+        return out.stdout.strip() == "true"
+
     def power_on(self, name: str) -> None:
         """Start a powered-off host again (same address and keys) and wait until SSH answers."""
         host = self.host(name)

@@ -185,10 +185,19 @@ class Systemd:
             "--",
             *argv,
         ]
-        rc, out, err = self.module.run_command(cmd)
-        if rc != 0:
-            self.module.fail_json(msg=f"systemd-run {self.unit} failed (exit {rc}): {err or out}")
-        return {"unit": self.unit, "log": f"journalctl -u {self.unit}"}
+        # A unit whose command just exited by itself (a Ray worker whose head restarted) is still
+        # `deactivating` while systemd stops what is left in its cgroup (up to TimeoutStopSec), and a
+        # stopped unit stays loaded until systemd collects it: until then systemd-run refuses the name
+        # ("already loaded"). Wait for it, never longer than a stop can take.
+        deadline = time.monotonic() + self.module.params["stop_timeout"] + 10
+        while True:
+            rc, out, err = self.module.run_command(cmd)
+            if rc == 0:
+                return {"unit": self.unit, "log": f"journalctl -u {self.unit}"}
+            if "already loaded" not in (err + out) or time.monotonic() > deadline:
+                self.module.fail_json(msg=f"systemd-run {self.unit} failed (exit {rc}): {err or out}")
+            time.sleep(0.5)
+            self.module.run_command(["systemctl", "reset-failed", self.unit])
 
     def stop(self, record: dict) -> None:
         rc, out, err = self.module.run_command(["systemctl", "stop", self.unit])

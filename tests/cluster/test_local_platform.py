@@ -490,12 +490,15 @@ def _assert_the_loss_was_recorded(
 
     lost = summary(workdir, "lost", "lost")
     faults = lost["availability"]
-    assert faults["failed"] > 0 and faults["error_seconds"] > 0, faults
-    assert outcome["at"] - lost["started"] - 1 <= faults["first_error_s"], faults
+    off_at_s = outcome["at"] - lost["started"]
+    # Requests in flight on node3 fail, or (when Serve got them elsewhere in time) none does; either
+    # way errors are counted from the power cut on, and every second with one broke the SLO.
+    if faults["failed"]:
+        assert faults["error_seconds"] > 0 and off_at_s - 1 <= faults["first_error_s"], faults
     assert faults["slo_violated_seconds"] >= faults["error_seconds"], faults
     (course,) = faults["replicas"]
     assert (course["at_start"], course["lowest"]) == (3, 2), faults
-    assert course["back_at_s"] is not None and course["back_at_s"] > course["dropped_at_s"], faults
+    assert off_at_s - 1 <= course["dropped_at_s"] < course["back_at_s"], (off_at_s, faults)
     placed = replicas_by_host(hosts)
     assert sum(len(ids) for ids in placed.values()) == 3 and "node3" not in placed, placed
     after = summary(workdir, "lost", "after")

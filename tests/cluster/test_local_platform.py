@@ -323,9 +323,17 @@ def test_a_killed_replica_is_recorded_and_the_next_scenario_runs_clean(
 
     killed = summary(workdir, "fault", "killed")
     assert outcome["at"] < killed["load_end"], "the replica was killed after the load had ended"
-    assert error_count(killed) > 0, f"the killed replica left no error in the scenario: {killed}"
+    # The kill is recorded: the replica course from the kill on, and the requests it cost, if any (Ray
+    # Serve sometimes gets them answered elsewhere); the raw records agree with the summary.
+    faults = killed["availability"]
+    killed_at_s = outcome["at"] - killed["started"]
+    (course,) = faults["replicas"]
+    assert (course["at_start"], course["lowest"]) == (3, 2), faults
+    assert killed_at_s - 1 <= course["dropped_at_s"] < course["back_at_s"], (killed_at_s, faults)
     failed = [r for r in records(workdir, "fault", "killed") if r.get("error") or r.get("status") != 200]
-    assert failed, "no failed request among the raw records"
+    assert faults["failed"] == len([r for r in failed if r.get("error_kind") != "cancelled"]), faults
+    if failed:
+        assert killed_at_s - 1 <= faults["first_error_s"], faults
     after = summary(workdir, "fault", "after")
     assert completed(after) > 0 and error_count(after) == 0, after
     # Nothing finished earlier was lost: the scaling run's scenarios are intact.

@@ -108,23 +108,7 @@ def write_inventory(hosts: TestHosts, workdir: Path, names: list[str], run_id: s
         "distinfer_scenarios": scenarios(len(names)),
         "distinfer_chat": False,
     }
-    inventory = {
-        "all": {
-            "hosts": {name: hosts.inventory_host_vars(name) for name in names},
-            "children": {
-                "ray_cluster": {
-                    "vars": group_vars,
-                    "children": {
-                        "ray_head": {"hosts": {names[0]: None}},
-                        "ray_workers": {"hosts": {name: None for name in names[1:]}},
-                    },
-                }
-            },
-        }
-    }
-    path = workdir / f"inventory-{len(names)}.yml"
-    path.write_text(yaml.safe_dump(inventory, sort_keys=False))
-    return path
+    return hosts.write_local_platform_inventory(workdir / f"inventory-{len(names)}.yml", names, group_vars)
 
 
 def measure(workdir: Path, keep: bool) -> dict[str, Any]:

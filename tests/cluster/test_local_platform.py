@@ -96,23 +96,9 @@ def write_inventory(hosts: TestHosts, workdir: Path, names: list[str], **extra: 
         "distinfer_api_key": "{{ lookup('ansible.builtin.env', 'DISTINFER_API_KEY') }}",
         **extra,
     }
-    inventory = {
-        "all": {
-            "hosts": {name: hosts.inventory_host_vars(name) for name in names},
-            "children": {
-                "ray_cluster": {
-                    "vars": group_vars,
-                    "children": {
-                        "ray_head": {"hosts": {names[0]: None}},
-                        "ray_workers": {"hosts": {name: None for name in names[1:]}},
-                    },
-                }
-            },
-        }
-    }
-    path = workdir / f"inventory-{len(names)}-hosts.yml"
-    path.write_text(yaml.safe_dump(inventory, sort_keys=False))
-    return path
+    return hosts.write_local_platform_inventory(
+        workdir / f"inventory-{len(names)}-hosts.yml", names, group_vars
+    )
 
 
 def scenarios(entries: list[dict[str, Any]], **defaults: Any) -> dict[str, Any]:

@@ -757,6 +757,35 @@ class TestHosts:
         )
         return path
 
+    def write_local_platform_inventory(
+        self, path: Path | str, names: Sequence[str], group_vars: Mapping[str, Any]
+    ) -> Path:
+        """The local platform's inventory shape (as inventory/local): the first of `names` the Ray head,
+        the rest its workers, all under `ray_cluster` with `group_vars`. Returns the path."""
+        unknown = set(names) - set(self.names)
+        if unknown or not names:
+            raise ValueError(
+                f"inventory names unknown test hosts {sorted(unknown)}; the hosts are {self.names}"
+            )
+        inventory = {
+            "all": {
+                "hosts": {name: self.inventory_host_vars(name) for name in names},
+                "children": {
+                    "ray_cluster": {
+                        "vars": dict(group_vars),
+                        "children": {
+                            "ray_head": {"hosts": {names[0]: None}},
+                            "ray_workers": {"hosts": {name: None for name in names[1:]}},
+                        },
+                    }
+                },
+            }
+        }
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+        return path
+
     def write_connection_overlay(
         self, path: Path | str, mapping: Mapping[str, str], host_vars: Mapping[str, Any] | None = None
     ) -> Path:

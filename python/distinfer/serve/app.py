@@ -1,4 +1,14 @@
-"""The Ray Serve application: one deployment per model, and an OpenAI ingress routing by `model`.
+"""The Ray Serve application: one deployment per model, and where HTTP ends (`ingress.layout`).
+
+Two layouts (config.ModelsFile.direct; `auto`, the default, picks `direct` for one model):
+
+- `direct`: the model's own replicas serve the OpenAI API (`DirectModel`: the FastAPI app of
+  serve/api.py over the engine in the replica's process, the bare server's admission gate sized for
+  one replica). A token crosses Serve's proxy -> replica, one actor hop; behind HAProxy (Serve's
+  direct ingress, `distinfer serve --haproxy`), none.
+- `router`: an `OpenAIIngress` deployment routes by `model` to one `ModelDeployment` per model:
+  proxy -> ingress replica -> model replica, two actor hops a token; any number of models at one URL.
+  Each hop costs Ray Serve a few tenths of a ms of CPU per streamed item (benchmarks/serve_overhead.md).
 
 `build_app(args)` is the import path a Serve config names (`distinfer.serve.app:build_app`); its
 args are the models file itself, validated on the first line, so `serve deploy`, a RayService and

@@ -14,10 +14,12 @@ Two layouts (config.ModelsFile.direct; `auto`, the default, picks `direct` for o
 args are the models file itself, validated on the first line, so `serve deploy`, a RayService and
 `distinfer serve` all run the same checked description.
 
-Admission control is Ray Serve's own: each model deployment has `max_ongoing_requests` (requests
-in flight per replica, the guide's "batch size per replica") and `max_queued_requests` (requests
-the ingress's handle lets wait once all replicas are full). Past that the handle raises
-BackPressureError at once, and the ingress answers 503 with Retry-After: no unbounded queue.
+Admission control, router layout: Ray Serve's own. Each model deployment has `max_ongoing_requests`
+(requests in flight per replica, the guide's "batch size per replica") and `max_queued_requests`
+(requests the ingress's handle lets wait once all replicas are full). Past that the handle raises
+BackPressureError at once, and the ingress answers 503 with Retry-After: no unbounded queue. Direct
+layout: the replica's own gate admits `max_ongoing_requests`, lets `max_queued_requests` wait in
+that replica and answers the same 503 past that (config.direct_deployment_options).
 
 Streaming and Serve's chunk batching (what we set and why): core Ray Serve 2.60 does not batch
 streamed chunks on a timer. A replica's ASGI messages go through a `MessageQueue`; the replica
@@ -30,9 +32,11 @@ blur per-token latency; we do not use Serve LLM's server. Between our model repl
 ingress, each streamed item is a Ray object, so the replica sends lists of events with a zero
 interval (serve/coalesce.py): the first waiting token goes out at once with whatever else is
 already queued, never waiting for more; a non-streamed request gets its verdict and then one
-merged delta. We also keep the defaults RAY_SERVE_ENABLE_HA_PROXY=0 (no extra proxy hop) and
-RAY_SERVE_THROUGHPUT_OPTIMIZED=0 (it moves user code onto the replica's main loop and buffers
-request-path logs; throughput settings, not needed for per-token timing).
+merged delta. In the direct layout the events reach the SSE writer in-process, as on the bare
+server. Serve's direct ingress behind HAProxy (RAY_SERVE_ENABLE_HA_PROXY=1) adds no batching either:
+the replica's uvicorn writes each body chunk, HAProxy forwards it at once (`http-no-delay`).
+RAY_SERVE_THROUGHPUT_OPTIMIZED and RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 stay off by default
+(measured in benchmarks/serve_overhead.md).
 """
 
 from __future__ import annotations

@@ -427,13 +427,15 @@ def direct_deployment_options(models: ModelsFile) -> dict[str, Any]:
     """The one model's deployment when its replicas serve HTTP themselves (layout `direct`).
 
     The replica's own gate admits `max_ongoing_requests`, queues `max_queued_requests` and answers
-    the OpenAI 503 past that, as the bare server does. Serve's router is told twice that (cap plus
-    queue), so a request past the gate reaches the replica and gets that 503 at once instead of
-    waiting in the proxy's queue for Serve's own plain-text 503.
+    the OpenAI 503 past that, as the bare server does. Serve's own limits (requests a replica holds,
+    requests the proxy keeps while it picks a replica) are both set to twice that (cap plus queue),
+    so a request past the gate reaches the replica and gets that 503 at once instead of Serve's own
+    plain-text one (a burst otherwise overflows the proxy's queue while it is still picking).
     """
     (spec,) = models.models
     options = model_deployment_options(spec)
-    options["max_ongoing_requests"] = 2 * (spec.max_ongoing_requests + spec.max_queued_requests)
+    room = 2 * (spec.max_ongoing_requests + spec.max_queued_requests)
+    options["max_ongoing_requests"] = options["max_queued_requests"] = room
     return options
 
 

@@ -146,8 +146,9 @@ def test_one_model_is_served_by_its_own_replicas_by_default() -> None:
     (app,) = serve_config(models)["applications"]
     (deployment,) = app["deployments"]
     assert deployment["name"] == "model-m"
-    # Serve lets a replica hold twice its cap + queue, so the replica's own gate answers the 503.
-    assert deployment["max_ongoing_requests"] == 2 * (8 + 3)
+    # Serve lets a replica hold (and its proxy keep) twice cap + queue: the replica's gate answers 503.
+    assert deployment["max_ongoing_requests"] == deployment["max_queued_requests"] == 2 * (8 + 3)
+    assert app["args"]["models"][0]["max_ongoing_requests"] == 8  # the cap the gate and engine use
     assert app["args"]["ingress"]["layout"] == "auto"
 
 

@@ -89,8 +89,10 @@ def test_the_shipped_guide_scenarios_resolve_with_their_own_serve_configs() -> N
         assert model["num_replicas"] == entry["replicas"]
         # One model: its replicas serve HTTP themselves (layout `direct`) and their own gate holds the
         # cap; Serve is told twice cap + queue so that the gate, not Serve's proxy, answers the 503.
-        cap, queued = entry["users_per_replica"], model["max_queued_requests"]
-        assert model["max_ongoing_requests"] == 2 * (cap + queued)
+        cap = entry["users_per_replica"]
+        app_entry = scenario.serve_config["applications"][0]["args"]["models"][0]
+        queued = app_entry["max_queued_requests"]
+        assert model["max_ongoing_requests"] == model["max_queued_requests"] == 2 * (cap + queued)
         assert scenario.users == entry["replicas"] * entry["users_per_replica"]
         assert scenario.spec["url"] == plan.endpoint and scenario.spec["model"] == LLAMA_NAME
         assert scenario.spec["meta"]["gpus"] == entry["meta"]["gpus"]  # the file's labels win

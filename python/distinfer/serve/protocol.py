@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from distinfer.engines.base import ChatMessage, SamplingParams
 
@@ -81,18 +81,19 @@ _StopWord = Annotated[str, Field(min_length=1)]
 
 class _GenerationFields(_Strict):
     model: str = Field(min_length=1)
-    max_tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS_CEILING)] | None = None
+    # strict: JSON true/false is not a number (lax pydantic would take it as 1/0).
+    max_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_TOKENS_CEILING)] | None = None
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     stop: _StopWord | Annotated[list[_StopWord], Field(max_length=4)] | None = Field(
         None, description="Up to 4 non-empty strings; generation ends before the first one."
     )
-    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1, description="A 64-bit integer.")
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1, strict=True, description="A 64-bit integer.")
     ignore_eos: bool = Field(False, description="Generate exactly max_tokens tokens (benchmarks).")
     stream: bool = False
     stream_options: StreamOptions | None = None
     # Accepted for client compatibility; only their neutral values (see UNSUPPORTED_FIELDS).
-    n: int = Field(1, ge=1, le=1, description="Only 1: one choice per request.")
+    n: int = Field(1, ge=1, le=1, strict=True, description="Only 1: one choice per request.")
     user: str | None = Field(None, description="Accepted and ignored (it does not change the answer).")
     presence_penalty: float = Field(0.0, ge=0.0, le=0.0, description="Only 0: penalties are not implemented.")
     frequency_penalty: float = Field(
@@ -121,7 +122,7 @@ class _GenerationFields(_Strict):
 
 class CompletionRequest(_GenerationFields):
     prompt: str = Field(description="One prompt; lists (batched prompts) are not supported.")
-    max_tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS_CEILING)] | None = 16
+    max_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_TOKENS_CEILING)] | None = 16
     echo: Literal[False] = Field(False, description="Only false: the prompt is not echoed.")
     logprobs: None = Field(None, description="Only null: log-probabilities are not returned.")
 
@@ -143,7 +144,7 @@ class ChatMessageIn(_Strict):
 
 class ChatCompletionRequest(_GenerationFields):
     messages: list[ChatMessageIn] = Field(min_length=1)
-    max_completion_tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS_CEILING)] | None = None
+    max_completion_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_TOKENS_CEILING)] | None = None
     logprobs: Literal[False] = Field(False, description="Only false: log-probabilities are not returned.")
 
     @model_validator(mode="after")

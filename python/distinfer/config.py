@@ -203,6 +203,13 @@ class HttpOptions(_Strict):
 
 
 class IngressOptions(_Strict):
+    layout: Literal["auto", "router", "direct"] = Field(
+        "auto",
+        description="Where HTTP ends. `direct`: the model's own replicas serve the OpenAI API (Serve's "
+        "proxy -> model replica, one hop; one model only). `router`: an ingress deployment routes by "
+        "`model` to the model deployments (proxy -> ingress -> model replica, two hops; any number of "
+        "models). `auto` (default): direct for one model, router for several (benchmarks/README.md).",
+    )
     replicas: int = Field(1, ge=1, description="Replicas of the HTTP router in front of the models.")
     max_ongoing_requests: int = Field(
         4096, ge=1, description="Requests one router replica holds; keep above the sum of the model caps."
@@ -246,6 +253,21 @@ class ModelsFile(_Strict):
         """The engine `/v1/models` names for `spec`; a stand-in says what it stands in for."""
         runs = self.engine_spec(spec)
         return spec.engine if runs is spec else f"{runs.engine} (stand-in for {spec.engine})"
+
+    @property
+    def direct(self) -> bool:
+        """Whether the model's replicas serve HTTP themselves (no router deployment in between)."""
+        layout = self.ingress.layout
+        return layout == "direct" or (layout == "auto" and len(self.models) == 1)
+
+    @model_validator(mode="after")
+    def _direct_is_one_model(self) -> ModelsFile:
+        if self.ingress.layout == "direct" and len(self.models) != 1:
+            raise ValueError(
+                f"ingress.layout 'direct' serves one model from its own replicas, but the file has "
+                f"{len(self.models)}; use layout 'router' (or 'auto') for several models"
+            )
+        return self
 
     def model(self, name: str) -> VllmModel | HfModel | SyntheticModel:
         for spec in self.models:
@@ -400,6 +422,22 @@ def model_deployment_options(spec: VllmModel | HfModel | SyntheticModel) -> dict
     return options
 
 
+def direct_deployment_options(models: ModelsFile) -> dict[str, Any]:
+    """The one model's deployment when its replicas serve HTTP themselves (layout `direct`).
+
+    The replica's own gate admits `max_ongoing_requests`, queues `max_queued_requests` and answers
+    the OpenAI 503 past that, as the bare server does. Serve's own limits (requests a replica holds,
+    requests the proxy keeps while it picks a replica) are both set to twice that (cap plus queue),
+    so a request past the gate reaches the replica and gets that 503 at once instead of Serve's own
+    plain-text one (a burst otherwise overflows the proxy's queue while it is still picking).
+    """
+    (spec,) = models.models
+    options = model_deployment_options(spec)
+    room = 2 * (spec.max_ongoing_requests + spec.max_queued_requests)
+    options["max_ongoing_requests"] = options["max_queued_requests"] = room
+    return options
+
+
 def ingress_deployment_options(models: ModelsFile) -> dict[str, Any]:
     return {
         "name": INGRESS_DEPLOYMENT,
@@ -437,7 +475,9 @@ def serve_config(models: ModelsFile, app_name: str = DEFAULT_APP_NAME) -> dict[s
                 "route_prefix": "/",
                 "import_path": APP_IMPORT_PATH,
                 "args": app_args(models),
-                "deployments": [ingress_deployment_options(models)]
+                "deployments": [direct_deployment_options(models)]
+                if models.direct
+                else [ingress_deployment_options(models)]
                 + [model_deployment_options(spec) for spec in models.models],
             }
         ],

@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 import yaml
 
-from distinfer.config import ConfigError, VllmModel, load_models_file, parse_models, serve_config
+from distinfer.config import (
+    ConfigError,
+    VllmModel,
+    deployment_name,
+    load_models_file,
+    parse_models,
+    serve_config,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "files" / "models").glob("*.yaml")) + sorted(
@@ -26,7 +33,10 @@ def test_every_shipped_models_file_validates(path: Path) -> None:
     models = load_models_file(path)
     config = serve_config(models)
     deployments = config["applications"][0]["deployments"]
-    assert len(deployments) == len(models.models) + 1  # the ingress and one per model
+    if models.direct:  # one model: its replicas serve HTTP themselves
+        assert [d["name"] for d in deployments] == [deployment_name(models.models[0].name)]
+    else:
+        assert len(deployments) == len(models.models) + 1  # the ingress and one per model
 
 
 def test_guide_example_is_llama2_70b_tp4_with_batch_32() -> None:
@@ -123,3 +133,39 @@ def test_every_error_is_reported_at_once(tmp_path: Path) -> None:
         load_models_file(path)
     assert "models[0] ('m').replicas" in str(err.value)
     assert "models[1] ('n').colour" in str(err.value)
+
+
+def synthetic(name: str, **fields: Any) -> dict[str, Any]:
+    return {"name": name, "engine": "synthetic", **fields}
+
+
+def test_one_model_is_served_by_its_own_replicas_by_default() -> None:
+    # Layout `auto`: one model -> `direct` (Serve's proxy -> model replica), no router deployment.
+    models = parse_models({"models": [synthetic("m", max_ongoing_requests=8, max_queued_requests=3)]})
+    assert models.direct
+    (app,) = serve_config(models)["applications"]
+    (deployment,) = app["deployments"]
+    assert deployment["name"] == "model-m"
+    # Serve lets a replica hold (and its proxy keep) twice cap + queue: the replica's gate answers 503.
+    assert deployment["max_ongoing_requests"] == deployment["max_queued_requests"] == 2 * (8 + 3)
+    assert app["args"]["models"][0]["max_ongoing_requests"] == 8  # the cap the gate and engine use
+    assert app["args"]["ingress"]["layout"] == "auto"
+
+
+def test_several_models_keep_the_routing_ingress() -> None:
+    models = parse_models({"models": [synthetic("a"), synthetic("b")]})
+    assert not models.direct
+    names = [d["name"] for d in serve_config(models)["applications"][0]["deployments"]]
+    assert names == ["OpenAIIngress", "model-a", "model-b"]
+
+
+def test_router_layout_can_be_asked_for_one_model() -> None:
+    models = parse_models({"models": [synthetic("a")], "ingress": {"layout": "router"}})
+    assert not models.direct
+    names = [d["name"] for d in serve_config(models)["applications"][0]["deployments"]]
+    assert names == ["OpenAIIngress", "model-a"]
+
+
+def test_direct_layout_refuses_several_models() -> None:
+    message = refused({"models": [synthetic("a"), synthetic("b")], "ingress": {"layout": "direct"}})
+    assert "layout 'direct' serves one model" in message and "'router'" in message

@@ -87,7 +87,12 @@ def test_the_shipped_guide_scenarios_resolve_with_their_own_serve_configs() -> N
     for scenario, entry in zip(plan.scenarios, guide["scenarios"], strict=True):
         model = deployment(scenario.serve_config, "model-meta-llama_Llama-2-70b-chat-hf")
         assert model["num_replicas"] == entry["replicas"]
-        assert model["max_ongoing_requests"] == entry["users_per_replica"]  # the per-replica cap
+        # One model: its replicas serve HTTP themselves (layout `direct`) and their own gate holds the
+        # cap; Serve is told twice cap + queue so that the gate, not Serve's proxy, answers the 503.
+        cap = entry["users_per_replica"]
+        app_entry = scenario.serve_config["applications"][0]["args"]["models"][0]
+        queued = app_entry["max_queued_requests"]
+        assert model["max_ongoing_requests"] == model["max_queued_requests"] == 2 * (cap + queued)
         assert scenario.users == entry["replicas"] * entry["users_per_replica"]
         assert scenario.spec["url"] == plan.endpoint and scenario.spec["model"] == LLAMA_NAME
         assert scenario.spec["meta"]["gpus"] == entry["meta"]["gpus"]  # the file's labels win

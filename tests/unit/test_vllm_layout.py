@@ -148,7 +148,7 @@ def test_ray_serve_accepts_the_tp4_deployment_options() -> None:
         "import json, sys\n"
         "from ray.serve.schema import ServeDeploySchema\n"
         "schema = ServeDeploySchema.model_validate(json.load(sys.stdin))\n"
-        "dep = schema.applications[0].deployments[1]\n"
+        "dep = schema.applications[0].deployments[-1]\n"
         "print(json.dumps([dep.placement_group_bundles, dep.placement_group_strategy]))\n"
     )
     done = subprocess.run(

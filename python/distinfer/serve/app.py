@@ -1,13 +1,25 @@
-"""The Ray Serve application: one deployment per model, and an OpenAI ingress routing by `model`.
+"""The Ray Serve application: one deployment per model, and where HTTP ends (`ingress.layout`).
+
+Two layouts (config.ModelsFile.direct; `auto`, the default, picks `direct` for one model):
+
+- `direct`: the model's own replicas serve the OpenAI API (`DirectModel`: the FastAPI app of
+  serve/api.py over the engine in the replica's process, the bare server's admission gate sized for
+  one replica). A token crosses Serve's proxy -> replica, one actor hop; behind HAProxy (Serve's
+  direct ingress, `distinfer serve --haproxy`), none.
+- `router`: an `OpenAIIngress` deployment routes by `model` to one `ModelDeployment` per model:
+  proxy -> ingress replica -> model replica, two actor hops a token; any number of models at one URL.
+  Each hop costs Ray Serve a few tenths of a ms of CPU per streamed item (benchmarks/serve_overhead.md).
 
 `build_app(args)` is the import path a Serve config names (`distinfer.serve.app:build_app`); its
 args are the models file itself, validated on the first line, so `serve deploy`, a RayService and
 `distinfer serve` all run the same checked description.
 
-Admission control is Ray Serve's own: each model deployment has `max_ongoing_requests` (requests
-in flight per replica, the guide's "batch size per replica") and `max_queued_requests` (requests
-the ingress's handle lets wait once all replicas are full). Past that the handle raises
-BackPressureError at once, and the ingress answers 503 with Retry-After: no unbounded queue.
+Admission control, router layout: Ray Serve's own. Each model deployment has `max_ongoing_requests`
+(requests in flight per replica, the guide's "batch size per replica") and `max_queued_requests`
+(requests the ingress's handle lets wait once all replicas are full). Past that the handle raises
+BackPressureError at once, and the ingress answers 503 with Retry-After: no unbounded queue. Direct
+layout: the replica's own gate admits `max_ongoing_requests`, lets `max_queued_requests` wait in
+that replica and answers the same 503 past that (config.direct_deployment_options).
 
 Streaming and Serve's chunk batching (what we set and why): core Ray Serve 2.60 does not batch
 streamed chunks on a timer. A replica's ASGI messages go through a `MessageQueue`; the replica
@@ -20,9 +32,11 @@ blur per-token latency; we do not use Serve LLM's server. Between our model repl
 ingress, each streamed item is a Ray object, so the replica sends lists of events with a zero
 interval (serve/coalesce.py): the first waiting token goes out at once with whatever else is
 already queued, never waiting for more; a non-streamed request gets its verdict and then one
-merged delta. We also keep the defaults RAY_SERVE_ENABLE_HA_PROXY=0 (no extra proxy hop) and
-RAY_SERVE_THROUGHPUT_OPTIMIZED=0 (it moves user code onto the replica's main loop and buffers
-request-path logs; throughput settings, not needed for per-token timing).
+merged delta. In the direct layout the events reach the SSE writer in-process, as on the bare
+server. Serve's direct ingress behind HAProxy (RAY_SERVE_ENABLE_HA_PROXY=1) adds no batching either:
+the replica's uvicorn writes each body chunk, HAProxy forwards it at once (`http-no-delay`).
+RAY_SERVE_THROUGHPUT_OPTIMIZED and RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 stay off by default
+(measured in benchmarks/serve_overhead.md).
 """
 
 from __future__ import annotations
@@ -42,15 +56,18 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from distinfer.config import (
+    ModelsFile,
     ModelSpec,
     app_args,
     deployment_name,
+    direct_deployment_options,
     ingress_deployment_options,
     model_deployment_options,
     parse_models,
 )
 from distinfer.engines import build_engine
 from distinfer.serve.api import Overloaded, create_app
+from distinfer.serve.bare import LocalBackend
 from distinfer.serve.coalesce import coalesce_ready, whole_answer
 from distinfer.serve.model_server import Event, ModelServer, OpenAIRequest
 from distinfer.serve.protocol import ModelCard, ModelStatus
@@ -98,6 +115,30 @@ class ModelDeployment:
         await self.server.engine.shutdown()
 
 
+async def serve_statuses(cards: list[ModelCard], app_name: str) -> list[ModelStatus]:
+    """Ray Serve's view (serve.status()) of each model's deployment in application `app_name`."""
+    overview = await asyncio.to_thread(serve.status)
+    application = overview.applications.get(app_name)
+    deployments = application.deployments if application is not None else {}
+    statuses = []
+    for card in cards:
+        found = deployments.get(deployment_name(card.id))
+        if found is None:
+            statuses.append(ModelStatus(name=card.id, status="NOT_FOUND", running_replicas=0, message=""))
+            continue
+        states = {str(getattr(k, "value", k)): int(v) for k, v in found.replica_states.items()}
+        statuses.append(
+            ModelStatus(
+                name=card.id,
+                status=str(getattr(found.status, "value", found.status)),
+                running_replicas=states.get("RUNNING", 0),
+                replica_states=states,
+                message=found.message or "",
+            )
+        )
+    return statuses
+
+
 class ServeBackend:
     """The ingress's view of the models: one streaming deployment handle each."""
 
@@ -140,26 +181,7 @@ class ServeBackend:
 
     async def status(self) -> list[ModelStatus]:
         """Ray Serve's view of every model deployment of this application (serve.status())."""
-        overview = await asyncio.to_thread(serve.status)
-        application = overview.applications.get(self._app_name)
-        deployments = application.deployments if application is not None else {}
-        statuses = []
-        for card in self._cards:
-            found = deployments.get(deployment_name(card.id))
-            if found is None:
-                statuses.append(ModelStatus(name=card.id, status="NOT_FOUND", running_replicas=0, message=""))
-                continue
-            states = {str(getattr(k, "value", k)): int(v) for k, v in found.replica_states.items()}
-            statuses.append(
-                ModelStatus(
-                    name=card.id,
-                    status=str(getattr(found.status, "value", found.status)),
-                    running_replicas=states.get("RUNNING", 0),
-                    replica_states=states,
-                    message=found.message or "",
-                )
-            )
-        return statuses
+        return await serve_statuses(self._cards, self._app_name)
 
 
 @serve.ingress()
@@ -179,6 +201,53 @@ class OpenAIIngress:
         return create_app(self._backend, api_key=self._api_key)
 
 
+class DirectBackend(LocalBackend):
+    """Layout `direct`: the one model in this replica's process, Serve's view for /status."""
+
+    def __init__(self, models: ModelsFile, app_name: str) -> None:
+        super().__init__(models, one_replica=True)
+        self._app_name = app_name
+
+    async def status(self) -> list[ModelStatus]:
+        return await serve_statuses(self.model_cards(), self._app_name)
+
+
+@serve.ingress()
+class DirectModel:
+    """Layout `direct`: one replica of the one model, serving the OpenAI API itself.
+
+    Serve's proxy hands the HTTP request straight to this replica (one actor hop, not two): the
+    FastAPI app of serve/api.py runs over the engine in this process, with the bare server's
+    admission gate sized for one replica (config.direct_deployment_options).
+    """
+
+    async def __init__(self, models_args: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits it
+        models = parse_models(models_args, "serve application args")
+        self._api_key = resolve_api_key(models)
+        self._backend = DirectBackend(models, serve.get_replica_context().app_name)
+        await self._backend.start()
+        (self._name,) = (m.name for m in models.models)
+        log.info("model %s ready, serving HTTP itself (%s engine)", self._name, models.models[0].engine)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return create_app(self._backend, api_key=self._api_key)
+
+    async def check_health(self) -> None:
+        await self._backend.health()
+
+    async def stats(self, count_objects: bool = False) -> dict[str, Any]:
+        """This replica's process and its engine's activity (as ModelDeployment.stats)."""
+        stats = self._backend.server(self._name).engine.stats()
+        out: dict[str, Any] = {"pid": os.getpid(), **(dataclasses.asdict(stats) if stats else {})}
+        if count_objects:
+            gc.collect()
+            out["python_objects"] = len(gc.get_objects())
+        return out
+
+    async def __del__(self) -> None:
+        await self._backend.stop()
+
+
 def _deployment(cls: type) -> serve.Deployment:
     return cast(serve.Deployment, serve.deployment(cls))
 
@@ -186,6 +255,8 @@ def _deployment(cls: type) -> serve.Deployment:
 def build_app(args: dict[str, Any]) -> serve.Application:
     """The Serve application for a models file (given as a dict: the Serve config's `args`)."""
     models = parse_models(args, "serve application args")
+    if models.direct:
+        return _deployment(DirectModel).options(**direct_deployment_options(models)).bind(app_args(models))
     # Deployment options (replicas, cap, GPU placement) always come from the entry itself; a
     # rehearsal's stand-in only swaps the engine the replica runs.
     handles = {

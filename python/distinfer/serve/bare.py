@@ -50,14 +50,19 @@ class AdmissionGate:
 
 
 class LocalBackend:
-    def __init__(self, models: ModelsFile) -> None:
+    def __init__(self, models: ModelsFile, one_replica: bool = False) -> None:
+        """`one_replica`: this process is one of a model's replicas (the Serve `direct` layout), so
+        its gate admits one replica's cap; otherwise it stands for all of them (the bare server)."""
         self._servers: dict[str, ModelServer] = {}
         self._gates: dict[str, AdmissionGate] = {}
         for spec in models.models:
             self._servers[spec.name] = ModelServer(spec.name, build_engine(models.engine_spec(spec)))
-            cap = spec.max_ongoing_requests * spec.replicas
+            cap = spec.max_ongoing_requests * (1 if one_replica else spec.replicas)
             self._gates[spec.name] = AdmissionGate(spec.name, cap, spec.max_queued_requests)
         self._engines_of = {spec.name: models.engine_label(spec) for spec in models.models}
+
+    def server(self, model: str) -> ModelServer:
+        return self._servers[model]
 
     async def start(self) -> None:
         for server in self._servers.values():

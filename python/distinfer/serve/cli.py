@@ -20,6 +20,10 @@ from distinfer.config import (
 
 log = logging.getLogger(__name__)
 
+# Serve's direct ingress behind HAProxy on the private Ray `distinfer serve` starts (measured:
+# benchmarks/serve_overhead.md).
+HAPROXY_DEFAULT = True
+
 ModelsOpt = Annotated[Path, typer.Option("--models", help="Models file (YAML); see files/models/.")]
 AppNameOpt = Annotated[str, typer.Option("--app-name", help="Ray Serve application name.")]
 
@@ -35,6 +39,14 @@ def serve(
         bool, typer.Option("--bare", help="No Ray: the same app with engines in-process (uvicorn).")
     ] = False,
     app_name: AppNameOpt = DEFAULT_APP_NAME,
+    haproxy: Annotated[
+        bool,
+        typer.Option(
+            "--haproxy/--no-haproxy",
+            help="On the Ray this command starts: Serve's direct ingress behind HAProxy (no proxy actor "
+            "on a request's path; benchmarks/README.md). With --ray-address that Ray's own settings decide.",
+        ),
+    ] = HAPROXY_DEFAULT,
 ) -> None:
     """Serve the models file's models over an OpenAI-compatible HTTP API; blocks until Ctrl-C."""
     spec = load_models_file(models)
@@ -47,7 +59,7 @@ def serve(
         return
     from distinfer.serve.runner import run_on_ray
 
-    run_on_ray(spec, listen_host, listen_port, ray_address=ray_address, app_name=app_name)
+    run_on_ray(spec, listen_host, listen_port, ray_address=ray_address, app_name=app_name, haproxy=haproxy)
 
 
 def serve_config_command(

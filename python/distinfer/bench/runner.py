@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +29,7 @@ from typing import Any
 import psutil
 
 from distinfer.bench import guard
+from distinfer.bench.legs import ttft_split
 from distinfer.bench.metrics import compute_metrics
 from distinfer.bench.probe import probe
 from distinfer.bench.progress import ScenarioProgress, View
@@ -37,10 +39,10 @@ from distinfer.bench.records import RECORDS_FILE, WRITE_FAILED, load_records
 from distinfer.bench.scenario import SCENARIO_FILE, SUMMARY_FILE, ScenarioSpec, WorkerPlan, write_json_atomic
 from distinfer.bench.storage import ResultsWriteError, check_results_dir, required_bytes
 from distinfer.bench.stream import RequestSpec
+from distinfer.results import Summary
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 # Streamed events per second one worker handles with its loop still on time (measured on this
 # project's reference 2-core VM: see benchmarks/loadgen_fidelity.md). Beyond it, add a worker.
 EVENTS_PER_WORKER = 8000.0
@@ -125,7 +127,7 @@ class ScenarioRun:
         write_json_atomic(self.out / SCENARIO_FILE, self.spec.model_dump(mode="json"))
         run_dir = self.out.parent.parent
         if self.out.parent.name == "scenarios" and not (run_dir / "run.json").exists():
-            write_json_atomic(run_dir / "run.json", collect_provenance())
+            write_json_atomic(run_dir / "run.json", collect_provenance().model_dump(mode="json"))
 
     def start_workers(self) -> None:
         count = plan_workers(self.spec)
@@ -249,23 +251,24 @@ class ScenarioRun:
             workers_reporting=reporting,
         )
 
-    def summarise(self, start: float, finished: float) -> dict[str, Any]:
+    def summarise(self, start: float, finished: float) -> Summary:
         spec = self.spec
         w0, w1 = start + spec.warmup_s, start + spec.duration_s
-        metrics = compute_metrics(load_records(self.out / RECORDS_FILE), w0, w1, spec.max_tokens, spec.slo)
+        records = load_records(self.out / RECORDS_FILE)
+        metrics = compute_metrics(records, w0, w1, spec.max_tokens, spec.slo)
         client = self.client_load(w0, w1)
         reasons = guard.check(metrics, client, spec.users, spec.rate)
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "scenario": spec.model_dump(mode="json"),
-            "started": start,
-            "load_end": start + spec.duration_s,
-            "finished": finished,
-            "valid": not reasons,
-            "invalid_reasons": reasons,
-            "metrics": metrics.model_dump(mode="json"),
-            "client": client.model_dump(mode="json"),
-        }
+        return Summary(
+            scenario=spec,
+            started=start,
+            load_end=start + spec.duration_s,
+            finished=finished,
+            valid=not reasons,
+            invalid_reasons=reasons,
+            metrics=metrics,
+            client=client,
+            ttft_split=ttft_split(records, w0, w1, socket.gethostname()),
+        )
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -294,7 +297,7 @@ def run_scenario(
     api_key: str | None = None,
     view: View | None = None,
     position: tuple[int, int] = (1, 1),
-) -> dict[str, Any]:
+) -> Summary:
     """Run one scenario to its summary. Ctrl-C stops the load, keeps the records, writes no summary.
 
     With a `view`, its progress (scenario `position` = i of n) is shown while the load runs."""
@@ -325,12 +328,12 @@ def run_scenario(
             progress.end()
     try:
         summary = run.summarise(start, time.time())
-        write_json_atomic(out / SUMMARY_FILE, summary)
+        write_json_atomic(out / SUMMARY_FILE, summary.model_dump(mode="json"))
     except (OSError, ValueError) as err:  # unreadable records, or the summary itself not written
         raise ResultsWriteError(
             f"the summary of scenario {spec.name} could not be computed or written in {out}: {err}; "
             "it has no summary.json, so a resumed sweep runs it again. Free space and re-run"
         ) from None
-    if not summary["valid"]:
-        log.warning("scenario %s is INVALID: %s", spec.name, "; ".join(summary["invalid_reasons"]))
+    if not summary.valid:
+        log.warning("scenario %s is INVALID: %s", spec.name, "; ".join(summary.invalid_reasons))
     return summary

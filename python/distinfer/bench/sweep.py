@@ -19,6 +19,7 @@ from distinfer.bench.runner import run_scenario
 from distinfer.bench.scenario import SUMMARY_FILE, ScenarioSpec, write_json_atomic
 from distinfer.bench.storage import FREE_FLOOR_BYTES, check_results_dir
 from distinfer.config import ConfigError
+from distinfer.results import Summary
 
 log = logging.getLogger(__name__)
 
@@ -141,13 +142,13 @@ def load_sweep(path: Path, overrides: dict[str, Any]) -> list[ScenarioSpec]:
 
 def run_sweep(
     specs: list[ScenarioSpec], out: Path, api_key: str | None = None, view: View | None = None
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, Summary]:
     """Run every unfinished scenario; return the summaries of those run this time, by name. Progress
     counts every scenario of the file (a finished one skipped is still "i of n")."""
     check_results_dir(out, FREE_FLOOR_BYTES)
     if not (out / "run.json").exists():
-        write_json_atomic(out / "run.json", collect_provenance())
-    ran: dict[str, dict[str, Any]] = {}
+        write_json_atomic(out / "run.json", collect_provenance().model_dump(mode="json"))
+    ran: dict[str, Summary] = {}
     for index, spec in enumerate(specs, start=1):
         target = out / "scenarios" / spec.name
         if (target / SUMMARY_FILE).exists():

@@ -1,12 +1,27 @@
-"""Read a results directory (see docs of `distinfer bench`): runs, scenarios and node samples."""
+"""Read a results directory (layout and schema: distinfer/results.py): runs, scenarios, node samples.
+
+Every file is read through its model, so a file of an unknown schema version, or one whose fields do
+not fit, stops the report with the file and the field named (`ResultsSchemaError`, a ValueError).
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from distinfer.bench.scenario import ScenarioSpec
+from distinfer.results import (
+    NodeError,
+    NodeNote,
+    NodeSample,
+    NodeStart,
+    Provenance,
+    ResultsSchemaError,
+    Summary,
+    read_model,
+    read_node_lines,
+)
 
 log = logging.getLogger(__name__)
 
@@ -14,16 +29,18 @@ log = logging.getLogger(__name__)
 @dataclass
 class NodeSamples:
     host: str
-    samples: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[NodeSample] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    start: NodeStart | None = None
     source: Path | None = None
 
 
 @dataclass
 class Scenario:
     name: str
-    spec: dict[str, Any]
-    summary: dict[str, Any] | None
+    # scenario.json; None when the folder has none (a scenario that never started its load).
+    spec: ScenarioSpec | None
+    summary: Summary | None
     nodes: dict[str, NodeSamples]
     listed_nodes: list[str]
     # host -> why it has no samples (nodes/<host>.error.json, written by the node_metrics role)
@@ -36,31 +53,33 @@ class Scenario:
         return self.summary is not None
 
     @property
-    def metrics(self) -> dict[str, Any]:
-        return (self.summary or {}).get("metrics", {})
-
-    @property
     def meta(self) -> dict[str, str]:
-        return dict(self.spec.get("meta") or {})
+        return dict(self.spec.meta) if self.spec else {}
 
     @property
     def replicas(self) -> int | None:
-        return self.spec.get("replicas") or _int(self.meta.get("replicas"))
+        return (self.spec.replicas if self.spec else None) or _int(self.meta.get("replicas"))
 
     @property
     def users_per_replica(self) -> int | None:
-        return self.spec.get("users_per_replica") or _int(self.meta.get("users_per_replica"))
+        spec_value = self.spec.users_per_replica if self.spec else None
+        return spec_value or _int(self.meta.get("users_per_replica"))
+
+    @property
+    def users(self) -> int:
+        return self.spec.users if self.spec else 0
 
     @property
     def window(self) -> tuple[float, float] | None:
-        m = self.metrics
-        return (m["window_start"], m["window_end"]) if m else None
+        if self.summary is None:
+            return None
+        return (self.summary.metrics.window_start, self.summary.metrics.window_end)
 
 
 @dataclass
 class Run:
     path: Path
-    provenance: dict[str, Any]
+    provenance: Provenance | None
     scenarios: list[Scenario]
 
 
@@ -71,49 +90,37 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read {path}: {err}") from None
-    return data if isinstance(data, dict) else None
-
-
 def read_node_samples(path: Path) -> NodeSamples:
+    # The file name is the inventory name the report joins on (the recorder's host may differ).
     node = NodeSamples(host=path.stem, source=path)
-    for line in path.read_text().splitlines():
-        try:
-            item = json.loads(line)
-        except ValueError:
-            continue  # a torn last line from a killed sampler
-        kind = item.get("kind")
-        if kind == "sample":
-            node.samples.append(item)
-        elif kind == "note":
-            node.notes.append(str(item.get("message", "")))
-        if item.get("host") and kind == "start":
-            node.host = path.stem  # the file name is the inventory name the report joins on
+    for line in read_node_lines(path):
+        if isinstance(line, NodeSample):
+            node.samples.append(line)
+        elif isinstance(line, NodeNote):
+            node.notes.append(line.message)
+        else:
+            node.start = line
     return node
 
 
 def load_scenario(folder: Path) -> Scenario:
-    spec = _read_json(folder / "scenario.json") or {"name": folder.name}
-    summary = _read_json(folder / "summary.json")
+    spec = read_model(folder / "scenario.json", ScenarioSpec, versioned=False)
+    summary = read_model(folder / "summary.json", Summary)
     nodes = {}
     for path in sorted((folder / "nodes").glob("*.jsonl")):
         node = read_node_samples(path)
         nodes[node.host] = node
     errors = {}
     for path in sorted((folder / "nodes").glob("*.error.json")):
-        data = _read_json(path) or {}
-        host = str(data.get("host") or path.name.removesuffix(".error.json"))
-        errors[host] = str(data.get("error") or "the host recorded no samples")
-    meta = spec.get("meta") or {}
+        error = read_model(path, NodeError, versioned=False)
+        if error is not None:
+            errors[error.host or path.name.removesuffix(".error.json")] = (
+                error.error or "the host recorded no samples"
+            )
+    meta = spec.meta if spec else {}
     listed = [n.strip() for n in str(meta.get("nodes", "")).split(",") if n.strip()]
     return Scenario(
-        name=spec.get("name", folder.name),
+        name=spec.name if spec else folder.name,
         spec=spec,
         summary=summary,
         nodes=nodes,
@@ -130,7 +137,11 @@ def load_run(path: Path) -> Run:
             f"{path} has no scenarios/ folder; pass a run directory (results/<run-id>) that "
             "`distinfer bench sweep` or `bench run --out results/<run-id>/scenarios/<name>` wrote"
         )
+    provenance = read_model(path / "run.json", Provenance)
     scenarios = [load_scenario(f) for f in sorted(scenarios_dir.iterdir()) if f.is_dir()]
     if not scenarios:
         raise ValueError(f"{scenarios_dir} holds no scenario folders")
-    return Run(path=path, provenance=_read_json(path / "run.json") or {}, scenarios=scenarios)
+    return Run(path=path, provenance=provenance, scenarios=scenarios)
+
+
+__all__ = ["NodeSamples", "ResultsSchemaError", "Run", "Scenario", "load_run", "load_scenario"]

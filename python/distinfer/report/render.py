@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distinfer.bench.scenario import write_json_atomic
+from distinfer.bench.scenario import ScenarioSpec, write_json_atomic
 from distinfer.report.blocks import (
     Block,
     Bullets,
@@ -107,13 +107,14 @@ def report_blocks(run: Run, charts: list[Image], compare: Comparison | None = No
     """The whole report, once: report.md and report.html are both written from these blocks."""
     rows = [scenario_row(s) for s in ordered(run)]
     prov = run.provenance
-    hardware = prov.get("hardware") or {}
     blocks: list[Block] = [
         Heading(f"Benchmark report: {run.path.name}", 1),
         Paragraph(
-            f"Load generator host: {prov.get('host', '-')}; {hardware.get('cpu_model', '-')}, "
-            f"{hardware.get('logical_cpus', '-')} CPUs. Versions: "
-            + ", ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items() if v)
+            f"Load generator host: {prov.host}; {prov.hardware.cpu_model or '-'}, "
+            f"{_f(prov.hardware.logical_cpus)} CPUs. Versions: "
+            + ", ".join(f"{k} {v}" for k, v in prov.versions.items() if v)
+            if prov
+            else f"No run.json in {run.path}: the load generator's host and versions were not recorded."
         ),
         Paragraph(
             "Every figure covers each scenario's steady window (warm-up and drain excluded); "
@@ -141,6 +142,7 @@ def report_blocks(run: Run, charts: list[Image], compare: Comparison | None = No
     unfinished = [r["scenario"] for r in rows if not r["finished"]]
     if unfinished:
         blocks.append(Paragraph(f"Unfinished scenarios (no summary.json): {', '.join(unfinished)}"))
+    blocks += where_the_time_goes(run)
     blocks += node_section(run)
     blocks += [
         Heading("Scenario details"),
@@ -179,6 +181,78 @@ def guide_tables(rows: list[dict[str, Any]]) -> list[Block]:
     return blocks
 
 
+LEG_COLUMNS = (
+    "Leg", "Its share of the TTFT P50 (ms)", "Share", "Leg's own P50 (ms)", "Own P95 (ms)", "Own mean (ms)",
+)  # fmt: skip
+
+
+def where_the_time_goes(run: Run) -> list[Block]:
+    """Per scenario, the TTFT split into legs from the server's timing of each request (bench/legs.py)."""
+    blocks: list[Block] = [
+        Heading("Where the time goes: time to first token, leg by leg (steady window)"),
+        Paragraph(
+            "Each request's TTFT runs from the client's send to its read of the first token; the server's "
+            "timing of the request (its final chunk's `server_timing`) splits it into five legs.\n"
+            "*Its share of the TTFT P50* is the median time from the send to the leg's end minus that to "
+            "its start, so the shares add up to the TTFT P50 (last row). A leg's own median is given "
+            "beside it: medians of legs that vary apart do not add up to the median of their sum."
+        ),
+    ]
+    for s in ordered(run):
+        split = s.summary.ttft_split if s.summary else None
+        if split is None:
+            reason = "unfinished" if s.summary is None else "no request carried server timing"
+            blocks.append(Paragraph(f"**{s.name}**: no split ({reason})."))
+            continue
+        total = sum(leg.at_median_ms for leg in split.legs)
+        rows: list[list[str | Image]] = [
+            [
+                leg.label, _f(leg.at_median_ms, 2), _share(leg.at_median_ms, total), _f(leg.own_ms.p50, 2),
+                _f(leg.own_ms.p95, 2), _f(leg.own_ms.mean, 2),
+            ]
+            for leg in split.legs
+        ]  # fmt: skip
+        rows.append(
+            [
+                "**TTFT (client)**", f"**{_f(total, 2)}** (TTFT P50 {_f(split.ttft_ms.p50, 2)})", "100%",
+                _f(split.ttft_ms.p50, 2), _f(split.ttft_ms.p95, 2), _f(split.ttft_ms.mean, 2),
+            ]
+        )  # fmt: skip
+        clocks = (
+            "one host, one clock"
+            if split.one_clock
+            else f"hosts apart; ingress clock minus client clock estimated {_f(split.clock_offset_ms, 2)} ms"
+        )
+        blocks += [
+            Heading(s.name, 3),
+            Table(LEG_COLUMNS, rows),
+            Paragraph(
+                f"{split.requests} requests with server timing ({split.without_timing} without); "
+                f"clocks: {clocks}; requests with times out of order: {split.out_of_order}; engine "
+                f"{_engines(s)}."
+            ),
+        ]
+    return blocks
+
+
+def _share(part: float, total: float) -> str:
+    return f"{100 * part / total:.1f}%" if total else "-"
+
+
+def _engines(s: Scenario) -> str:
+    """The engines that timed the scenario's requests, and where their start times came from."""
+    from distinfer.bench.records import RECORDS_FILE, iter_records
+
+    if s.folder is None or s.window is None:
+        return "-"
+    seen = {
+        (r.server.engine, r.server.engine_start_source)
+        for r in iter_records(s.folder / RECORDS_FILE)
+        if r.server is not None and s.window[0] <= r.scheduled < s.window[1]
+    }
+    return ", ".join(f"{engine} (start: {source})" for engine, source in sorted(seen)) or "-"
+
+
 def node_section(run: Run) -> list[Block]:
     nodes = [n for s in ordered(run) for n in node_rows(s)]
     blocks: list[Block] = [
@@ -195,42 +269,39 @@ def node_section(run: Run) -> list[Block]:
 
 def config_cells(s: Scenario) -> list[str]:
     spec = s.spec
-    client = (s.summary or {}).get("client") or {}
+    workers = _f(s.summary.client.workers) if s.summary else "-"
+    if spec is None:
+        return [s.name, *["-"] * 12, workers]
     return [
-        s.name, _f(spec.get("model")), _f(spec.get("url")), _f(spec.get("api")), _f(spec.get("users")),
-        _f(spec.get("rate")), _f(spec.get("duration_s")), _f(spec.get("warmup_s")),
-        _ramp(spec), _f(spec.get("max_tokens")), _f(spec.get("temperature")), _f(spec.get("seed")),
-        spec.get("prompts") or "files/prompts/prompts.jsonl", _f(client.get("workers")),
+        s.name, spec.model, spec.url, spec.api, _f(spec.users), _f(spec.rate), _f(spec.duration_s),
+        _f(spec.warmup_s), _ramp(spec), _f(spec.max_tokens), _f(spec.temperature), _f(spec.seed),
+        spec.prompts or "files/prompts/prompts.jsonl", workers,
     ]  # fmt: skip
 
 
-def _ramp(spec: dict[str, Any]) -> str:
+def _ramp(spec: ScenarioSpec) -> str:
     """Seconds over which closed-loop users started (the warm-up unless set; none in open loop)."""
-    if spec.get("rate") is not None:
-        return "-"
-    ramp = spec.get("ramp_s")
-    return _f(spec.get("warmup_s") if ramp is None else ramp)
+    return "-" if spec.rate is not None else _f(spec.ramp)
 
 
 def provenance_section(run: Run) -> list[Block]:
     """What the run was measured with: versions, the load machine's hardware, the command, the config."""
     prov = run.provenance
-    hw = prov.get("hardware") or {}
-    memory = hw.get("memory_bytes")
     blocks: list[Block] = [Heading("Run provenance")]
-    if not prov:
+    if prov is None:
         blocks.append(Paragraph(f"No run.json in {run.path}: versions and hardware were not recorded."))
     else:
+        hw = prov.hardware
+        memory = hw.memory_bytes
         blocks.append(
             Bullets(
                 [
-                    f"Load generator host: {prov.get('host', '-')} ({prov.get('platform', '-')})",
-                    f"Hardware: {hw.get('cpu_model', '-')}; {hw.get('logical_cpus', '-')} logical / "
-                    f"{hw.get('physical_cpus', '-')} physical CPUs; "
+                    f"Load generator host: {prov.host} ({prov.platform})",
+                    f"Hardware: {hw.cpu_model or '-'}; {_f(hw.logical_cpus)} logical / "
+                    f"{_f(hw.physical_cpus)} physical CPUs; "
                     f"memory {_f(None if memory is None else memory / 2**30)} GiB",
-                    f"Python {prov.get('python', '-')}; "
-                    + ", ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items() if v),
-                    f"Command: `{' '.join(prov.get('command') or [])}`",
+                    f"Python {prov.python}; " + ", ".join(f"{k} {v}" for k, v in prov.versions.items() if v),
+                    f"Command: `{' '.join(prov.command)}`",
                 ]
             )
         )

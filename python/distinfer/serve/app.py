@@ -42,6 +42,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from distinfer.config import (
     ModelSpec,
+    TelemetryOptions,
     app_args,
     ingress_deployment_options,
     model_deployment_options,
@@ -50,6 +51,7 @@ from distinfer.config import (
 from distinfer.engines import build_engine
 from distinfer.serve.api import Overloaded, create_app
 from distinfer.serve.coalesce import coalesce_ready, whole_answer
+from distinfer.serve.engine_metrics import EngineMetrics
 from distinfer.serve.model_server import Event, ModelServer, OpenAIRequest
 from distinfer.serve.protocol import ModelCard
 from distinfer.serve.settings import resolve_api_key
@@ -60,12 +62,26 @@ _SPEC = TypeAdapter(ModelSpec)
 
 
 class ModelDeployment:
-    """One replica of one model: its engine and the model server around it."""
+    """One replica of one model: its engine, the model server around it and the engine's metrics."""
 
-    async def __init__(self, spec: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits it
+    async def __init__(  # type: ignore[misc]  # Serve awaits it
+        self, spec: dict[str, Any], telemetry: dict[str, Any] | None = None
+    ) -> None:
         model = _SPEC.validate_python(spec)
-        self.server = ModelServer(model.name, build_engine(model))
+        options = TelemetryOptions.model_validate(telemetry or {})
+        engine = build_engine(model)
+        self.metrics: EngineMetrics | None = None
+        if options.engine_metrics and not engine.exports_own_metrics:
+            self.metrics = EngineMetrics(model.name, engine)
+        self.server = ModelServer(
+            model.name,
+            engine,
+            server_timing=options.server_timing,
+            on_finished=self.metrics.finished if self.metrics else None,
+        )
         await self.server.engine.start()
+        if self.metrics is not None:
+            self.metrics.start()
         log.info("model %s ready (%s engine)", model.name, model.engine)
 
     async def generate(self, request_id: str, request: OpenAIRequest) -> AsyncGenerator[list[Event], None]:
@@ -93,6 +109,8 @@ class ModelDeployment:
         return out
 
     async def __del__(self) -> None:
+        if self.metrics is not None:
+            await self.metrics.stop()
         await self.server.engine.shutdown()
 
 
@@ -165,7 +183,7 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     handles = {
         spec.name: _deployment(ModelDeployment)
         .options(**model_deployment_options(spec))
-        .bind(models.engine_spec(spec).model_dump(mode="json"))
+        .bind(models.engine_spec(spec).model_dump(mode="json"), models.telemetry.model_dump())
         for spec in models.models
     }
     ingress = _deployment(OpenAIIngress).options(**ingress_deployment_options(models))

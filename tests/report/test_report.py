@@ -536,3 +536,31 @@ def test_files_of_the_first_layout_without_versions_still_read(runs: dict[str, P
     subprocess.run([DISTINFER, "report", str(run)], check=True, capture_output=True, timeout=300)
     text = (run / "report" / "report.md").read_text()
     assert re.search(r"\| (yes|NO) \| r1 \|", text) and re.search(r"\| (yes|NO) \| r2 \|", text), text
+
+
+def test_where_the_time_goes_splits_each_scenarios_ttft_median_into_legs(runs: dict[str, Path]) -> None:
+    report = (runs["run"] / "report" / "report.md").read_text()
+    section = report[report.index("## Where the time goes") :].split("\n## ")[0]
+    for name in SCENARIOS:
+        summary = json.loads((runs["run"] / "scenarios" / name / "summary.json").read_text())
+        rows = _table(section[section.index(f"### {name}\n") :], "Leg")[:6]
+        assert [r["Leg"] for r in rows] == [
+            "client send → ingress",
+            "ingress → model replica (Serve routing and queue)",
+            "replica → engine start (prompt, engine queue)",
+            "engine start → first token (prefill)",
+            "first token → client read (stream back)",
+            "**TTFT (client)**",
+        ]
+        shares = [float(r["Its share of the TTFT P50 (ms)"]) for r in rows[:5]]
+        ttft_p50 = summary["metrics"]["ttft_ms"]["p50"]
+        assert abs(sum(shares) - ttft_p50) < 1.0  # the legs add up to the client's TTFT median
+        assert (
+            rows[5]["Its share of the TTFT P50 (ms)"] == f"**{ttft_p50:,.2f}** (TTFT P50 {ttft_p50:,.2f})"
+        )
+        assert 15.0 < shares[3] < 30.0  # prefill: the synthetic engine's ttft_ms (20)
+    document = json.loads((runs["run"] / "report" / "results.json").read_text())
+    for scenario in document["scenarios"]:
+        legs = scenario["ttft_split"]["legs"]
+        assert sum(leg["at_median_ms"] for leg in legs) == pytest.approx(scenario["median_ttft_ms"], abs=1e-6)
+        assert scenario["ttft_leg_prefill_ms"] == legs[3]["at_median_ms"]

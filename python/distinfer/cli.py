@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "distinfer.nodemetrics.cli",
     "distinfer.report.cli",
     "distinfer.chat.cli",
+    "distinfer.dashboards.cli",
 )
 
 

@@ -555,9 +555,7 @@ def test_where_the_time_goes_splits_each_scenarios_ttft_median_into_legs(runs: d
         shares = [float(r["Its share of the TTFT P50 (ms)"]) for r in rows[:5]]
         ttft_p50 = summary["metrics"]["ttft_ms"]["p50"]
         assert abs(sum(shares) - ttft_p50) < 1.0  # the legs add up to the client's TTFT median
-        assert (
-            rows[5]["Its share of the TTFT P50 (ms)"] == f"**{ttft_p50:,.2f}** (TTFT P50 {ttft_p50:,.2f})"
-        )
+        assert rows[5]["Its share of the TTFT P50 (ms)"] == f"**{ttft_p50:,.2f}** (TTFT P50 {ttft_p50:,.2f})"
         assert 15.0 < shares[3] < 30.0  # prefill: the synthetic engine's ttft_ms (20)
     document = json.loads((runs["run"] / "report" / "results.json").read_text())
     for scenario in document["scenarios"]:

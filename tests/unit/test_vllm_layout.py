@@ -49,6 +49,8 @@ def test_tp4_replica_reserves_four_gpu_bundles_on_one_node() -> None:
     args = engine_args(spec)
     assert args["tensor_parallel_size"] == 4
     assert args["distributed_executor_backend"] == "ray"
+    # vLLM's metrics carry the models file's name as model_name, as the other engines' do.
+    assert args["served_model_name"] == spec.name
 
 
 def test_tp1_replica_holds_its_gpu_without_placement_group() -> None:

@@ -55,6 +55,8 @@ def engine_args(spec: VllmModel) -> dict[str, Any]:
         "dtype": spec.dtype,
         "max_num_seqs": effective_max_num_seqs(spec),
         "gpu_memory_utilization": spec.gpu_memory_utilization,
+        # vLLM labels its metrics with this (model_name): the models file's name, as every engine's.
+        "served_model_name": spec.name,
     }
     if spec.max_model_len is not None:
         args["max_model_len"] = spec.max_model_len

@@ -14,6 +14,13 @@ def report_command(
     run_dir: Annotated[Path, typer.Argument(help="Run directory: results/<run-id>.")],
     compare: Annotated[Path | None, typer.Option(help="Another run directory to compare with.")] = None,
     out: Annotated[Path | None, typer.Option(help="Where to write (default: DIR/report).")] = None,
+    prometheus: Annotated[
+        str | None,
+        typer.Option(
+            help="Prometheus to ask for the server-side figures (default: the URL the scenarios name, "
+            "from the plan); without an answer the report says so and goes on."
+        ),
+    ] = None,
 ) -> None:
     """Write report.md, results.json, results.csv, nodes.csv and PNG charts for a run."""
     from distinfer.report.load import load_run
@@ -24,7 +31,7 @@ def report_command(
         other = load_run(compare) if compare else None
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    for path in write_report(run, out or run_dir / "report", other):
+    for path in write_report(run, out or run_dir / "report", other, prometheus):
         typer.echo(str(path))
 
 

@@ -25,6 +25,7 @@ from distinfer.report.blocks import (
 from distinfer.report.charts import all_charts
 from distinfer.report.html import to_html
 from distinfer.report.load import Run, Scenario
+from distinfer.report.prometheus import Pair, ServerFigures, figures_for_run
 from distinfer.report.tables import GUIDE_P95_TOKEN_LABEL, node_rows, ordered, results_document, scenario_row
 
 GUIDE_COLUMNS = (
@@ -103,7 +104,12 @@ def node_cells(row: dict[str, Any]) -> list[str]:
     ]  # fmt: skip
 
 
-def report_blocks(run: Run, charts: list[Image], compare: Comparison | None = None) -> list[Block]:
+def report_blocks(
+    run: Run,
+    charts: list[Image],
+    compare: Comparison | None = None,
+    server: ServerSection | None = None,
+) -> list[Block]:
     """The whole report, once: report.md and report.html are both written from these blocks."""
     rows = [scenario_row(s) for s in ordered(run)]
     prov = run.provenance
@@ -143,6 +149,7 @@ def report_blocks(run: Run, charts: list[Image], compare: Comparison | None = No
     if unfinished:
         blocks.append(Paragraph(f"Unfinished scenarios (no summary.json): {', '.join(unfinished)}"))
     blocks += where_the_time_goes(run)
+    blocks += server_section(run, server or ServerSection({}, "Server-side figures: not asked for."))
     blocks += node_section(run)
     blocks += [
         Heading("Scenario details"),
@@ -233,6 +240,59 @@ def where_the_time_goes(run: Run) -> list[Block]:
             ),
         ]
     return blocks
+
+
+SERVER_COLUMNS = (
+    "Scenario", "Serve queue wait avg / P95 (ms)", "Queued at handles avg / max",
+    "Ongoing per replica avg / max", "Engine running avg / max", "Engine waiting avg / max",
+    "KV cache avg / max (%)", "GPU util avg / max (%)", "GPU memory avg / max (%)", "GPU energy (J)",
+    "Tokens per joule",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ServerSection:
+    """What Prometheus said per scenario, or why it said nothing."""
+
+    figures: dict[str, ServerFigures]
+    missing: str | None
+
+
+def _pair_cell(pair: Pair, digits: int = 1) -> str:
+    return f"{_f(pair.avg, digits)} / {_f(pair.max, digits)}"
+
+
+def server_section(run: Run, server: ServerSection) -> list[Block]:
+    """Per scenario, the serving path's and the engines' own figures over its window (Prometheus)."""
+    blocks: list[Block] = [Heading("Server-side figures (Prometheus, steady window)")]
+    if server.missing:
+        return [*blocks, Paragraph(server.missing)]
+    rows: list[list[str | Image]] = []
+    for s in ordered(run):
+        f = server.figures.get(s.name)
+        if f is None:
+            continue
+        energy = "-" if f.energy_j is None else f"{_f(f.energy_j)} ({f.energy_source})"
+        rows.append(
+            [
+                s.name, _pair_cell(f.serve_queue_wait_ms, 2), _pair_cell(f.queued_at_handles),
+                _pair_cell(f.ongoing_per_replica), _pair_cell(f.engine_running), _pair_cell(f.engine_waiting),
+                _pair_cell(f.kv_cache_percent), _pair_cell(f.gpu_util_percent), _pair_cell(f.gpu_mem_percent),
+                energy, _f(f.tokens_per_joule, 3),
+            ]
+        )  # fmt: skip
+    url = next(iter(server.figures.values())).prometheus if server.figures else "-"
+    return [
+        *blocks,
+        Paragraph(
+            f"From Prometheus at {url}, over each scenario's steady window: Ray Serve's router queue "
+            "(request to replica), its handles' queues and each replica's ongoing requests; the engines' "
+            "running and waiting requests and KV cache (`ray_vllm_*`); GPU utilisation, memory and energy "
+            "from a DCGM exporter where one is scraped (else the node recorder's NVML energy). "
+            '"-" means Prometheus had no such series for the window.'
+        ),
+        Table(SERVER_COLUMNS, rows, empty="No finished scenario to ask about."),
+    ]
 
 
 def _share(part: float, total: float) -> str:
@@ -376,20 +436,34 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
             writer.writerow({k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in row.items()})
 
 
-def write_report(run: Run, out: Path, compare: Run | None = None) -> list[Path]:
+def prometheus_of(run: Run) -> str | None:
+    """The Prometheus the run's scenarios name (`meta.prometheus`, from the plan), if any."""
+    return next((s.meta["prometheus"] for s in ordered(run) if s.meta.get("prometheus")), None)
+
+
+def write_report(
+    run: Run, out: Path, compare: Run | None = None, prometheus: str | None = None
+) -> list[Path]:
+    """`prometheus`: where to ask for server-side figures (default: the URL the scenarios name)."""
     out.mkdir(parents=True, exist_ok=True)
+    figures, missing = figures_for_run(prometheus or prometheus_of(run), ordered(run))
+    server = ServerSection(figures, missing)
     charts = all_charts(run, out)
     other = None
     if compare is not None:
         (out / "compare").mkdir(exist_ok=True)
         other = Comparison(compare, [image(p, out) for p in all_charts(compare, out / "compare")])
     document = results_document(run)
+    document["server_figures_note"] = missing
+    for entry in document["scenarios"]:
+        found = figures.get(entry["scenario"])
+        entry["server_figures"] = found.model_dump(mode="json") if found else None
     if compare is not None:
         document["compare"] = {"other_run": str(compare.path), "scenarios": comparison(run, compare)}
     write_json_atomic(out / "results.json", document)
     write_csv(out / "results.csv", [scenario_row(s) for s in ordered(run)])
     write_csv(out / "nodes.csv", [n for s in ordered(run) for n in node_rows(s)])
-    blocks = report_blocks(run, [image(p, out) for p in charts], other)
+    blocks = report_blocks(run, [image(p, out) for p in charts], other, server)
     (out / "report.md").write_text(to_markdown(blocks))
     (out / "report.html").write_text(to_html(f"Benchmark report: {run.path.name}", blocks))
     written = [out / "report.md", out / "report.html", out / "results.json", out / "results.csv"]

@@ -83,7 +83,9 @@ def test_every_helm_release_pins_its_chart_version() -> None:
         for path, task in _role_tasks(role)
         if "kubernetes.core.helm" in task
     ]
-    assert len(releases) == 4, releases  # GPU Operator, AMD device plugin, KubeRay operator, kube-prometheus-stack
+    assert len(releases) == 4, (
+        releases
+    )  # GPU Operator, AMD device plugin, KubeRay operator, kube-prometheus-stack
     versions = _yaml(REPO_ROOT / "inventory/poweredge/group_vars/all/versions.yml")
     for path, args in releases:
         variable = args.get("chart_version", "").strip("{} ")

@@ -41,7 +41,7 @@ import psutil
 import yaml
 
 from distinfer.config import app_args, parse_models
-from distinfer.serve.launch import DISTINFER
+from distinfer.serve.launch import DISTINFER, child_process
 from distinfer.serve.local_ray import LocalRay, env_vars, free_ports
 
 PROMETHEUS = "/usr/bin/prometheus"
@@ -114,21 +114,6 @@ def deploy(args: dict[str, Any], name: str, base: str) -> None:
 
 
 @contextlib.contextmanager
-def process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("ab") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@contextlib.contextmanager
 def scraping(work: Path, metrics_port: int, interval_s: int) -> Iterator[None]:
     """Debian's node exporter and Prometheus scraping it and Ray's export port, as prometheus_local does."""
     node_port, prom_port = free_ports(2)
@@ -150,7 +135,7 @@ def scraping(work: Path, metrics_port: int, interval_s: int) -> Iterator[None]:
         PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={work / 'tsdb'}",
         f"--web.listen-address=127.0.0.1:{prom_port}",
     ]  # fmt: skip
-    with process(node, work / "node-exporter.log"), process(prom, work / "prometheus.log"):
+    with child_process(node, work / "node-exporter.log"), child_process(prom, work / "prometheus.log"):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError):

@@ -15,6 +15,7 @@ import httpx
 import pytest
 import yaml
 
+from distinfer.serve.launch import child_process
 from distinfer.serve.local_ray import free_ports
 
 PROMETHEUS = "/usr/bin/prometheus"
@@ -25,21 +26,6 @@ def need_binaries() -> None:
     missing = [b for b in (PROMETHEUS, NODE_EXPORTER) if not shutil.which(b)]
     if missing:
         pytest.fail(f"{missing} not installed: run `bash scripts/install-system-deps.sh` (Debian's packages)")
-
-
-@contextlib.contextmanager
-def _process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def _wait_ok(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 60) -> None:
@@ -58,7 +44,7 @@ def _wait_ok(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: floa
 def running_node_exporter(workdir: Path) -> Iterator[int]:
     (port,) = free_ports(1)
     log = workdir / "node-exporter.log"
-    with _process([NODE_EXPORTER, f"--web.listen-address=127.0.0.1:{port}"], log) as proc:
+    with child_process([NODE_EXPORTER, f"--web.listen-address=127.0.0.1:{port}"], log) as proc:
         _wait_ok(f"http://127.0.0.1:{port}/metrics", proc, log)
         yield port
 
@@ -82,7 +68,7 @@ def running_prometheus(
         PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
         f"--web.listen-address=127.0.0.1:{port}",
     ]  # fmt: skip
-    with _process(argv, log) as proc:
+    with child_process(argv, log) as proc:
         url = f"http://127.0.0.1:{port}"
         _wait_ok(f"{url}/-/ready", proc, log)
         yield url

@@ -28,4 +28,13 @@ if python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "
 else
   echo "The chat page does not answer at $chat; see the ray_local role's output above." >&2
 fi
-echo "To stop the app and the chat page: .venv/bin/ansible-playbook -i inventory/local playbooks/reset.yml -e confirm=yes"
+# The prometheus_local role started Prometheus on the plan's port (24090 unless distinfer_prometheus_port).
+prometheus="http://127.0.0.1:24090"
+if python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/-/ready", timeout=5)' "$prometheus" 2>/dev/null; then
+  echo "Prometheus (Ray Serve, the engine and this machine, every 5 s): $prometheus"
+  echo "  e.g. $prometheus/graph?g0.expr=sum(rate(ray_vllm_generation_tokens_total%5B1m%5D))"
+  echo "  Grafana dashboards of the same queries: .venv/bin/distinfer dashboards --out DIR (then import them)"
+else
+  echo "Prometheus does not answer at $prometheus; see the prometheus_local role's output above." >&2
+fi
+echo "To stop the app, the chat page and Prometheus: .venv/bin/ansible-playbook -i inventory/local playbooks/reset.yml -e confirm=yes"

@@ -7,6 +7,9 @@ PACKAGES=(
   podman runc debootstrap slirp4netns uidmap fuse-overlayfs
   # headless browser for the chat page and report.html tests (driven by selenium; no download at run time)
   chromium chromium-driver
+  # Prometheus and its node exporter (the prometheus_local role's packages; the panel-query and report
+  # tests start their own on free ports)
+  prometheus prometheus-node-exporter
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -22,5 +25,14 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "system packages: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# Packages with a service (prometheus, its node exporter) are installed without starting it: the role
+# and the tests run their own on their own ports, and a package's default (:9090, :9100) may be taken.
+# policy-rc.d is Debian's switch for that; ours is removed again, one already there is left alone.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\n# distinfer: installing packages, start no service\nexit 101\n' > "$policy"
+  chmod 0755 "$policy"
+  trap 'rm -f "$policy"' EXIT
+fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"

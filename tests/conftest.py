@@ -74,7 +74,10 @@ class RayServe:
 @pytest.fixture(scope="session")
 def ray_serve() -> Iterator[RayServe]:
     """A private local Ray with Serve's HTTP proxy on a free port, for the whole session."""
-    local = LocalRay.start(num_cpus=8, extra_env={TEST_API_KEY_ENV: TEST_API_KEY})
+    # Metrics handed to the export port every 2 s (Ray's default 10 s): the Prometheus tests' short
+    # windows then hold several exports.
+    extra_env = {TEST_API_KEY_ENV: TEST_API_KEY, "RAY_metrics_report_interval_ms": "2000"}
+    local = LocalRay.start(num_cpus=8, extra_env=extra_env)
     try:
         with env_vars(local.env):
             import ray

@@ -213,7 +213,8 @@ def series_from(runs: Sequence[Run]) -> list[Series]:
                 continue
             if not row.get("output_throughput"):
                 continue
-            label = f"{scenario.spec.get('model')}, {row.get('users_per_replica') or '-'} users per replica"
+            model = scenario.spec.model if scenario.spec else None
+            label = f"{model}, {row.get('users_per_replica') or '-'} users per replica"
             series = groups.setdefault(
                 ("tokens", label), Series(quantity="tokens", label=label, unit="output tokens/s", points=[])
             )

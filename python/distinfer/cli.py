@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "distinfer.report.cli",
     "distinfer.capacity_plan",
     "distinfer.chat.cli",
+    "distinfer.dashboards.cli",
 )
 
 

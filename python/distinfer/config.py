@@ -217,6 +217,21 @@ class IngressOptions(_Strict):
     num_cpus: float = Field(0.1, gt=0)
 
 
+class TelemetryOptions(_Strict):
+    """What the app measures about itself; both on by default (benchmarks/observability_cost.py)."""
+
+    server_timing: bool = Field(
+        True,
+        description="Put each request's server timing (ingress, replica, engine start, first token) on "
+        "its final chunk as `server_timing`.",
+    )
+    engine_metrics: bool = Field(
+        True,
+        description="hf and synthetic replicas export vLLM's metric names through Ray (ray_vllm_*); vLLM "
+        "exports its own.",
+    )
+
+
 class ModelsFile(_Strict):
     models: list[ModelSpec] = Field(min_length=1)
     ingress: IngressOptions = Field(default_factory=lambda: IngressOptions.model_validate({}))
@@ -232,6 +247,7 @@ class ModelsFile(_Strict):
         description="Rehearsals only: serve every vllm model with the synthetic engine, keeping its "
         "placement (docs/rehearsal.md).",
     )
+    telemetry: TelemetryOptions = Field(default_factory=lambda: TelemetryOptions.model_validate({}))
 
     @model_validator(mode="after")
     def _unique_names(self) -> ModelsFile:
@@ -290,7 +306,11 @@ class ModelsFile(_Strict):
 
 
 _ENGINE_CLASSES: dict[str, type[_Strict]] = {"vllm": VllmModel, "hf": HfModel, "synthetic": SyntheticModel}
-_SECTION_CLASSES: dict[str, type[_Strict]] = {"ingress": IngressOptions, "http": HttpOptions}
+_SECTION_CLASSES: dict[str, type[_Strict]] = {
+    "ingress": IngressOptions,
+    "http": HttpOptions,
+    "telemetry": TelemetryOptions,
+}
 
 
 def _located(loc: tuple[int | str, ...], data: Any) -> tuple[str, type[BaseModel] | None]:
@@ -457,6 +477,8 @@ def app_args(models: ModelsFile) -> dict[str, Any]:
     args = models.model_dump(mode="json", exclude_none=True)
     for model in args["models"]:
         model.pop("replicas", None)
+    if models.telemetry == TelemetryOptions.model_validate({}):
+        args.pop("telemetry")  # the defaults: the config reads as it did before the option existed
     return args
 
 

@@ -51,6 +51,9 @@ DEFAULT_API_KEY_ENV = "DISTINFER_API_KEY"
 DEFAULT_NODE_PORT = 30800
 # The port Ray Serve's proxies listen on inside the RayService's pods (KubeRay's `serve` port).
 KUBERAY_SERVE_PORT = 8000
+# Where the report reaches Prometheus: the hosts' own (prometheus_local, away from Ray's 24xxx ports and
+# the API's 24800) or kube-prometheus-stack's through a NodePort (kube_prometheus).
+DEFAULT_PROMETHEUS_PORT = {"local": 24090, "kubernetes": 30090}
 
 Spec = VllmModel | HfModel | SyntheticModel
 
@@ -84,6 +87,7 @@ class PlanRequest(_Strict):
     scenario_overrides: dict[str, Any] = Field(default_factory=dict)
     scenarios_only: list[str] = Field(default_factory=list)
     endpoint_port: int | None = Field(None, ge=1, le=65535, description="distinfer_endpoint_port.")
+    prometheus_port: int | None = Field(None, ge=1, le=65535, description="distinfer_prometheus_port.")
 
 
 class PlannedModel(_Strict):
@@ -133,6 +137,8 @@ class Plan(_Strict):
     endpoint: str
     endpoint_port: int
     serve_port: int
+    prometheus_url: str = Field(description="Where the report asks Prometheus (the head's address).")
+    prometheus_port: int
     api_key_env: str | None
     engine_stand_in: bool
     models: list[PlannedModel]
@@ -177,6 +183,7 @@ def build_plan(request: PlanRequest) -> Plan:
         DEFAULT_NODE_PORT if request.platform == "kubernetes" else models.http.port
     )
     head = next(h for h in request.hosts if h.name == request.head)
+    prometheus_port = request.prometheus_port or DEFAULT_PROMETHEUS_PORT[request.platform]
     plan = Plan(
         platform=request.platform,
         app_name=DEFAULT_APP_NAME,
@@ -186,6 +193,8 @@ def build_plan(request: PlanRequest) -> Plan:
         endpoint=f"http://{head.address}:{endpoint_port}",
         endpoint_port=endpoint_port,
         serve_port=KUBERAY_SERVE_PORT if request.platform == "kubernetes" else models.http.port,
+        prometheus_url=f"http://{head.address}:{prometheus_port}",
+        prometheus_port=prometheus_port,
         api_key_env=models.api_key_env,
         engine_stand_in=request.engine_stand_in is not None,
         models=[_planned_model(spec, replicas[spec.name], capacity.get(spec.name)) for spec in models.models],
@@ -477,6 +486,8 @@ def _scenario_meta(data: dict[str, Any], request: PlanRequest, plan: Plan) -> di
         "gpus": str(sum(h.gpus for h in request.hosts)),
         "replicas": str(data["replicas"]),
         "platform": request.platform,
+        # The report asks this Prometheus for the server-side figures of the scenario's window.
+        "prometheus": plan.prometheus_url,
     }
     if data.get("users_per_replica") is not None:
         meta["users_per_replica"] = str(data["users_per_replica"])

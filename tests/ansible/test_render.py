@@ -1,9 +1,11 @@
 """The real roles render the cluster's objects (render-only mode) and those objects are valid.
 
 `ray_service_render_dir` / `gpu_operator_render_dir` / `kuberay_operator_render_dir` /
-`amd_device_plugin_render_dir` make the roles write what they would apply to a directory on the
-control machine. Checks: Kubernetes schemas of the pinned K3s minor (kubernetes-validate), the
-RayService against the KubeRay CRD fields we use, golden files, and a second render changes nothing.
+`amd_device_plugin_render_dir` / `kube_prometheus_render_dir` make the roles write what they would
+apply to a directory on the control machine. Checks: Kubernetes schemas of the pinned K3s minor
+(kubernetes-validate), the RayService against the KubeRay CRD fields we use, the PodMonitors and the
+ServiceMonitor against the Prometheus Operator CRD fields we use, golden files, and a second render
+changes nothing.
 Set UPDATE_GOLDEN=1 to rewrite the golden files after an intended change.
 """
 
@@ -30,20 +32,30 @@ K3S_VERSION = yaml.safe_load((REPO_ROOT / "inventory/poweredge/group_vars/all/ve
 ]
 KUBE_MINOR = re.match(r"v(\d+\.\d+)\.", K3S_VERSION)[1]  # type: ignore[index]
 RAYSERVICE_SCHEMA = json.loads((HERE / "schemas/rayservice_fields.schema.json").read_text())
+MONITORING_SCHEMA = json.loads((HERE / "schemas/monitoring_fields.schema.json").read_text())
 MASKED = "MASKED-depends-on-the-code"
 
 
-def _render(tmp_path: Path, inventory: dict[str, Any]) -> tuple[Path, str]:
+def _render(tmp_path: Path, inventory: dict[str, Any], monitoring: bool = False) -> tuple[Path, str]:
+    """The roles' rendered objects; with `monitoring`, kube_prometheus's too (only the module's shared
+    render needs them: each playbook run costs tens of seconds here)."""
     out = tmp_path / "render"
     extra = {
         f"{role}_render_dir": str(out)
-        for role in ("ray_service", "gpu_operator", "kuberay_operator", "amd_device_plugin")
+        for role in (
+            "ray_service",
+            "gpu_operator",
+            "kuberay_operator",
+            "amd_device_plugin",
+            "kube_prometheus",
+        )
     }
     inv = write_inventory(tmp_path / "inv", inventory)
     outputs = []
     for playbook, tags in (
         ("playbooks/addons.yml", "gpu_operator,amd_device_plugin,kuberay_operator"),
         ("playbooks/ray_service.yml", ""),
+        *([("playbooks/kube_prometheus.yml", "")] if monitoring else []),
     ):
         run = run_playbook(playbook, inv, extra_vars=extra, tags=tags)
         assert run.returncode == 0, run.output[-4000:]
@@ -54,7 +66,7 @@ def _render(tmp_path: Path, inventory: dict[str, Any]) -> tuple[Path, str]:
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("render")
-    out, _ = _render(tmp, poweredge_inventory())
+    out, _ = _render(tmp, poweredge_inventory(), monitoring=True)
     return out
 
 
@@ -191,7 +203,14 @@ def test_gpu_operator_values_point_at_k3s_containerd(rendered: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["rayservice.yaml", "gpu-operator-values.yaml", "kuberay-operator-values.yaml", "namespace.yaml"]
+    "name",
+    [
+        "rayservice.yaml",
+        "gpu-operator-values.yaml",
+        "kuberay-operator-values.yaml",
+        "namespace.yaml",
+        "kube-prometheus-values.yaml",
+    ],
 )
 def test_rendered_manifests_match_golden_files(rendered: Path, name: str) -> None:
     data = _load(rendered / name)
@@ -270,3 +289,90 @@ def test_chat_page_objects_are_valid_and_ask_the_serve_service(rendered: Path) -
     assert service["spec"]["ports"] == [
         {"name": "chat", "port": 7860, "targetPort": "chat", "nodePort": 30860}
     ]
+
+
+def _all(path: Path) -> list[dict[str, Any]]:
+    return [o for o in yaml.safe_load_all(path.read_text()) if o]
+
+
+def test_monitors_match_the_prometheus_operator_fields_and_find_the_ray_pods(rendered: Path) -> None:
+    """PodMonitors as KubeRay documents them: the RayService's head and worker pods (by the labels the
+    rendered RayService gives them and KubeRay's node type) on the `metrics` port the pods declare; the
+    GPU Operator's DCGM exporter Service by its label and port name. Every target labelled `host`."""
+    monitors = _all(rendered / "monitors.yaml")
+    assert [(m["kind"], m["metadata"]["name"]) for m in monitors] == [
+        ("PodMonitor", "distinfer-ray-head"),
+        ("PodMonitor", "distinfer-ray-worker"),
+        ("ServiceMonitor", "distinfer-dcgm-exporter"),
+    ]
+    for monitor in monitors:
+        jsonschema.validate(monitor, MONITORING_SCHEMA)
+    rs = _load(rendered / "rayservice.yaml")
+    templates = _pod_templates(rs)
+    head, worker, dcgm = monitors
+    for monitor, node_type, pods in ((head, "head", templates[:1]), (worker, "worker", templates[1:])):
+        spec = monitor["spec"]
+        assert spec["namespaceSelector"] == {"matchNames": [rs["metadata"]["namespace"]]}
+        assert spec["selector"]["matchLabels"]["ray.io/node-type"] == node_type  # KubeRay's own label
+        for pod in pods:
+            labels = pod["metadata"]["labels"]
+            assert all(
+                labels.get(k) == v
+                for k, v in spec["selector"]["matchLabels"].items()
+                if k != "ray.io/node-type"
+            )
+            ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
+            (endpoint,) = spec["podMetricsEndpoints"]
+            assert ports[endpoint["port"]] == 8080
+        assert {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "host"} in endpoint[
+            "relabelings"
+        ]
+    cluster = rs["spec"]["rayClusterConfig"]
+    for params in [cluster["headGroupSpec"]["rayStartParams"]] + [
+        g["rayStartParams"] for g in cluster["workerGroupSpecs"]
+    ]:
+        assert params["metrics-export-port"] == "8080"
+    assert dcgm["spec"]["namespaceSelector"] == {"matchNames": ["gpu-operator"]}
+    assert dcgm["spec"]["selector"] == {"matchLabels": {"app": "nvidia-dcgm-exporter"}}
+    assert dcgm["spec"]["endpoints"][0]["port"] == "gpu-metrics"
+
+
+def test_kube_prometheus_values_select_every_monitor_and_expose_prometheus_where_the_report_asks(
+    rendered: Path,
+) -> None:
+    values = _load(rendered / "kube-prometheus-values.yaml")
+    spec = values["prometheus"]["prometheusSpec"]
+    assert spec["serviceMonitorSelectorNilUsesHelmValues"] is False
+    assert spec["podMonitorSelectorNilUsesHelmValues"] is False
+    assert values["prometheus"]["service"] == {"type": "NodePort", "nodePort": 30090}  # the plan's port
+    sidecar = values["grafana"]["sidecar"]["dashboards"]
+    assert (sidecar["label"], sidecar["labelValue"], sidecar["searchNamespace"]) == (
+        "grafana_dashboard",
+        "1",
+        "ALL",
+    )
+    assert values["crds"] == {"enabled": False}  # applied server-side by the role instead
+    crds = (rendered / "crds.txt").read_text().split()
+    version = yaml.safe_load((REPO_ROOT / "inventory/poweredge/group_vars/all/versions.yml").read_text())[
+        "kube_prometheus_chart_version"
+    ]
+    assert len(crds) == 10 and all(f"/kube-prometheus-stack-{version}/" in url for url in crds)
+    assert any(url.endswith("/crd-podmonitors.yaml") for url in crds)
+
+
+def test_dashboards_are_sidecar_configmaps_of_the_generated_json(rendered: Path) -> None:
+    from distinfer.dashboards.build import all_dashboards
+
+    maps = _all(rendered / "dashboards.yaml")
+    expected = all_dashboards()
+    assert sorted(m["metadata"]["name"] for m in maps) == sorted(
+        f"distinfer-dashboard-{uid}" for uid in expected
+    )
+    for configmap in maps:
+        kubernetes_validate.validate(configmap, KUBE_MINOR, strict=True)
+        assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+        ((key, text),) = configmap["data"].items()
+        assert json.loads(text) == expected[key.removesuffix(".json")]
+    for name in ("monitoring-namespace.yaml", "grafana-secret.yaml"):
+        kubernetes_validate.validate(_load(rendered / name), KUBE_MINOR, strict=True)
+    assert _load(rendered / "grafana-secret.yaml")["stringData"]["admin-password"] == "REDACTED"

@@ -13,10 +13,12 @@ cluster:
 4. a fault: one replica's process killed by PID mid-scenario is recorded as errors in that scenario, the
    service recovers, the next scenario runs clean, and the finished scenarios keep their data;
 5. Ctrl-C during a benchmark, then the same command: the run resumes where it stopped;
-6. `playbooks/reset.yml`: Ray stops on every host, the app and the chat page stop answering, a second
-   reset changes nothing.
+6. `playbooks/reset.yml`: Ray, Prometheus and the node exporters stop on every host, the app and the chat
+   page stop answering, a second reset changes nothing.
 
-After step 1 the chat page (`distinfer chat`, started by the ray_local role) answers on the head.
+After step 1 the chat page (`distinfer chat`, started by the ray_local role) answers on the head. After
+step 2 Debian's Prometheus (role prometheus_local) answers on the head, scraping Ray's metrics export and
+the node exporter of every host, and the report has each scenario's server-side figures from it.
 
 The synthetic engine (fixed time per token) keeps three Ray nodes and the load within this 2-core
 machine; the `hf` engine runs the same path in `make demo`.
@@ -47,6 +49,7 @@ SITE = REPO_ROOT / "site.yml"
 RESET = REPO_ROOT / "playbooks" / "reset.yml"
 HTTP_PORT = 24800
 CHAT_PORT = 24860  # roles/ray_local/tasks/chat.yml's default
+PROMETHEUS_PORT = 24090  # the plan's default on the local platform
 USERS_PER_REPLICA = 4
 # The API key the app asks for on this platform; made per run, so finding it anywhere means a leak.
 API_KEY = "dk-" + secrets.token_hex(16)
@@ -170,7 +173,7 @@ def cluster(test_hosts: TestHosts, workdir: Path) -> Iterator[dict[str, Any]]:
     for host in test_hosts.hosts:  # stop what the role started (only its unit), also after a failure
         command = (
             "systemctl stop --no-block distinfer-ray.service distinfer-nodemetrics.service"
-            " distinfer-chat.service || true"
+            " distinfer-chat.service distinfer-prometheus.service distinfer-node-exporter.service || true"
         )
         test_hosts.ssh(host.name, command, check=False, timeout=60)
 
@@ -223,6 +226,24 @@ def test_adding_a_host_grows_the_cluster_and_restarts_nothing(cluster: dict[str,
     assert "2n-2r-4u" in report and "3n-3r-4u" in report, report
     node_rows = [line for line in report.splitlines() if line.startswith("| 3n-3r-4u | node")]
     assert sorted(line.split("|")[2].strip() for line in node_rows) == ["node1", "node2", "node3"], report
+    _assert_prometheus_scrapes_every_host_and_feeds_the_report(hosts, report)
+
+
+def _assert_prometheus_scrapes_every_host_and_feeds_the_report(hosts: TestHosts, report: str) -> None:
+    """Debian's Prometheus on the head scrapes Ray's export and the node exporter of every host (label
+    `host` = the inventory name), and the report's server-side figures come from it."""
+    url = f"http://{hosts.host('node1').ip}:{PROMETHEUS_PORT}"
+    active = httpx.get(f"{url}/api/v1/targets", timeout=30).json()["data"]["activeTargets"]
+    up = sorted((t["labels"]["job"], t["labels"]["host"]) for t in active if t["health"] == "up")
+    assert up == [(job, name) for job in ("node", "ray") for name in ("node1", "node2", "node3")], active
+    query = {"query": 'sum by (host) (ray_serve_replica_processing_queries{deployment="model-synth"})'}
+    answer = httpx.get(f"{url}/api/v1/query", params=query, timeout=30).json()["data"]["result"]
+    assert sorted(s["metric"]["host"] for s in answer) == ["node1", "node2", "node3"], answer
+    section = report[report.index("## Server-side figures") :].split("\n## ")[0]
+    assert f"From Prometheus at {url}" in section, section
+    row = next(line for line in section.splitlines() if line.startswith("| 3n-3r-4u |"))
+    running = row.split("|")[5].strip()  # Engine running avg / max: the synthetic replicas were busy
+    assert float(running.split(" / ")[0]) > 0, row
 
 
 def test_the_api_key_is_asked_for_and_written_nowhere(cluster: dict[str, Any], workdir: Path) -> None:
@@ -504,8 +525,9 @@ def _assert_the_loss_was_recorded(
 
 
 def test_reset_stops_ray_and_the_recorder_on_every_host(cluster: dict[str, Any], workdir: Path) -> None:
-    """playbooks/reset.yml on the local platform: the Ray node (and any recorder) stops on every host,
-    the Serve app stops answering, and a second reset has nothing left to do."""
+    """playbooks/reset.yml on the local platform: the Ray node, the node exporter (and any recorder)
+    stop on every host and Prometheus on the head, the Serve app stops answering, and a second reset
+    has nothing left to do."""
     hosts: TestHosts = cluster["hosts"]
     inventory = cluster.get("inventory")
     assert inventory, "the three-host run did not complete"
@@ -515,8 +537,9 @@ def test_reset_stops_ray_and_the_recorder_on_every_host(cluster: dict[str, Any],
     )
     assert reset.returncode == 0, reset.describe()
     for host in hosts.hosts:
-        state = hosts.ssh(host.name, "systemctl is-active distinfer-ray.service || true", check=False).stdout
-        assert state.strip() != "active", f"{host.name}: distinfer-ray is still {state.strip()}"
+        for unit in ("distinfer-ray", "distinfer-node-exporter", "distinfer-prometheus"):
+            state = hosts.ssh(host.name, f"systemctl is-active {unit}.service || true", check=False).stdout
+            assert state.strip() != "active", f"{host.name}: {unit} is still {state.strip()}"
         alive = hosts.ssh(host.name, f"test -d /proc/{pids[host.name]} && echo alive || true", check=False)
         assert "alive" not in alive.stdout, f"{host.name}: Ray node PID {pids[host.name]} survived"
     head = hosts.host("node1").ip

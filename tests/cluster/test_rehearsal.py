@@ -61,10 +61,13 @@ PLAYS = [
     "Install K3s servers",
     "Install K3s agents",
     "Install the cluster add-ons",
+    "Install kube-prometheus-stack, the monitors and the dashboards",
     "Deploy the RayService",
     "Ray on the hosts and the Serve app",
+    "Prometheus on the hosts",
     "Benchmark",
 ]
+PROMETHEUS_NODE_PORT = 30090  # kube-prometheus-stack's NodePort, where the stand-in listens
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +77,10 @@ def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
     with TestHosts(HOSTS, workdir / "hosts") as hosts:
         yield {"hosts": hosts, "workdir": workdir}
         for host in hosts.hosts:  # stop what the roles started (only their units), also after a failure
-            command = "systemctl stop --no-block distinfer-ray.service distinfer-nodemetrics.service || true"
+            command = (
+                "systemctl stop --no-block distinfer-ray.service distinfer-nodemetrics.service"
+                " distinfer-prometheus.service distinfer-node-exporter.service || true"
+            )
             hosts.ssh(host.name, command, check=False, timeout=60)
 
 
@@ -182,6 +188,7 @@ def test_the_shipped_inventory_runs_every_play_and_benchmarks_the_stand_in(rehea
     assert replicas_planned(run) == 4, run.describe()
     _assert_k3s_config_from_inventory_and_token_hidden(run)
     assert "the RayService is not checked" in run.output  # check mode, no cluster: said, not skipped silently
+    assert "CRDs, chart, monitors and dashboards are not checked" in run.output  # kube-prometheus-stack
 
     report = (rehearsal["workdir"] / "results" / "rehearsal" / "report" / "report.md").read_text()
     nodes = report[report.index("## Resource utilisation per node") :].split("\n## ")[0]
@@ -189,6 +196,14 @@ def test_the_shipped_inventory_runs_every_play_and_benchmarks_the_stand_in(rehea
         rows = [line for line in nodes.splitlines() if line.startswith(f"| {scenario} | ")]
         assert sorted(line.split("|")[2].strip() for line in rows) == sorted(MAPPING), report
     assert "Rehearsal: a synthetic engine stood in for the model" in report, "the report hides the stand-in"
+    # The stand-in Prometheus answers where kube-prometheus-stack's NodePort would, and fed the report.
+    prometheus = f"http://{hosts.host('node1').ip}:{PROMETHEUS_NODE_PORT}"
+    assert f"From Prometheus at {prometheus}" in report, report
+    active = httpx.get(f"{prometheus}/api/v1/targets", timeout=30).json()["data"]["activeTargets"]
+    ray_up = sorted(
+        t["labels"]["host"] for t in active if t["labels"]["job"] == "ray" and t["health"] == "up"
+    )
+    assert ray_up == sorted(MAPPING), active
 
     # The stand-in serves at the NodePort's address, with the key the environment gave.
     models = f"http://{hosts.host('node1').ip}:{NODE_PORT}/v1/models"
@@ -243,6 +258,7 @@ def test_upgrade_runs_every_play_one_host_at_a_time(rehearsal: dict[str, Any]) -
         "Upgrade K3s servers one at a time",
         "Upgrade K3s agents one at a time",
         "Install the cluster add-ons",
+        "Install kube-prometheus-stack, the monitors and the dashboards",
         "Deploy the RayService",
     ], run.describe()
     # serial: 1 - one batch per agent (xe8545, r760xa, r760xa-2), each running the whole role.

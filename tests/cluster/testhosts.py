@@ -73,6 +73,10 @@ ROOTFS_PACKAGES = (
 # The prereq role installs these when missing; the hosts have no mirror to install from, so the rootfs
 # carries them and the role finds them present (its install step then has nothing to do).
 PREREQ_DEFAULTS = REPO_ROOT / "roles" / "prereq" / "defaults" / "main.yml"
+# Likewise the prometheus_local role's packages, at their pinned versions; their own units are disabled
+# in the rootfs (the role runs its own processes on its own ports), so no host starts them at boot.
+PROMETHEUS_DEFAULTS = REPO_ROOT / "roles" / "prometheus_local" / "defaults" / "main.yml"
+DISABLED_PACKAGE_UNITS = ("prometheus.service", "prometheus-node-exporter.service")
 # Bumped when the rootfs configuration below changes, so cached rootfs are rebuilt.
 ROOTFS_LAYOUT_VERSION = "1"
 SEED_MOUNT = "/etc/distinfer-testhost"
@@ -179,7 +183,8 @@ def _mirror_in(text: str, *, deb822: bool) -> str | None:
 
 
 def rootfs_packages() -> list[str]:
-    """ROOTFS_PACKAGES plus the prereq role's `prereq_packages` (so its list changing rebuilds the cache)."""
+    """ROOTFS_PACKAGES plus the prereq role's `prereq_packages` and the prometheus_local role's pinned
+    `name=version` packages (so either list changing rebuilds the cache)."""
     packages = set(ROOTFS_PACKAGES)
     if PREREQ_DEFAULTS.exists():
         defaults = yaml.safe_load(PREREQ_DEFAULTS.read_text()) or {}
@@ -190,6 +195,16 @@ def rootfs_packages() -> list[str]:
                 f"(the test hosts' rootfs installs them), got {role_packages!r}"
             )
         packages.update(role_packages)
+    if PROMETHEUS_DEFAULTS.exists():
+        defaults = yaml.safe_load(PROMETHEUS_DEFAULTS.read_text()) or {}
+        pinned = defaults.get("prometheus_local_package_versions") or {}
+        specs = [f"{name}={version}" for name, version in pinned.items()]
+        if not all(re.fullmatch(r"[a-z0-9][a-z0-9+.-]+=[A-Za-z0-9.+~:-]+", spec) for spec in specs):
+            raise TestHostsError(
+                f"prometheus_local_package_versions in {PROMETHEUS_DEFAULTS} must map Debian package "
+                f"names to versions (the test hosts' rootfs installs them), got {pinned!r}"
+            )
+        packages.update(specs)
     return sorted(packages)
 
 
@@ -317,6 +332,9 @@ def _configure_rootfs(root: Path) -> None:
         link = wants / unit
         link.unlink(missing_ok=True)
         link.symlink_to("/dev/null")
+    # Installed but not started at boot (what `systemctl disable` does: the role runs its own).
+    for unit in DISABLED_PACKAGE_UNITS:
+        (wants / "multi-user.target.wants" / unit).unlink(missing_ok=True)
     for deb in (root / "var/cache/apt/archives").glob("*.deb"):
         deb.unlink()
 

@@ -97,3 +97,32 @@ def test_sampling_costs_under_one_percent_of_a_core_at_one_second(tmp_path):
         per_sample_s = (time.process_time() - before) / 20
         sampler.close()
     assert per_sample_s < 0.01, f"{per_sample_s * 1000:.2f} ms CPU per sample is over 1% of a core at 1 s"
+
+
+def test_the_bundle_without_pydantic_writes_lines_the_results_schema_reads(tmp_path):
+    """What the node_metrics role's `bundle` runtime runs on cluster nodes: only the recorder's own files
+    (the package root and nodemetrics/, no results.py, so no schema check while writing); the report
+    reads the lines through the results schema all the same."""
+    import distinfer
+    from distinfer.results import SCHEMA_VERSION, NodeSample, NodeStart, read_node_lines
+
+    package = Path(distinfer.__file__).parent
+    bundle = tmp_path / "lib" / "distinfer"
+    (bundle / "nodemetrics").mkdir(parents=True)
+    (bundle / "__init__.py").write_text((package / "__init__.py").read_text())
+    for source in (package / "nodemetrics").glob("*.py"):
+        (bundle / "nodemetrics" / source.name).write_text(source.read_text())
+    out = tmp_path / "node.jsonl"
+    probe = "import distinfer.nodemetrics.sampler as s; print(s._line_json.__name__)"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "lib")}
+    checked = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert checked.stdout.strip() == "_plain_json", checked.stderr  # really without the schema
+    result = subprocess.run(
+        [sys.executable, "-m", "distinfer.nodemetrics", "record", "--out", str(out), "--interval", "0.1",
+         "--duration", "0.5"],
+        env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = read_node_lines(out)
+    assert isinstance(lines[0], NodeStart) and lines[0].schema_version == SCHEMA_VERSION
+    assert sum(isinstance(line, NodeSample) for line in lines) >= 3

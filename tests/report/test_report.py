@@ -540,3 +540,90 @@ def test_compared_report_html_shows_the_two_runs_side_by_side(
             "node_utilisation",
         )
     )
+
+
+def _copy_run(runs: dict[str, Path], tmp_path: Path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(runs["run"], copy, ignore=shutil.ignore_patterns("report"))
+    return copy
+
+
+def _report_fails(run: Path) -> str:
+    result = subprocess.run([DISTINFER, "report", str(run)], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0, result.stdout
+    assert not (run / "report" / "report.md").exists()
+    return " ".join(result.stderr.split())
+
+
+@pytest.mark.parametrize("where", ["summary", "run", "node"])
+def test_a_results_file_of_an_unknown_schema_version_is_refused_by_name(
+    runs: dict[str, Path], tmp_path: Path, where: str
+) -> None:
+    run = _copy_run(runs, tmp_path)
+    path = {
+        "summary": run / "scenarios" / "r1" / "summary.json",
+        "run": run / "run.json",
+        "node": run / "scenarios" / "r1" / "nodes" / f"{HOST}.jsonl",
+    }[where]
+    if where == "node":
+        first, *rest = path.read_text().splitlines()
+        path.write_text("\n".join([json.dumps({**json.loads(first), "schema_version": 99}), *rest]) + "\n")
+    else:
+        path.write_text(json.dumps({**json.loads(path.read_text()), "schema_version": 99}))
+    message = _report_fails(run)
+    assert "schema_version 99" in message and path.name in message and "reads results of schema" in message
+
+
+def test_a_renamed_field_stops_the_report_instead_of_becoming_a_dash(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    run = _copy_run(runs, tmp_path)
+    path = run / "scenarios" / "r2" / "summary.json"
+    summary = json.loads(path.read_text())
+    summary["metrics"]["e2e_ms"] = summary["metrics"].pop("e2el_ms")  # what a rename in a writer does
+    path.write_text(json.dumps(summary))
+    message = _report_fails(run)
+    assert "summary.json does not fit the results schema" in message
+    assert "metrics.e2el_ms: Field required" in message and "metrics.e2e_ms: Extra inputs" in message
+
+
+def test_files_of_the_first_layout_without_versions_still_read(runs: dict[str, Path], tmp_path: Path) -> None:
+    """Schema version 1: run.json and node files had no version, summaries said 1 and had no TTFT split."""
+    run = _copy_run(runs, tmp_path)
+    provenance = json.loads((run / "run.json").read_text())
+    del provenance["schema_version"]
+    (run / "run.json").write_text(json.dumps(provenance))
+    for summary_path in run.glob("scenarios/*/summary.json"):
+        summary = json.loads(summary_path.read_text())
+        summary["schema_version"] = 1
+        summary.pop("ttft_split", None)
+        summary_path.write_text(json.dumps(summary))
+    subprocess.run([DISTINFER, "report", str(run)], check=True, capture_output=True, timeout=300)
+    text = (run / "report" / "report.md").read_text()
+    assert re.search(r"\| (yes|NO) \| r1 \|", text) and re.search(r"\| (yes|NO) \| r2 \|", text), text
+
+
+def test_where_the_time_goes_splits_each_scenarios_ttft_median_into_legs(runs: dict[str, Path]) -> None:
+    report = (runs["run"] / "report" / "report.md").read_text()
+    section = report[report.index("## Where the time goes") :].split("\n## ")[0]
+    for name in SCENARIOS:
+        summary = json.loads((runs["run"] / "scenarios" / name / "summary.json").read_text())
+        rows = _table(section[section.index(f"### {name}\n") :], "Leg")[:6]
+        assert [r["Leg"] for r in rows] == [
+            "client send → ingress",
+            "ingress → model replica (Serve routing and queue)",
+            "replica → engine start (prompt, engine queue)",
+            "engine start → first token (prefill)",
+            "first token → client read (stream back)",
+            "**TTFT (client)**",
+        ]
+        shares = [float(r["Its share of the TTFT P50 (ms)"]) for r in rows[:5]]
+        ttft_p50 = summary["metrics"]["ttft_ms"]["p50"]
+        assert abs(sum(shares) - ttft_p50) < 1.0  # the legs add up to the client's TTFT median
+        assert rows[5]["Its share of the TTFT P50 (ms)"] == f"**{ttft_p50:,.2f}** (TTFT P50 {ttft_p50:,.2f})"
+        assert 15.0 < shares[3] < 30.0  # prefill: the synthetic engine's ttft_ms (20)
+    document = json.loads((runs["run"] / "report" / "results.json").read_text())
+    for scenario in document["scenarios"]:
+        legs = scenario["ttft_split"]["legs"]
+        assert sum(leg["at_median_ms"] for leg in legs) == pytest.approx(scenario["median_ttft_ms"], abs=1e-6)
+        assert scenario["ttft_leg_prefill_ms"] == legs[3]["at_median_ms"]

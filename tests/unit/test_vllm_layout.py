@@ -49,6 +49,8 @@ def test_tp4_replica_reserves_four_gpu_bundles_on_one_node() -> None:
     args = engine_args(spec)
     assert args["tensor_parallel_size"] == 4
     assert args["distributed_executor_backend"] == "ray"
+    # vLLM's metrics carry the models file's name as model_name, as the other engines' do.
+    assert args["served_model_name"] == spec.name
 
 
 def test_tp1_replica_holds_its_gpu_without_placement_group() -> None:
@@ -84,6 +86,7 @@ def test_engine_args_pass_through_after_typed_fields() -> None:
         "max_num_seqs": 32,
         "gpu_memory_utilization": 0.85,
         "max_model_len": 4096,
+        "served_model_name": spec.name,
         "enable_prefix_caching": True,
         "swap_space": 8,
         "quantization": "awq",

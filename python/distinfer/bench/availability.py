@@ -16,13 +16,16 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from distinfer.bench.metrics import Slo, tpot_ms, ttft_ms
-from distinfer.bench.records import RequestRecord
+from distinfer.bench.metrics import tpot_ms, ttft_ms
+from distinfer.bench.slo import Slo
+
+if TYPE_CHECKING:  # records.py imports the results schema, which imports this module's models
+    from distinfer.bench.records import RequestRecord
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,8 @@ def read_status(path: Path) -> list[dict[str, Any]]:
 class ReplicaCourse(BaseModel):
     """One model's running replicas over the run."""
 
+    model_config = ConfigDict(extra="forbid")
+
     model: str
     at_start: int = Field(description="Running when the load began.")
     lowest: int
@@ -101,6 +106,8 @@ class ReplicaCourse(BaseModel):
 
 class Availability(BaseModel):
     """A scenario's faults, in seconds after its load began."""
+
+    model_config = ConfigDict(extra="forbid")
 
     failed: int
     first_error_s: float | None

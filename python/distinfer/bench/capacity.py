@@ -32,7 +32,7 @@ import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,6 +45,7 @@ from distinfer.bench.scenario import SUMMARY_FILE, CapacitySearch, ScenarioSpec,
 from distinfer.bench.slo import Slo
 from distinfer.bench.storage import FREE_FLOOR_BYTES, check_results_dir
 from distinfer.config import ConfigError
+from distinfer.results import Summary, read_model
 
 log = logging.getLogger(__name__)
 
@@ -166,38 +167,36 @@ class ClearlyFailing:
         return None
 
 
-def classify(summary: dict[str, Any]) -> Outcome:
+def classify(summary: Summary) -> Outcome:
     """pass / fail / invalid, from a step's summary (see the module's docstring)."""
-    metrics = summary["metrics"]
-    if summary.get("stopped_early") or metrics["completed"] == 0:
+    if summary.stopped_early is not None or summary.metrics.completed == 0:
         return "fail"  # clearly failing, or the server failed every request
-    if not summary["valid"]:
+    if not summary.valid:
         return "invalid"
-    verdict = metrics.get("slo_result") or {}
-    return "pass" if verdict.get("passed") else "fail"
+    verdict = summary.metrics.slo_result
+    return "pass" if verdict is not None and verdict.passed else "fail"
 
 
-def to_step(index: int, rate: float, name: str, retry: int, summary: dict[str, Any]) -> CapacityStep:
-    metrics = summary["metrics"]
-    verdict = metrics.get("slo_result") or {}
-    stopped = summary.get("stopped_early") or {}
+def to_step(index: int, rate: float, name: str, retry: int, summary: Summary) -> CapacityStep:
+    metrics = summary.metrics
+    verdict = metrics.slo_result
     return CapacityStep(
         index=index,
         rate=rate,
         name=name,
         retry=retry,
         outcome=classify(summary),
-        requests=metrics["requests_scheduled"],
-        share_meeting=verdict.get("share_meeting"),
-        at_percentile_ms=verdict.get("at_percentile_ms") or {},
-        request_goodput=verdict.get("request_goodput"),
-        output_goodput=verdict.get("output_goodput"),
-        request_throughput=metrics.get("request_throughput"),
-        output_throughput=metrics.get("output_throughput"),
-        achieved_send_rate=metrics.get("achieved_send_rate"),
-        valid=bool(summary["valid"]),
-        invalid_reasons=list(summary.get("invalid_reasons") or []),
-        stopped_early=stopped.get("reason"),
+        requests=metrics.requests_scheduled,
+        share_meeting=None if verdict is None else verdict.share_meeting,
+        at_percentile_ms={} if verdict is None else dict(verdict.at_percentile_ms),
+        request_goodput=None if verdict is None else verdict.request_goodput,
+        output_goodput=None if verdict is None else verdict.output_goodput,
+        request_throughput=metrics.request_throughput,
+        output_throughput=metrics.output_throughput,
+        achieved_send_rate=metrics.achieved_send_rate,
+        valid=summary.valid,
+        invalid_reasons=list(summary.invalid_reasons),
+        stopped_early=None if summary.stopped_early is None else summary.stopped_early.reason,
     )
 
 
@@ -298,7 +297,7 @@ class CapacityRun:
             write_json_atomic(saved, wanted)
         run_dir = self.out.parent.parent
         if self.out.parent.name == "capacity" and not (run_dir / "run.json").exists():
-            write_json_atomic(run_dir / "run.json", collect_provenance())
+            write_json_atomic(run_dir / "run.json", collect_provenance().model_dump(mode="json"))
 
     def measure(self, rate: float) -> tuple[bool, bool]:
         """One rate, run again while the guard leaves it invalid (up to `invalid_retries`)."""
@@ -315,9 +314,8 @@ class CapacityRun:
         name = step_name(index, rate)
         folder = self.out / "steps" / name
         spec = step_spec(self.base, rate, f"{self.base.name}-{name}")
-        summary_path = folder / SUMMARY_FILE
-        if summary_path.exists():
-            summary = json.loads(summary_path.read_text())
+        summary = read_model(folder / SUMMARY_FILE, Summary)
+        if summary is not None:
             log.info("step %s finished in an earlier run; read back", name)
         else:
             stop = ClearlyFailing(spec, self.slo, folder) if self.settings.stop_early else None

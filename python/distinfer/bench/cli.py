@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -19,6 +19,9 @@ from distinfer.bench.status import (
     scenario_status,
 )
 from distinfer.config import ConfigError
+
+if TYPE_CHECKING:
+    from distinfer.results import Summary
 
 T = TypeVar("T")
 
@@ -409,35 +412,33 @@ def _check_prompts(path: str | None) -> None:
         raise ConfigError(str(err)) from None
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
-    m = summary["metrics"]
+def _print_summary(summary: Summary) -> None:
+    m = summary.metrics
     line = {
-        "valid": summary["valid"],
-        "completed": m["completed"],
-        "failed": m["failed"],
-        "request_throughput": round(m["request_throughput"], 3),
-        "output_throughput": round(m["output_throughput"], 1),
-        "p50_ttft_ms": m["ttft_ms"]["p50"],
-        "p50_tpot_ms": m["tpot_ms"]["p50"],
-        "p95_e2el_ms": m["e2el_ms"]["p95"],
+        "valid": summary.valid,
+        "completed": m.completed,
+        "failed": m.failed,
+        "request_throughput": round(m.request_throughput, 3),
+        "output_throughput": round(m.output_throughput, 1),
+        "p50_ttft_ms": m.ttft_ms.p50,
+        "p50_tpot_ms": m.tpot_ms.p50,
+        "p95_e2el_ms": m.e2el_ms.p95,
     }
-    verdict = m.get("slo_result")
+    verdict = m.slo_result
     if verdict is not None:
         line.update(
-            slo_met=verdict["passed"],
-            slo_share_meeting=verdict["share_meeting"],
-            request_goodput=round(verdict["request_goodput"], 3),
-            output_goodput=round(verdict["output_goodput"], 1),
+            slo_met=verdict.passed,
+            slo_share_meeting=verdict.share_meeting,
+            request_goodput=round(verdict.request_goodput, 3),
+            output_goodput=round(verdict.output_goodput, 1),
         )
     json.dump(line, sys.stdout)
     sys.stdout.write("\n")
-    for reason in summary["invalid_reasons"]:
+    for reason in summary.invalid_reasons:
         typer.secho(f"INVALID: {reason}", fg=typer.colors.YELLOW, err=True)
-    availability = summary.get("availability") or {}
-    if availability.get("failed") or any(
-        c.get("dropped_at_s") is not None for c in availability.get("replicas", [])
-    ):
-        typer.secho(f"FAULTS: {availability['summary']}", fg=typer.colors.YELLOW, err=True)
+    faults = summary.availability
+    if faults is not None and (faults.failed or any(c.dropped_at_s is not None for c in faults.replicas)):
+        typer.secho(f"FAULTS: {faults.summary}", fg=typer.colors.YELLOW, err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -40,6 +40,7 @@ from distinfer.bench.metrics import tpot_ms, ttft_ms
 from distinfer.bench.records import RECORDS_FILE, RequestRecord, load_records
 from distinfer.bench.runner import run_scenario, target_events_per_s
 from distinfer.bench.scenario import ScenarioSpec, write_json_atomic
+from distinfer.results import Summary
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +92,9 @@ def percentile(values: Sequence[float | None], q: float) -> float | None:
     return float(np.percentile(data, q)) if data else None
 
 
-def steady_successes(folder: Path, summary: dict[str, Any]) -> list[RequestRecord]:
+def steady_successes(folder: Path, summary: Summary) -> list[RequestRecord]:
     """The requests a summary's latency percentiles come from: successful, due in the window."""
-    w0, w1 = summary["metrics"]["window_start"], summary["metrics"]["window_end"]
+    w0, w1 = summary.metrics.window_start, summary.metrics.window_end
     return [r for r in load_records(folder / RECORDS_FILE) if r.ok and w0 <= r.scheduled < w1]
 
 
@@ -221,12 +222,10 @@ def planned_events_per_s(specs: Sequence[ScenarioSpec]) -> float:
     return max(loads, default=0.0)
 
 
-def event_rate(metrics: dict[str, Any]) -> float:
+def event_rate(output_throughput: float | None, request_throughput: float | None) -> float:
     """Streamed events/s a scenario's client read: one per output token, plus the first (role) and
     last (usage) events of each request."""
-    return float(metrics.get("output_throughput") or 0.0) + 2.0 * float(
-        metrics.get("request_throughput") or 0.0
-    )
+    return (output_throughput or 0.0) + 2.0 * (request_throughput or 0.0)
 
 
 def certify(run_dir: Path, target_events_per_s: float) -> Certificate:
@@ -252,7 +251,7 @@ def certify(run_dir: Path, target_events_per_s: float) -> Certificate:
         time.sleep(0.5)  # the last truth lines are written as each stream closes
         truth = read_truth(truth_log)
     fidelity = compare_to_truth(steady_successes(folder, summary), truth)
-    measured = event_rate(summary["metrics"])
+    measured = event_rate(summary.metrics.output_throughput, summary.metrics.request_throughput)
     # The error measured against the truth is the evidence; the guard's verdict is told beside it.
     certified = measured if fidelity.within_tolerance() else None
     certificate = Certificate(
@@ -264,10 +263,10 @@ def certify(run_dir: Path, target_events_per_s: float) -> Certificate:
         max_tokens=SELFTEST_TOKENS,
         measured_events_per_s=measured,
         fidelity=fidelity,
-        valid=bool(summary["valid"]),
-        invalid_reasons=list(summary["invalid_reasons"]),
+        valid=summary.valid,
+        invalid_reasons=list(summary.invalid_reasons),
         certified_events_per_s=certified,
-        note=certificate_note(fidelity, summary["valid"], certified),
+        note=certificate_note(fidelity, summary.valid, certified),
     )
     write_json_atomic(run_dir / CERTIFICATE_FILE, certificate.model_dump(mode="json"))
     return certificate

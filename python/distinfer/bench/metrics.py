@@ -16,12 +16,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from distinfer.bench.records import RequestRecord
 from distinfer.bench.slo import Slo, SloResult, evaluate
+
+if TYPE_CHECKING:  # records.py imports the results schema, which imports this module's models
+    from distinfer.bench.records import RequestRecord
 
 
 class Distribution(BaseModel):

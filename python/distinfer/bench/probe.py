@@ -103,9 +103,12 @@ def probe(spec: RequestSpec, prompt: str, busy_wait_s: float = BUSY_WAIT_S) -> P
     timeout = httpx.Timeout(min(spec.timeout_s, 120.0), connect=CONNECT_TIMEOUT_S)
     headers = {**spec.headers(), "X-Request-Id": f"probe-{uuid.uuid4().hex[:12]}"}
     base = spec.url.rstrip("/")
+    # spec.path already holds the URL's own path (an app under a route prefix: /APP/v1/...); the
+    # client's base is the origin only, or the prefix would be sent twice.
+    origin = str(httpx.URL(base).copy_with(path="/", query=None, fragment=None))
     deadline = time.monotonic() + busy_wait_s
     wait = 0.5
-    with httpx.Client(base_url=base, timeout=timeout, trust_env=False) as client:
+    with httpx.Client(base_url=origin, timeout=timeout, trust_env=False) as client:
         while True:
             started = time.monotonic()
             try:

@@ -8,9 +8,10 @@ import platform
 import socket
 import sys
 import time
-from typing import Any
 
 import psutil
+
+from distinfer.results import Hardware, Provenance
 
 PACKAGES = ("distinfer", "locust", "gevent", "geventhttpclient", "numpy", "pydantic", "psutil", "ray", "vllm")
 
@@ -22,22 +23,21 @@ def _version(name: str) -> str | None:
         return None
 
 
-def collect_provenance() -> dict[str, Any]:
-    memory = psutil.virtual_memory()
-    return {
-        "created": time.time(),
-        "command": redacted_argv(sys.argv),
-        "host": socket.gethostname(),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "versions": {name: _version(name) for name in PACKAGES},
-        "hardware": {
-            "cpu_model": _cpu_model(),
-            "logical_cpus": os.cpu_count(),
-            "physical_cpus": psutil.cpu_count(logical=False),
-            "memory_bytes": memory.total,
-        },
-    }
+def collect_provenance() -> Provenance:
+    return Provenance(
+        created=time.time(),
+        command=redacted_argv(sys.argv),
+        host=socket.gethostname(),
+        python=sys.version.split()[0],
+        platform=platform.platform(),
+        versions={name: _version(name) for name in PACKAGES},
+        hardware=Hardware(
+            cpu_model=_cpu_model(),
+            logical_cpus=os.cpu_count(),
+            physical_cpus=psutil.cpu_count(logical=False),
+            memory_bytes=psutil.virtual_memory().total,
+        ),
+    )
 
 
 # Options whose value is a secret: recorded as REDACTED, so a results folder can be shared as it is.

@@ -20,6 +20,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from distinfer.results import ServerTiming
+
 RECORDS_FILE = "records.jsonl"
 # Exit status of a load worker that could not write a record: its scenario must get no summary.
 WRITE_FAILED = 3
@@ -61,6 +63,9 @@ class RequestRecord(BaseModel):
     chunks: int = Field(default=0, description="SSE data events carrying text.")
     gaps_ms: list[float] = Field(
         default_factory=list, description="Arrival gaps between consecutive text chunks, in milliseconds."
+    )
+    server: ServerTiming | None = Field(
+        default=None, description="The server's own times for this request (its final SSE chunk)."
     )
 
 

@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +31,7 @@ import psutil
 
 from distinfer.bench import guard
 from distinfer.bench.availability import STATUS_FILE, StatusWatcher, assess, read_status
+from distinfer.bench.legs import ttft_split
 from distinfer.bench.metrics import compute_metrics
 from distinfer.bench.probe import probe
 from distinfer.bench.progress import ScenarioProgress, View
@@ -39,10 +41,10 @@ from distinfer.bench.records import RECORDS_FILE, WRITE_FAILED, load_records
 from distinfer.bench.scenario import SCENARIO_FILE, SUMMARY_FILE, ScenarioSpec, WorkerPlan, write_json_atomic
 from distinfer.bench.storage import ResultsWriteError, check_results_dir, required_bytes
 from distinfer.bench.stream import RequestSpec
+from distinfer.results import StoppedEarly, Summary
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 # Streamed events per second one worker handles with its loop still on time (measured on this
 # project's reference 2-core VM: see benchmarks/loadgen_fidelity.md). Beyond it, add a worker.
 EVENTS_PER_WORKER = 8000.0
@@ -134,7 +136,7 @@ class ScenarioRun:
         write_json_atomic(self.out / SCENARIO_FILE, self.spec.model_dump(mode="json"))
         run_dir = self.out.parent.parent
         if self.out.parent.name == "scenarios" and not (run_dir / "run.json").exists():
-            write_json_atomic(run_dir / "run.json", collect_provenance())
+            write_json_atomic(run_dir / "run.json", collect_provenance().model_dump(mode="json"))
 
     def start_workers(self) -> None:
         count = plan_workers(self.spec)
@@ -264,7 +266,7 @@ class ScenarioRun:
             workers_reporting=reporting,
         )
 
-    def summarise(self, start: float, finished: float) -> dict[str, Any]:
+    def summarise(self, start: float, finished: float) -> Summary:
         spec = self.spec
         w0, w1 = start + spec.warmup_s, start + spec.duration_s
         if self.stopped_early is not None:  # the window ends where the load did
@@ -275,19 +277,19 @@ class ScenarioRun:
         client = self.client_load(w0, w1)
         reasons = guard.check(metrics, client, spec.users, spec.rate)
         stopped = self.stopped_early
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "scenario": spec.model_dump(mode="json"),
-            "started": start,
-            "load_end": start + spec.duration_s,
-            "finished": finished,
-            "valid": not reasons,
-            "invalid_reasons": reasons,
-            "metrics": metrics.model_dump(mode="json"),
-            "client": client.model_dump(mode="json"),
-            "availability": availability.model_dump(mode="json"),
-            "stopped_early": None if stopped is None else {"reason": stopped[0], "at": stopped[1]},
-        }
+        return Summary(
+            scenario=spec,
+            started=start,
+            load_end=start + spec.duration_s,
+            finished=finished,
+            valid=not reasons,
+            invalid_reasons=reasons,
+            metrics=metrics,
+            client=client,
+            availability=availability,
+            stopped_early=None if stopped is None else StoppedEarly(reason=stopped[0], at=stopped[1]),
+            ttft_split=ttft_split(records, w0, w1, socket.gethostname()),
+        )
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -317,7 +319,7 @@ def run_scenario(
     view: View | None = None,
     position: tuple[int, int] = (1, 1),
     stop_when: StopWhen | None = None,
-) -> dict[str, Any]:
+) -> Summary:
     """Run one scenario to its summary. Ctrl-C stops the load, keeps the records, writes no summary.
 
     With a `view`, its progress (scenario `position` = i of n) is shown while the load runs. With
@@ -356,14 +358,15 @@ def run_scenario(
             progress.end()
     try:
         summary = run.summarise(start, time.time())
-        write_json_atomic(out / SUMMARY_FILE, summary)
+        write_json_atomic(out / SUMMARY_FILE, summary.model_dump(mode="json"))
     except (OSError, ValueError) as err:  # unreadable records, or the summary itself not written
         raise ResultsWriteError(
             f"the summary of scenario {spec.name} could not be computed or written in {out}: {err}; "
             "it has no summary.json, so a resumed sweep runs it again. Free space and re-run"
         ) from None
-    if not summary["valid"]:
-        log.warning("scenario %s is INVALID: %s", spec.name, "; ".join(summary["invalid_reasons"]))
-    if summary["availability"]["failed"] or summary["availability"]["endpoint_lost_at_s"] is not None:
-        log.warning("scenario %s: %s", spec.name, summary["availability"]["summary"])
+    if not summary.valid:
+        log.warning("scenario %s is INVALID: %s", spec.name, "; ".join(summary.invalid_reasons))
+    faults = summary.availability
+    if faults is not None and (faults.failed or faults.endpoint_lost_at_s is not None):
+        log.warning("scenario %s: %s", spec.name, faults.summary)
     return summary

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from distinfer.bench.records import RequestRecord
+if TYPE_CHECKING:  # records.py imports the results schema, which imports this module's models
+    from distinfer.bench.records import RequestRecord
 
 DEFAULT_PERCENTILE = 99.0
 

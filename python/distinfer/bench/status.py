@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from distinfer.bench.capacity import CapacityResult
+
+if TYPE_CHECKING:
+    from distinfer.results import Summary
 
 EXIT_STATUSES = """Exit status: 0 the run finished and is valid; 2 refused before any load (bad options, an
 unusable results directory, or the probe request found the URL unreachable, the model unknown or
@@ -17,14 +20,14 @@ there). A sweep exits with the worst of its scenarios' statuses."""
 EXIT_OK, EXIT_ALL_FAILED, EXIT_INVALID, EXIT_RESULTS_LOST, EXIT_SERVER_LOST = 0, 3, 4, 5, 6
 
 
-def scenario_status(summary: dict[str, Any]) -> int:
+def scenario_status(summary: Summary) -> int:
     """0 valid, 3 when no request succeeded, 4 when the guard marked the run invalid, 6 when the server
     stopped answering during the run and never came back (what follows it cannot run)."""
-    if (summary.get("availability") or {}).get("endpoint_lost_at_s") is not None:
+    if summary.availability is not None and summary.availability.endpoint_lost_at_s is not None:
         return EXIT_SERVER_LOST
-    if summary["metrics"]["completed"] == 0:
+    if summary.metrics.completed == 0:
         return EXIT_ALL_FAILED
-    return EXIT_OK if summary["valid"] else EXIT_INVALID
+    return EXIT_OK if summary.valid else EXIT_INVALID
 
 
 def capacity_status(result: CapacityResult) -> int:

@@ -19,8 +19,9 @@ from distinfer.config import ConfigError
 MIB = 1024 * 1024
 # Kept free beyond the estimate: scenario.json, the summary, the workers' stats, the node metrics.
 FREE_FLOOR_BYTES = 16 * MIB
-# Bytes of one record without its gaps, and per streamed token (one gap, e.g. "20.003,").
-RECORD_BYTES = 700
+# Bytes of one record without its gaps (its server timing included), and per streamed token (one
+# gap, e.g. "20.003,").
+RECORD_BYTES = 1050
 BYTES_PER_EVENT = 10
 
 

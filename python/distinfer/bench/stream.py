@@ -109,6 +109,7 @@ class StreamResult:
     completion_tokens: int | None = None
     done: bool = False
     done_at: float | None = None  # when `data: [DONE]` arrived: the request's end, whatever follows
+    server_timing: dict[str, Any] | None = None  # the final chunk's `server_timing`, when sent
 
 
 def _text_of(event: dict[str, Any]) -> str:
@@ -182,3 +183,6 @@ def _handle_event(event: dict[str, Any], now: float, result: StreamResult) -> No
     if usage:
         result.prompt_tokens = usage.get("prompt_tokens")
         result.completion_tokens = usage.get("completion_tokens")
+    timing = event.get("server_timing")
+    if isinstance(timing, dict):
+        result.server_timing = timing

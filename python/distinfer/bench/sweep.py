@@ -169,7 +169,7 @@ def run_sweep(
     skipped is still "i of n")."""
     check_results_dir(out, FREE_FLOOR_BYTES)
     if not (out / "run.json").exists():
-        write_json_atomic(out / "run.json", collect_provenance())
+        write_json_atomic(out / "run.json", collect_provenance().model_dump(mode="json"))
     ran: dict[str, int] = {}
     for index, spec in enumerate(specs, start=1):
         if spec.capacity is not None:
@@ -185,7 +185,7 @@ def run_sweep(
             continue
         summary = run_scenario(spec, target, api_key, view, (index, len(specs)))
         ran[spec.name] = scenario_status(summary)
-        lost = summary["availability"]["endpoint_lost_at_s"]
+        lost = None if summary.availability is None else summary.availability.endpoint_lost_at_s
         if lost is not None:
             log.error(
                 "scenario %s: the server stopped answering %.1f s into the load and did not come back; "

@@ -30,6 +30,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import gevent
 from gevent.pool import Pool
@@ -42,6 +43,7 @@ from distinfer.bench.prompts import PromptSampler, load_prompts
 from distinfer.bench.records import WRITE_FAILED, RecordWriter, RequestRecord
 from distinfer.bench.scenario import WorkerPlan
 from distinfer.bench.stream import RequestSpec, StreamError, StreamResult, make_client, stream_request
+from distinfer.results import ServerTiming
 
 log = logging.getLogger("distinfer.bench.worker")
 
@@ -169,6 +171,7 @@ class Load:
             max_tokens=self.spec.max_tokens,
             chunks=result.chunks,
             gaps_ms=result.gaps_ms,
+            server=_server_timing(result.server_timing),
         )
         self._write(record)
         if self.env is not None:  # Locust's own stats see every request too (never used for metrics)
@@ -224,6 +227,17 @@ class Load:
             before = time.perf_counter()
             gevent.sleep(LAG_PROBE_S)
             self.lags_ms.append(max(0.0, (time.perf_counter() - before - LAG_PROBE_S) * 1000.0))
+
+
+def _server_timing(data: dict[str, Any] | None) -> ServerTiming | None:
+    """The server's timing of the request, joined to its record; a server that sends another shape is
+    recorded without one (its legs cannot be split) rather than failing the request."""
+    if data is None:
+        return None
+    try:
+        return ServerTiming.model_validate(data)
+    except ValueError:
+        return None
 
 
 LOAD: Load  # set in main(); Locust instantiates user classes itself

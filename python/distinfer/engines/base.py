@@ -32,6 +32,15 @@ class SamplingParams:
     ignore_eos: bool = False
 
 
+@dataclass
+class EngineTiming:
+    """What the engine itself knows of one request's timing, filled in by the engine as it goes."""
+
+    # Unix time the request left the engine's queue and its prefill began (vLLM: first scheduled;
+    # hf: the batch loop took it in; synthetic: at once). None when the engine does not say.
+    started: float | None = None
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     request_id: str
@@ -42,6 +51,7 @@ class GenerationRequest:
     # Unix time the model server received the request (before tokenizing, admission and the HTTP
     # answer starting); the engine's own arrival comes later. None when an engine is driven directly.
     received_unix: float | None = None
+    timing: EngineTiming = field(default_factory=EngineTiming, compare=False)
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,12 @@ class EngineError(RuntimeError):
 
 class Engine(abc.ABC):
     """What the serving layer needs from an engine. One instance per replica, shared by its requests."""
+
+    # The models file's `engine` value (what server timings and metrics name the engine).
+    kind = "engine"
+    # Whether the engine exports vLLM's metrics under Ray itself (vLLM does; the others get
+    # serve/engine_metrics.py's, under the same names).
+    exports_own_metrics = False
 
     @property
     @abc.abstractmethod
@@ -114,6 +130,10 @@ class Engine(abc.ABC):
 
     def stats(self) -> EngineStats | None:
         """Current activity, where the engine keeps count (None where it does not)."""
+        return None
+
+    def kv_cache_usage(self) -> float | None:
+        """Share (0..1) of the most KV cache this replica can hold that is in use; None without one."""
         return None
 
     def info(self) -> EngineInfo:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from distinfer.engines.base import (
     Engine,
     EngineError,
     EngineStats,
+    EngineTiming,
     FinishReason,
     GenerationRequest,
     SamplingParams,
@@ -48,6 +50,7 @@ class _Sequence:
     out: asyncio.Queue[TokenDelta | BaseException] = field(default_factory=asyncio.Queue)
     text: str = ""
     generator: Any = None
+    timing: EngineTiming = field(default_factory=EngineTiming)
 
     @property
     def generated(self) -> list[int]:
@@ -126,6 +129,8 @@ def _pad_left_mask(mask: Any, width: int) -> Any:
 
 
 class HfEngine(Engine):
+    kind = "hf"
+
     def __init__(self, spec: HfModel) -> None:
         self._spec = spec
         self._max_batch = spec.max_batch_size or spec.max_ongoing_requests
@@ -190,6 +195,18 @@ class HfEngine(Engine):
             tokens_generated=self._tokens_generated,
         )
 
+    def kv_cache_usage(self) -> float | None:
+        """Tokens held in the KV cache over the most it can hold (max batch x max_model_len)."""
+        capacity = self._max_batch * self._max_model_len
+        if not capacity:
+            return None
+        if self._use_cache:
+            mask = self._batch.mask  # replaced whole by the batch loop, never changed in place
+            held = int(mask.sum()) if mask is not None else 0
+        else:
+            held = sum(len(seq.token_ids) for seq in list(self._active.values()))
+        return min(1.0, held / capacity)
+
     async def check_health(self) -> None:
         if self._failure is not None:
             raise EngineError(f"hf batch loop failed: {self._failure!r}")
@@ -218,7 +235,7 @@ class HfEngine(Engine):
         if self._failure is not None:
             raise EngineError(f"hf batch loop failed: {self._failure!r}")
         ids = list(request.prompt_token_ids or self.tokenize(request.prompt))
-        seq = _Sequence(request.request_id, ids, len(ids), request.sampling)
+        seq = _Sequence(request.request_id, ids, len(ids), request.sampling, timing=request.timing)
         if request.sampling.seed is not None:
             seq.generator = torch.Generator(device="cpu").manual_seed(request.sampling.seed)
         await self._pending.put(seq)
@@ -278,6 +295,7 @@ class HfEngine(Engine):
         if seq.request_id in self._aborted:
             self._aborted.discard(seq.request_id)
             return
+        seq.timing.started = time.time()  # out of the queue: its prefill starts now
         self._active[seq.request_id] = seq
         if self._use_cache:
             token = await asyncio.to_thread(self._prefill, seq)

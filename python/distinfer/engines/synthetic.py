@@ -48,6 +48,8 @@ _MAX_BURST = 16
 
 
 class SyntheticEngine(Engine):
+    kind = "synthetic"
+
     def __init__(self, spec: SyntheticModel) -> None:
         self._spec = spec
         self._aborted: set[str] = set()
@@ -87,6 +89,7 @@ class SyntheticEngine(Engine):
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[TokenDelta, None]:
         loop = asyncio.get_running_loop()
         arrival_mono, arrival_unix = loop.time(), time.time()
+        request.timing.started = arrival_unix  # no queue: every request starts on arrival
         prompt_tokens = (
             len(request.prompt_token_ids)
             if request.prompt_token_ids is not None

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
@@ -54,6 +55,8 @@ def engine_args(spec: VllmModel) -> dict[str, Any]:
         "dtype": spec.dtype,
         "max_num_seqs": effective_max_num_seqs(spec),
         "gpu_memory_utilization": spec.gpu_memory_utilization,
+        # vLLM labels its metrics with this (model_name): the models file's name, as every engine's.
+        "served_model_name": spec.name,
     }
     if spec.max_model_len is not None:
         args["max_model_len"] = spec.max_model_len
@@ -88,7 +91,33 @@ def _finish_reason(value: str | None) -> FinishReason | None:
     return "stop"  # "stop" (EOS or a stop string) and anything newer vLLM reports
 
 
+def started_unix(metrics: Any) -> float | None:
+    """When vLLM first scheduled the request (left its waiting queue), as Unix time.
+
+    vLLM's per-request stats (`RequestOutput.metrics`, a RequestStateStats) keep the engine core's
+    times on the monotonic clock, which every process of a host shares; the offset to the wall clock is
+    taken now, in the same host's replica.
+    """
+    scheduled = getattr(metrics, "scheduled_ts", 0.0) or 0.0
+    if scheduled <= 0:
+        return None
+    return time.time() - (time.monotonic() - float(scheduled))
+
+
+def ray_stat_loggers() -> list[Any]:
+    """vLLM's Ray stat logger, so its `vllm:*` metrics reach Ray's metrics export as `ray_vllm_*`."""
+    try:
+        from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger
+    except ImportError:  # a vLLM without it: its metrics stay in the replica's own registry
+        log.warning("this vLLM has no RayPrometheusStatLogger; its metrics are not exported through Ray")
+        return []
+    return [RayPrometheusStatLogger]
+
+
 class VllmEngine(Engine):
+    kind = "vllm"
+    exports_own_metrics = True
+
     def __init__(self, spec: VllmModel) -> None:
         self._spec = spec
         self._engine: Any = None
@@ -110,7 +139,13 @@ class VllmEngine(Engine):
             ) from None
         args = engine_args(self._spec)
         log.info("starting vLLM for %s with %s", self._spec.name, args)
-        self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
+        loggers = ray_stat_loggers()
+        engine_args_obj = AsyncEngineArgs(**args)
+        self._engine = (
+            AsyncLLM.from_engine_args(engine_args_obj, stat_loggers=loggers)
+            if loggers
+            else AsyncLLM.from_engine_args(engine_args_obj)
+        )
         tokenizer = self._engine.get_tokenizer()
         self._tokenizer = await tokenizer if inspect.isawaitable(tokenizer) else tokenizer
         self._max_model_len = int(self._engine.model_config.max_model_len)
@@ -146,6 +181,8 @@ class VllmEngine(Engine):
         completion = 0
         # Closing this generator (client gone) closes vLLM's, which aborts the request in the engine.
         async for output in self._engine.generate(prompt, sampling, request.request_id):
+            if request.timing.started is None:
+                request.timing.started = started_unix(getattr(output, "metrics", None))
             piece = output.outputs[0]
             completion += len(piece.token_ids)
             reason = _finish_reason(piece.finish_reason) if output.finished else None

@@ -22,6 +22,8 @@ class GpuSample:
     mem_used_percent: float | None
     mem_used_bytes: int | None
     mem_total_bytes: int | None
+    # Energy used since the driver loaded, in millijoules (NVML on Volta and later; None elsewhere).
+    energy_mj: float | None = None
 
 
 class GpuSource(Protocol):
@@ -57,9 +59,13 @@ class NvmlSource:
             except nvml.NVMLError:
                 util = None
             memory = nvml.nvmlDeviceGetMemoryInfo(handle)
-            samples.append(
-                _gpu(index, self._names[index], "nvidia", util, int(memory.used), int(memory.total))
-            )
+            energy: float | None
+            try:
+                energy = float(nvml.nvmlDeviceGetTotalEnergyConsumption(handle))
+            except nvml.NVMLError:  # older than Volta, or not exposed by this board
+                energy = None
+            sample = _gpu(index, self._names[index], "nvidia", util, int(memory.used), int(memory.total))
+            samples.append(dataclasses.replace(sample, energy_mj=energy))
         return samples
 
     def close(self) -> None:

@@ -4,8 +4,13 @@ Lines (`kind`):
 - `start`: host, interval, core count, NICs, where GPU figures come from;
 - `note`: something absent, said once (e.g. no GPU), then sampling goes on without it;
 - `sample`: time, CPU % (total, per core), memory %, per NIC rx/tx bytes/s since the last sample,
-  per GPU utilisation % and memory used %.
+  per GPU utilisation %, memory used % and (NVML) the energy used since the driver loaded.
 Rates are over the real time between samples, so a late wake-up does not distort them.
+
+The lines' schema is distinfer/results.py (NodeStart, NodeNote, NodeSample): where pydantic is
+installed (`distinfer nodemetrics record`) every line is checked against it before it is written; the
+cluster nodes' bundle (system Python, no pydantic) writes the same lines unchecked and the report
+checks them when it reads them.
 """
 
 from __future__ import annotations
@@ -23,9 +28,20 @@ from typing import IO, Any
 
 import psutil
 
+from distinfer import RESULTS_SCHEMA_VERSION
 from distinfer.nodemetrics.gpus import GpuSource, open_gpu_source
 
 log = logging.getLogger(__name__)
+
+
+def _plain_json(line: dict[str, Any]) -> str:
+    return json.dumps(line, separators=(",", ":"))
+
+
+try:  # the schema needs pydantic, which the bundle runtime (system Python) does not have
+    from distinfer.results import node_line_json as _line_json
+except ImportError:
+    _line_json = _plain_json
 
 SKIP_NICS = ("lo",)
 
@@ -40,7 +56,7 @@ class Sampler:
         self._net_time = 0.0
 
     def _write(self, line: dict[str, Any]) -> None:
-        self.out.write(json.dumps(line, separators=(",", ":")) + "\n")
+        self.out.write(_line_json(line) + "\n")
         self.out.flush()
 
     def start(self) -> None:
@@ -51,6 +67,7 @@ class Sampler:
         self._write(
             {
                 "kind": "start",
+                "schema_version": RESULTS_SCHEMA_VERSION,
                 "host": self.host,
                 "time": self._net_time,
                 "interval_s": self.interval_s,

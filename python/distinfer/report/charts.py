@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ from distinfer.bench.metrics import steady_population, tpot_ms, ttft_ms
 from distinfer.bench.records import RECORDS_FILE, iter_records
 from distinfer.report.load import Run, Scenario
 from distinfer.report.tables import _physical_rates, ordered, scenario_row
+from distinfer.results import NodeSample
 
 
 def _pyplot():  # type: ignore[no-untyped-def]
@@ -208,24 +210,24 @@ def capacity_chart(run: Run, out: Path) -> Path | None:
 
 def node_utilisation(run: Run, out: Path) -> Path | None:
     plt = _pyplot()
-    series: dict[str, list[dict[str, Any]]] = {}
+    series: dict[str, list[NodeSample]] = {}
     for s in run.scenarios:
         for host, node in s.nodes.items():
             series.setdefault(host, []).extend(node.samples)
     if not series:
         return None
-    t0 = min(x["time"] for samples in series.values() for x in samples) if any(series.values()) else 0.0
-    panels = (
-        ("CPU %", lambda x: x.get("cpu_percent")),
-        ("memory %", lambda x: x.get("mem_percent")),
+    t0 = min(x.time for samples in series.values() for x in samples) if any(series.values()) else 0.0
+    panels: tuple[tuple[str, Callable[[NodeSample], float | None]], ...] = (
+        ("CPU %", lambda x: x.cpu_percent),
+        ("memory %", lambda x: x.mem_percent),
         ("GPU util % (mean of GPUs)", _gpu_mean("util_percent")),
         ("network rx+tx MB/s", lambda x: sum(_physical_rates(x)) / 1e6),
     )
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 9), sharex=True)
     for ax, (title, value) in zip(axes, panels, strict=True):
         for host, samples in sorted(series.items()):
-            samples = sorted(samples, key=lambda x: x["time"])
-            pairs = [(x["time"] - t0, value(x)) for x in samples]
+            samples = sorted(samples, key=lambda x: x.time)
+            pairs = [(x.time - t0, value(x)) for x in samples]
             pairs = [(t, v) for t, v in pairs if v is not None]
             if pairs:
                 ax.plot([t for t, _ in pairs], [v for _, v in pairs], lw=1, label=host)
@@ -237,7 +239,7 @@ def node_utilisation(run: Run, out: Path) -> Path | None:
     axes[0].legend(fontsize=7, ncol=4, loc="upper right")
     axes[0].set_title("Each node over time (shaded: scenarios' steady windows)")
     axes[-1].set_xlabel("seconds since the first sample")
-    if not any(g for samples in series.values() for x in samples for g in x.get("gpus") or []):
+    if not any(x.gpus for samples in series.values() for x in samples):
         axes[2].text(
             0.5, 0.5, "no GPU on these nodes", transform=axes[2].transAxes, ha="center", color="grey"
         )
@@ -248,9 +250,9 @@ def node_utilisation(run: Run, out: Path) -> Path | None:
     return path
 
 
-def _gpu_mean(key: str):  # type: ignore[no-untyped-def]
-    def value(sample: dict[str, Any]) -> float | None:
-        values = [g[key] for g in sample.get("gpus") or [] if g.get(key) is not None]
+def _gpu_mean(key: str) -> Callable[[NodeSample], float | None]:
+    def value(sample: NodeSample) -> float | None:
+        values = [v for v in (getattr(g, key) for g in sample.gpus) if v is not None]
         return sum(values) / len(values) if values else None
 
     return value

@@ -21,6 +21,13 @@ def report_command(
             "(mlperf-llama2-70b, ...) or ttft=MS,tpot=MS[,p=99]."
         ),
     ] = None,
+    prometheus: Annotated[
+        str | None,
+        typer.Option(
+            help="Prometheus to ask for the server-side figures (default: the URL the scenarios name, "
+            "from the plan); without an answer the report says so and goes on."
+        ),
+    ] = None,
 ) -> None:
     """Write report.md, report.html, results.json, results.csv, nodes.csv and PNG charts for a run."""
     from distinfer.bench.slo import parse_slo
@@ -38,7 +45,7 @@ def report_command(
                     rejudge(each, judged)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    for path in write_report(run, out or run_dir / "report", other):
+    for path in write_report(run, out or run_dir / "report", other, prometheus):
         typer.echo(str(path))
 
 

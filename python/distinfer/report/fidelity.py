@@ -3,8 +3,6 @@ scenarios (and capacity steps) made it read more events per second than it was c
 
 from __future__ import annotations
 
-from typing import Any
-
 from distinfer.bench.fidelity import Certificate, event_rate
 from distinfer.report.blocks import Block, Bullets, Heading, Paragraph
 from distinfer.report.load import Run
@@ -16,14 +14,15 @@ def above_certified(run: Run, certificate: Certificate | None) -> list[tuple[str
     if certificate is None:
         return []
     limit = certificate.certified_events_per_s
-    measured: list[tuple[str, float]] = [(s.name, event_rate(s.metrics)) for s in run.scenarios if s.metrics]
+    measured: list[tuple[str, float]] = [
+        (s.name, event_rate(s.summary.metrics.output_throughput, s.summary.metrics.request_throughput))
+        for s in run.scenarios
+        if s.summary is not None
+    ]
     for result in run.capacity:
         for step in result.steps:
-            metrics: dict[str, Any] = {
-                "output_throughput": step.output_throughput,
-                "request_throughput": step.request_throughput,
-            }
-            measured.append((f"{result.name} step {step.index} ({step.rate:g} req/s)", event_rate(metrics)))
+            rate = event_rate(step.output_throughput, step.request_throughput)
+            measured.append((f"{result.name} step {step.index} ({step.rate:g} req/s)", rate))
     return [(name, rate) for name, rate in measured if limit is None or rate > limit]
 
 

@@ -30,7 +30,7 @@ def rejudge(run: Run, slo: Slo) -> None:
             continue
         population = steady_population(load_records(s.folder / RECORDS_FILE), *s.window)
         verdict = judge_slo(slo, population, s.window[1] - s.window[0])
-        s.slo_override = {"slo": slo.model_dump(mode="json"), "slo_result": verdict.model_dump(mode="json")}
+        s.slo_override = (slo, verdict)
 
 
 def configuration(row: dict[str, Any]) -> str:

@@ -1,17 +1,32 @@
-"""Read a results directory (see docs of `distinfer bench`): runs, scenarios and node samples."""
+"""Read a results directory (layout and schema: distinfer/results.py): runs, scenarios, node samples.
+
+Every file is read through its model, so a file of an unknown schema version, or one whose fields do
+not fit, stops the report with the file and the field named (`ResultsSchemaError`, a ValueError).
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
 from distinfer.bench.capacity import RESULT_FILE, CapacityResult
 from distinfer.bench.fidelity import Certificate, read_certificate
+from distinfer.bench.scenario import ScenarioSpec
+from distinfer.bench.slo import Slo, SloResult
+from distinfer.results import (
+    NodeError,
+    NodeNote,
+    NodeSample,
+    NodeStart,
+    Provenance,
+    ResultsSchemaError,
+    Summary,
+    read_model,
+    read_node_lines,
+)
 
 log = logging.getLogger(__name__)
 
@@ -19,62 +34,68 @@ log = logging.getLogger(__name__)
 @dataclass
 class NodeSamples:
     host: str
-    samples: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[NodeSample] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    start: NodeStart | None = None
     source: Path | None = None
 
 
 @dataclass
 class Scenario:
     name: str
-    spec: dict[str, Any]
-    summary: dict[str, Any] | None
+    # scenario.json; None when the folder has none (a scenario that never started its load).
+    spec: ScenarioSpec | None
+    summary: Summary | None
     nodes: dict[str, NodeSamples]
     listed_nodes: list[str]
     # host -> why it has no samples (nodes/<host>.error.json, written by the node_metrics role)
     node_errors: dict[str, str] = field(default_factory=dict)
     # The scenario's folder (records.jsonl is read from it for the latency distributions).
     folder: Path | None = None
-    # `distinfer report --slo`: {"slo", "slo_result"} judged again from the records, over the summary's.
-    slo_override: dict[str, Any] | None = None
+    # `distinfer report --slo`: the SLO and its verdict judged again from the records, over the summary's.
+    slo_override: tuple[Slo, SloResult] | None = None
 
     @property
     def finished(self) -> bool:
         return self.summary is not None
 
     @property
-    def metrics(self) -> dict[str, Any]:
-        return (self.summary or {}).get("metrics", {})
-
-    @property
     def meta(self) -> dict[str, str]:
-        return dict(self.spec.get("meta") or {})
+        return dict(self.spec.meta) if self.spec else {}
 
     @property
     def replicas(self) -> int | None:
-        return self.spec.get("replicas") or _int(self.meta.get("replicas"))
+        return (self.spec.replicas if self.spec else None) or _int(self.meta.get("replicas"))
 
     @property
     def users_per_replica(self) -> int | None:
-        return self.spec.get("users_per_replica") or _int(self.meta.get("users_per_replica"))
+        spec_value = self.spec.users_per_replica if self.spec else None
+        return spec_value or _int(self.meta.get("users_per_replica"))
 
     @property
-    def slo(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    def users(self) -> int:
+        return self.spec.users if self.spec else 0
+
+    @property
+    def slo(self) -> tuple[Slo | None, SloResult | None]:
         """The SLO this scenario is judged against and the verdict (the report's --slo first)."""
         if self.slo_override is not None:
-            return self.slo_override["slo"], self.slo_override["slo_result"]
-        return self.metrics.get("slo"), self.metrics.get("slo_result")
+            return self.slo_override
+        if self.summary is None:
+            return None, None
+        return self.summary.metrics.slo, self.summary.metrics.slo_result
 
     @property
     def window(self) -> tuple[float, float] | None:
-        m = self.metrics
-        return (m["window_start"], m["window_end"]) if m else None
+        if self.summary is None:
+            return None
+        return (self.summary.metrics.window_start, self.summary.metrics.window_end)
 
 
 @dataclass
 class Run:
     path: Path
-    provenance: dict[str, Any]
+    provenance: Provenance | None
     scenarios: list[Scenario]
     # Capacity searches (`distinfer bench capacity` into capacity/<name>/), by name.
     capacity: list[CapacityResult] = field(default_factory=list)
@@ -89,49 +110,37 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read {path}: {err}") from None
-    return data if isinstance(data, dict) else None
-
-
 def read_node_samples(path: Path) -> NodeSamples:
+    # The file name is the inventory name the report joins on (the recorder's host may differ).
     node = NodeSamples(host=path.stem, source=path)
-    for line in path.read_text().splitlines():
-        try:
-            item = json.loads(line)
-        except ValueError:
-            continue  # a torn last line from a killed sampler
-        kind = item.get("kind")
-        if kind == "sample":
-            node.samples.append(item)
-        elif kind == "note":
-            node.notes.append(str(item.get("message", "")))
-        if item.get("host") and kind == "start":
-            node.host = path.stem  # the file name is the inventory name the report joins on
+    for line in read_node_lines(path):
+        if isinstance(line, NodeSample):
+            node.samples.append(line)
+        elif isinstance(line, NodeNote):
+            node.notes.append(line.message)
+        else:
+            node.start = line
     return node
 
 
 def load_scenario(folder: Path) -> Scenario:
-    spec = _read_json(folder / "scenario.json") or {"name": folder.name}
-    summary = _read_json(folder / "summary.json")
+    spec = read_model(folder / "scenario.json", ScenarioSpec, versioned=False)
+    summary = read_model(folder / "summary.json", Summary)
     nodes = {}
     for path in sorted((folder / "nodes").glob("*.jsonl")):
         node = read_node_samples(path)
         nodes[node.host] = node
     errors = {}
     for path in sorted((folder / "nodes").glob("*.error.json")):
-        data = _read_json(path) or {}
-        host = str(data.get("host") or path.name.removesuffix(".error.json"))
-        errors[host] = str(data.get("error") or "the host recorded no samples")
-    meta = spec.get("meta") or {}
+        error = read_model(path, NodeError, versioned=False)
+        if error is not None:
+            errors[error.host or path.name.removesuffix(".error.json")] = (
+                error.error or "the host recorded no samples"
+            )
+    meta = spec.meta if spec else {}
     listed = [n.strip() for n in str(meta.get("nodes", "")).split(",") if n.strip()]
     return Scenario(
-        name=spec.get("name", folder.name),
+        name=spec.name if spec else folder.name,
         spec=spec,
         summary=summary,
         nodes=nodes,
@@ -163,11 +172,13 @@ def load_run(path: Path) -> Run:
             "results/<run-id>/scenarios/<name>` or `bench capacity --out "
             "results/<run-id>/capacity/<name>` wrote"
         )
-    provenance = _read_json(path / "run.json") or {}
     return Run(
         path=path,
-        provenance=provenance,
+        provenance=read_model(path / "run.json", Provenance),
         scenarios=scenarios,
         capacity=capacity,
         certificate=read_certificate(path),
     )
+
+
+__all__ = ["NodeSamples", "ResultsSchemaError", "Run", "Scenario", "load_run", "load_scenario"]

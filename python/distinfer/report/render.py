@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distinfer.bench.scenario import write_json_atomic
+from distinfer.bench.scenario import ScenarioSpec, write_json_atomic
 from distinfer.report.blocks import (
     Block,
     Bullets,
@@ -29,6 +29,7 @@ from distinfer.report.goodput import slo_section
 from distinfer.report.html import to_html
 from distinfer.report.load import Run, Scenario
 from distinfer.report.planner import planner_section
+from distinfer.report.prometheus import Pair, ServerFigures, figures_for_run
 from distinfer.report.repeats import noise_comparison, noise_section, repeats_document, repeats_section
 from distinfer.report.tables import GUIDE_P95_TOKEN_LABEL, node_rows, ordered, results_document, scenario_row
 
@@ -108,17 +109,23 @@ def node_cells(row: dict[str, Any]) -> list[str]:
     ]  # fmt: skip
 
 
-def report_blocks(run: Run, charts: list[Image], compare: Comparison | None = None) -> list[Block]:
+def report_blocks(
+    run: Run,
+    charts: list[Image],
+    compare: Comparison | None = None,
+    server: ServerSection | None = None,
+) -> list[Block]:
     """The whole report, once: report.md and report.html are both written from these blocks."""
     rows = [scenario_row(s) for s in ordered(run)]
     prov = run.provenance
-    hardware = prov.get("hardware") or {}
     blocks: list[Block] = [
         Heading(f"Benchmark report: {run.path.name}", 1),
         Paragraph(
-            f"Load generator host: {prov.get('host', '-')}; {hardware.get('cpu_model', '-')}, "
-            f"{hardware.get('logical_cpus', '-')} CPUs. Versions: "
-            + ", ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items() if v)
+            f"Load generator host: {prov.host}; {prov.hardware.cpu_model or '-'}, "
+            f"{_f(prov.hardware.logical_cpus)} CPUs. Versions: "
+            + ", ".join(f"{k} {v}" for k, v in prov.versions.items() if v)
+            if prov
+            else f"No run.json in {run.path}: the load generator's host and versions were not recorded."
         ),
         Paragraph(
             "Every figure covers each scenario's steady window (warm-up and drain excluded); "
@@ -152,6 +159,8 @@ def report_blocks(run: Run, charts: list[Image], compare: Comparison | None = No
     if unfinished:
         blocks.append(Paragraph(f"Unfinished scenarios (no summary.json): {', '.join(unfinished)}"))
     blocks += availability_section(run)
+    blocks += where_the_time_goes(run)
+    blocks += server_section(run, server or ServerSection({}, "Server-side figures: not asked for."))
     blocks += node_section(run)
     blocks += [
         Heading("Scenario details"),
@@ -202,25 +211,25 @@ def availability_section(run: Run) -> list[Block]:
     rows: list[list[str | Image]] = []
     stories: list[str] = []
     for s in ordered(run):
-        a = (s.summary or {}).get("availability")
-        if not a:
+        a = s.summary.availability if s.summary else None
+        if a is None:
             continue
-        dropped = [c for c in a["replicas"] if c["dropped_at_s"] is not None]
-        if not a["failed"] and not dropped and a["endpoint_lost_at_s"] is None:
+        dropped = [c for c in a.replicas if c.dropped_at_s is not None]
+        if not a.failed and not dropped and a.endpoint_lost_at_s is None:
             continue
-        course = dropped[0] if dropped else (a["replicas"][0] if a["replicas"] else None)
-        back = "-" if course is None or course["dropped_at_s"] is None else _f(course["back_at_s"])
-        if course is not None and course["dropped_at_s"] is not None and course["back_at_s"] is None:
+        course = dropped[0] if dropped else (a.replicas[0] if a.replicas else None)
+        back = "-" if course is None or course.dropped_at_s is None else _f(course.back_at_s)
+        if course is not None and course.dropped_at_s is not None and course.back_at_s is None:
             back = "not back"
         rows.append(
             [
-                s.name, str(a["failed"]), _f(a["first_error_s"]), _f(a["last_error_s"]),
-                str(a["error_seconds"]), _f(a["slo_violated_seconds"]),
-                "-" if course is None else f"{course['at_start']} -> {course['lowest']}",
-                "-" if course is None else _f(course["dropped_at_s"]), back, _f(a["endpoint_lost_at_s"]),
+                s.name, str(a.failed), _f(a.first_error_s), _f(a.last_error_s),
+                str(a.error_seconds), _f(a.slo_violated_seconds),
+                "-" if course is None else f"{course.at_start} -> {course.lowest}",
+                "-" if course is None else _f(course.dropped_at_s), back, _f(a.endpoint_lost_at_s),
             ]
         )  # fmt: skip
-        stories.append(f"**{s.name}**: {a['summary']}")
+        stories.append(f"**{s.name}**: {a.summary}")
     if not rows:
         return []
     return [
@@ -228,6 +237,131 @@ def availability_section(run: Run) -> list[Block]:
         Table(AVAILABILITY_COLUMNS, rows),
         Bullets(stories),
     ]
+
+
+LEG_COLUMNS = (
+    "Leg", "Its share of the TTFT P50 (ms)", "Share", "Leg's own P50 (ms)", "Own P95 (ms)", "Own mean (ms)",
+)  # fmt: skip
+
+
+def where_the_time_goes(run: Run) -> list[Block]:
+    """Per scenario, the TTFT split into legs from the server's timing of each request (bench/legs.py)."""
+    blocks: list[Block] = [
+        Heading("Where the time goes: time to first token, leg by leg (steady window)"),
+        Paragraph(
+            "Each request's TTFT runs from the client's send to its read of the first token; the server's "
+            "timing of the request (its final chunk's `server_timing`) splits it into five legs.\n"
+            "*Its share of the TTFT P50* is the median time from the send to the leg's end minus that to "
+            "its start, so the shares add up to the TTFT P50 (last row). A leg's own median is given "
+            "beside it: medians of legs that vary apart do not add up to the median of their sum."
+        ),
+    ]
+    for s in ordered(run):
+        split = s.summary.ttft_split if s.summary else None
+        if split is None:
+            reason = "unfinished" if s.summary is None else "no request carried server timing"
+            blocks.append(Paragraph(f"**{s.name}**: no split ({reason})."))
+            continue
+        total = sum(leg.at_median_ms for leg in split.legs)
+        rows: list[list[str | Image]] = [
+            [
+                leg.label, _f(leg.at_median_ms, 2), _share(leg.at_median_ms, total), _f(leg.own_ms.p50, 2),
+                _f(leg.own_ms.p95, 2), _f(leg.own_ms.mean, 2),
+            ]
+            for leg in split.legs
+        ]  # fmt: skip
+        rows.append(
+            [
+                "**TTFT (client)**", f"**{_f(total, 2)}** (TTFT P50 {_f(split.ttft_ms.p50, 2)})", "100%",
+                _f(split.ttft_ms.p50, 2), _f(split.ttft_ms.p95, 2), _f(split.ttft_ms.mean, 2),
+            ]
+        )  # fmt: skip
+        clocks = (
+            "one host, one clock"
+            if split.one_clock
+            else f"hosts apart; ingress clock minus client clock estimated {_f(split.clock_offset_ms, 2)} ms"
+        )
+        blocks += [
+            Heading(s.name, 3),
+            Table(LEG_COLUMNS, rows),
+            Paragraph(
+                f"{split.requests} requests with server timing ({split.without_timing} without); "
+                f"clocks: {clocks}; requests with times out of order: {split.out_of_order}; engine "
+                f"{_engines(s)}."
+            ),
+        ]
+    return blocks
+
+
+SERVER_COLUMNS = (
+    "Scenario", "Serve queue wait avg / P95 (ms)", "Queued at handles avg / max",
+    "Ongoing per replica avg / max", "Engine running avg / max", "Engine waiting avg / max",
+    "KV cache avg / max (%)", "GPU util avg / max (%)", "GPU memory avg / max (%)", "GPU energy (J)",
+    "Tokens per joule",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ServerSection:
+    """What Prometheus said per scenario, or why it said nothing."""
+
+    figures: dict[str, ServerFigures]
+    missing: str | None
+
+
+def _pair_cell(pair: Pair, digits: int = 1) -> str:
+    return f"{_f(pair.avg, digits)} / {_f(pair.max, digits)}"
+
+
+def server_section(run: Run, server: ServerSection) -> list[Block]:
+    """Per scenario, the serving path's and the engines' own figures over its window (Prometheus)."""
+    blocks: list[Block] = [Heading("Server-side figures (Prometheus, steady window)")]
+    if server.missing:
+        return [*blocks, Paragraph(server.missing)]
+    rows: list[list[str | Image]] = []
+    for s in ordered(run):
+        f = server.figures.get(s.name)
+        if f is None:
+            continue
+        energy = "-" if f.energy_j is None else f"{_f(f.energy_j)} ({f.energy_source})"
+        rows.append(
+            [
+                s.name, _pair_cell(f.serve_queue_wait_ms, 2), _pair_cell(f.queued_at_handles),
+                _pair_cell(f.ongoing_per_replica), _pair_cell(f.engine_running), _pair_cell(f.engine_waiting),
+                _pair_cell(f.kv_cache_percent), _pair_cell(f.gpu_util_percent), _pair_cell(f.gpu_mem_percent),
+                energy, _f(f.tokens_per_joule, 3),
+            ]
+        )  # fmt: skip
+    url = next(iter(server.figures.values())).prometheus if server.figures else "-"
+    return [
+        *blocks,
+        Paragraph(
+            f"From Prometheus at {url}, over each scenario's steady window: Ray Serve's router queue "
+            "(request to replica), its handles' queues and each replica's ongoing requests; the engines' "
+            "running and waiting requests and KV cache (`ray_vllm_*`); GPU utilisation, memory and energy "
+            "from a DCGM exporter where one is scraped (else the node recorder's NVML energy). "
+            '"-" means Prometheus had no such series for the window.'
+        ),
+        Table(SERVER_COLUMNS, rows, empty="No finished scenario to ask about."),
+    ]
+
+
+def _share(part: float, total: float) -> str:
+    return f"{100 * part / total:.1f}%" if total else "-"
+
+
+def _engines(s: Scenario) -> str:
+    """The engines that timed the scenario's requests, and where their start times came from."""
+    from distinfer.bench.records import RECORDS_FILE, iter_records
+
+    if s.folder is None or s.window is None:
+        return "-"
+    seen = {
+        (r.server.engine, r.server.engine_start_source)
+        for r in iter_records(s.folder / RECORDS_FILE)
+        if r.server is not None and s.window[0] <= r.scheduled < s.window[1]
+    }
+    return ", ".join(f"{engine} (start: {source})" for engine, source in sorted(seen)) or "-"
 
 
 def node_section(run: Run) -> list[Block]:
@@ -246,42 +380,39 @@ def node_section(run: Run) -> list[Block]:
 
 def config_cells(s: Scenario) -> list[str]:
     spec = s.spec
-    client = (s.summary or {}).get("client") or {}
+    workers = _f(s.summary.client.workers) if s.summary else "-"
+    if spec is None:
+        return [s.name, *["-"] * 12, workers]
     return [
-        s.name, _f(spec.get("model")), _f(spec.get("url")), _f(spec.get("api")), _f(spec.get("users")),
-        _f(spec.get("rate")), _f(spec.get("duration_s")), _f(spec.get("warmup_s")),
-        _ramp(spec), _f(spec.get("max_tokens")), _f(spec.get("temperature")), _f(spec.get("seed")),
-        spec.get("prompts") or "files/prompts/prompts.jsonl", _f(client.get("workers")),
+        s.name, spec.model, spec.url, spec.api, _f(spec.users), _f(spec.rate), _f(spec.duration_s),
+        _f(spec.warmup_s), _ramp(spec), _f(spec.max_tokens), _f(spec.temperature), _f(spec.seed),
+        spec.prompts or "files/prompts/prompts.jsonl", workers,
     ]  # fmt: skip
 
 
-def _ramp(spec: dict[str, Any]) -> str:
+def _ramp(spec: ScenarioSpec) -> str:
     """Seconds over which closed-loop users started (the warm-up unless set; none in open loop)."""
-    if spec.get("rate") is not None:
-        return "-"
-    ramp = spec.get("ramp_s")
-    return _f(spec.get("warmup_s") if ramp is None else ramp)
+    return "-" if spec.rate is not None else _f(spec.ramp)
 
 
 def provenance_section(run: Run) -> list[Block]:
     """What the run was measured with: versions, the load machine's hardware, the command, the config."""
     prov = run.provenance
-    hw = prov.get("hardware") or {}
-    memory = hw.get("memory_bytes")
     blocks: list[Block] = [Heading("Run provenance")]
-    if not prov:
+    if prov is None:
         blocks.append(Paragraph(f"No run.json in {run.path}: versions and hardware were not recorded."))
     else:
+        hw = prov.hardware
+        memory = hw.memory_bytes
         blocks.append(
             Bullets(
                 [
-                    f"Load generator host: {prov.get('host', '-')} ({prov.get('platform', '-')})",
-                    f"Hardware: {hw.get('cpu_model', '-')}; {hw.get('logical_cpus', '-')} logical / "
-                    f"{hw.get('physical_cpus', '-')} physical CPUs; "
+                    f"Load generator host: {prov.host} ({prov.platform})",
+                    f"Hardware: {hw.cpu_model or '-'}; {_f(hw.logical_cpus)} logical / "
+                    f"{_f(hw.physical_cpus)} physical CPUs; "
                     f"memory {_f(None if memory is None else memory / 2**30)} GiB",
-                    f"Python {prov.get('python', '-')}; "
-                    + ", ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items() if v),
-                    f"Command: `{' '.join(prov.get('command') or [])}`",
+                    f"Python {prov.python}; " + ", ".join(f"{k} {v}" for k, v in prov.versions.items() if v),
+                    f"Command: `{' '.join(prov.command)}`",
                 ]
             )
         )
@@ -361,8 +492,18 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
             writer.writerow({k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in row.items()})
 
 
-def write_report(run: Run, out: Path, compare: Run | None = None) -> list[Path]:
+def prometheus_of(run: Run) -> str | None:
+    """The Prometheus the run's scenarios name (`meta.prometheus`, from the plan), if any."""
+    return next((s.meta["prometheus"] for s in ordered(run) if s.meta.get("prometheus")), None)
+
+
+def write_report(
+    run: Run, out: Path, compare: Run | None = None, prometheus: str | None = None
+) -> list[Path]:
+    """`prometheus`: where to ask for server-side figures (default: the URL the scenarios name)."""
     out.mkdir(parents=True, exist_ok=True)
+    figures, missing = figures_for_run(prometheus or prometheus_of(run), ordered(run))
+    server = ServerSection(figures, missing)
     charts = all_charts(run, out)
     other = None
     if compare is not None:
@@ -374,6 +515,10 @@ def write_report(run: Run, out: Path, compare: Run | None = None) -> list[Path]:
     document["above_certified_event_rate"] = [
         {"name": name, "events_per_s": rate} for name, rate in above_certified(run, run.certificate)
     ]
+    document["server_figures_note"] = missing
+    for entry in document["scenarios"]:
+        found = figures.get(entry["scenario"])
+        entry["server_figures"] = found.model_dump(mode="json") if found else None
     if compare is not None:
         document["compare"] = {
             "other_run": str(compare.path),
@@ -383,7 +528,7 @@ def write_report(run: Run, out: Path, compare: Run | None = None) -> list[Path]:
     write_json_atomic(out / "results.json", document)
     write_csv(out / "results.csv", [scenario_row(s) for s in ordered(run)])
     write_csv(out / "nodes.csv", [n for s in ordered(run) for n in node_rows(s)])
-    blocks = report_blocks(run, [image(p, out) for p in charts], other)
+    blocks = report_blocks(run, [image(p, out) for p in charts], other, server)
     (out / "report.md").write_text(to_markdown(blocks))
     (out / "report.html").write_text(to_html(f"Benchmark report: {run.path.name}", blocks))
     written = [out / "report.md", out / "report.html", out / "results.json", out / "results.csv"]

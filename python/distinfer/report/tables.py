@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from distinfer.bench.slo import Slo
+from pydantic import BaseModel
+
 from distinfer.report.load import NodeSamples, Run, Scenario
+from distinfer.results import SCHEMA_VERSION, NodeSample
 
 # Virtual interfaces carry the same bytes again (pod veths, bridges, CNI tunnels): counting them
 # too would double a node's traffic. The node figure sums the rest.
@@ -21,7 +23,7 @@ GUIDE_P95_TOKEN_LABEL = "P95 token latency (ms, guide's derived: P95 latency / m
 def ordered(run: Run) -> list[Scenario]:
     return sorted(
         run.scenarios,
-        key=lambda s: (s.users_per_replica or 0, s.replicas or 0, s.spec.get("users", 0), s.name),
+        key=lambda s: (s.users_per_replica or 0, s.replicas or 0, s.users, s.name),
     )
 
 
@@ -33,80 +35,82 @@ def _nodes_label(s: Scenario) -> str:
 
 def scenario_row(s: Scenario) -> dict[str, Any]:
     """One flat row: the guide's columns, then the measured ones, vLLM-named."""
-    m = s.metrics
     spec = s.spec
+    summary = s.summary
     row: dict[str, Any] = {
         "scenario": s.name,
         "finished": s.finished,
-        "valid": (s.summary or {}).get("valid"),
-        "invalid_reasons": (s.summary or {}).get("invalid_reasons", []),
+        "valid": summary.valid if summary else None,
+        "invalid_reasons": summary.invalid_reasons if summary else [],
         "inference_nodes": _nodes_label(s),
         "nodes": ",".join(s.listed_nodes or sorted(s.nodes)),
         "devices": s.meta.get("devices", "-"),
         "gpus": s.meta.get("gpus", "-"),
         "replicas": s.replicas,
         "users_per_replica": s.users_per_replica,
-        "max_concurrency": spec.get("users"),
-        "request_rate": spec.get("rate"),
-        "max_tokens": spec.get("max_tokens"),
-        "repeat_of": (spec.get("repetition") or {}).get("of"),
-        "repeat_index": (spec.get("repetition") or {}).get("index"),
+        "max_concurrency": spec.users if spec else None,
+        "request_rate": spec.rate if spec else None,
+        "max_tokens": spec.max_tokens if spec else None,
+        "repeat_of": spec.repetition.of if spec and spec.repetition else None,
+        "repeat_index": spec.repetition.index if spec and spec.repetition else None,
     }
-    if not m:
+    if summary is None:
         return row
-    e2e, ttft, tpot, itl = m["e2el_ms"], m["ttft_ms"], m["tpot_ms"], m["itl_ms"]
+    m = summary.metrics
     row.update(
         {
-            "duration": m["window_s"],
-            "completed": m["completed"],
-            "failed": m["failed"],
-            "errors_by_kind": m["errors_by_kind"],
-            "request_throughput": m["request_throughput"],
-            "output_throughput": m["output_throughput"],
-            "total_token_throughput": m["total_token_throughput"],
-            "total_input_tokens": m["total_input_tokens"],
-            "total_output_tokens": m["total_output_tokens"],
-            "achieved_concurrency": m["achieved_concurrency"],
-            "guide_p95_token_latency_ms": m["guide_p95_token_latency_ms"],
+            "duration": m.window_s,
+            "completed": m.completed,
+            "failed": m.failed,
+            "errors_by_kind": m.errors_by_kind,
+            "request_throughput": m.request_throughput,
+            "output_throughput": m.output_throughput,
+            "total_token_throughput": m.total_token_throughput,
+            "total_input_tokens": m.total_input_tokens,
+            "total_output_tokens": m.total_output_tokens,
+            "achieved_concurrency": m.achieved_concurrency,
+            "guide_p95_token_latency_ms": m.guide_p95_token_latency_ms,
         }
     )
     row.update(slo_fields(s))
-    for name, dist in (("ttft", ttft), ("tpot", tpot), ("itl", itl), ("e2el", e2e)):
-        row[f"mean_{name}_ms"] = dist["mean"]
-        row[f"median_{name}_ms"] = dist["p50"]
-        row[f"std_{name}_ms"] = dist["std"]
+    for name, dist in (("ttft", m.ttft_ms), ("tpot", m.tpot_ms), ("itl", m.itl_ms), ("e2el", m.e2el_ms)):
+        row[f"mean_{name}_ms"] = dist.mean
+        row[f"median_{name}_ms"] = dist.p50
+        row[f"std_{name}_ms"] = dist.std
         for p in (90, 95, 99):
-            row[f"p{p}_{name}_ms"] = dist[f"p{p}"]
+            row[f"p{p}_{name}_ms"] = getattr(dist, f"p{p}")
+    if summary.ttft_split is not None:  # each leg's share of the TTFT median (bench/legs.py)
+        for leg in summary.ttft_split.legs:
+            row[f"ttft_leg_{leg.key}_ms"] = leg.at_median_ms
     return row
 
 
 def slo_fields(s: Scenario) -> dict[str, Any]:
     """The SLO judged and its verdict, flat: goodput under vLLM's name (request_goodput)."""
     slo, verdict = s.slo
-    if not slo or not verdict:
+    if slo is None or verdict is None:
         return {"slo": None, "slo_met": None, "request_goodput": None, "output_goodput": None}
-    judged = Slo.model_validate(slo)
     fields: dict[str, Any] = {
-        "slo": judged.label(),
-        "slo_met": verdict["passed"],
-        "slo_share_meeting": verdict["share_meeting"],
-        "request_goodput": verdict["request_goodput"],
-        "output_goodput": verdict["output_goodput"],
+        "slo": slo.label(),
+        "slo_met": verdict.passed,
+        "slo_share_meeting": verdict.share_meeting,
+        "request_goodput": verdict.request_goodput,
+        "output_goodput": verdict.output_goodput,
     }
-    for key, limit in judged.limits().items():
+    for key, limit in slo.limits().items():
         fields[f"slo_{key}_limit_ms"] = limit
-        fields[f"slo_{key}_at_percentile_ms"] = verdict["at_percentile_ms"].get(key)
+        fields[f"slo_{key}_at_percentile_ms"] = verdict.at_percentile_ms.get(key)
     return fields
 
 
-def _physical_rates(sample: dict[str, Any]) -> tuple[float, float]:
-    nics = sample.get("net") or {}
+def _physical_rates(sample: NodeSample) -> tuple[float, float]:
+    nics = sample.net
     chosen = {n: v for n, v in nics.items() if not n.startswith(VIRTUAL_NIC_PREFIXES)} or {
         n: v for n, v in nics.items() if n != "lo"
     }
     return (
-        sum(v.get("rx_bytes_per_s", 0.0) for v in chosen.values()),
-        sum(v.get("tx_bytes_per_s", 0.0) for v in chosen.values()),
+        sum(v.rx_bytes_per_s for v in chosen.values()),
+        sum(v.tx_bytes_per_s for v in chosen.values()),
     )
 
 
@@ -121,26 +125,24 @@ def node_row(s: Scenario, host: str, node: NodeSamples | None) -> dict[str, Any]
         row["note"] = f"MISSING: no samples from {host} ({reason})"
         return row
     window = s.window
-    samples = [x for x in node.samples if window is None or window[0] <= x["time"] <= window[1]]
+    samples = [x for x in node.samples if window is None or window[0] <= x.time <= window[1]]
     row["samples"] = len(samples)
     if not samples:
         row["note"] = f"no samples inside the steady window ({len(node.samples)} outside)"
         return row
-    gpus = [g for x in samples for g in x.get("gpus") or []]
+    gpus = [g for x in samples for g in x.gpus]
     rates = [_physical_rates(x) for x in samples]
     rx = [r for r, _ in rates]
     tx = [t for _, t in rates]
     row.update(
         {
-            "avg_cpu_percent": _mean([x["cpu_percent"] for x in samples if x.get("cpu_percent") is not None]),
-            "avg_mem_percent": _mean([x["mem_percent"] for x in samples if x.get("mem_percent") is not None]),
-            "avg_gpu_util_percent": _mean(
-                [g["util_percent"] for g in gpus if g.get("util_percent") is not None]
-            ),
+            "avg_cpu_percent": _mean([x.cpu_percent for x in samples if x.cpu_percent is not None]),
+            "avg_mem_percent": _mean([x.mem_percent for x in samples]),
+            "avg_gpu_util_percent": _mean([g.util_percent for g in gpus if g.util_percent is not None]),
             "avg_gpu_mem_percent": _mean(
-                [g["mem_used_percent"] for g in gpus if g.get("mem_used_percent") is not None]
+                [g.mem_used_percent for g in gpus if g.mem_used_percent is not None]
             ),
-            "gpu_count": max((len(x.get("gpus") or []) for x in samples), default=0),
+            "gpu_count": max((len(x.gpus) for x in samples), default=0),
             "net_rx_avg_bytes_per_s": _mean(rx),
             "net_rx_max_bytes_per_s": max(rx),
             "net_tx_avg_bytes_per_s": _mean(tx),
@@ -157,12 +159,16 @@ def node_rows(s: Scenario) -> list[dict[str, Any]]:
     return [node_row(s, host, s.nodes.get(host)) for host in hosts]
 
 
+def _dumped(model: BaseModel | None) -> dict[str, Any] | None:
+    return model.model_dump(mode="json") if model is not None else None
+
+
 def results_document(run: Run) -> dict[str, Any]:
     scenarios = ordered(run)
     return {
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "run": str(run.path),
-        "provenance": run.provenance,
+        "provenance": _dumped(run.provenance),
         "notes": {
             "guide_p95_token_latency_ms": GUIDE_P95_TOKEN_LABEL,
             "window": "every metric covers each scenario's steady window (warm-up and drain excluded)",
@@ -172,8 +178,9 @@ def results_document(run: Run) -> dict[str, Any]:
             {
                 **scenario_row(s),
                 "nodes_detail": node_rows(s),
-                "spec": s.spec,
-                "client": (s.summary or {}).get("client"),
+                "spec": _dumped(s.spec),
+                "client": _dumped(s.summary.client if s.summary else None),
+                "ttft_split": _dumped(s.summary.ttft_split if s.summary else None),
             }
             for s in scenarios
         ],

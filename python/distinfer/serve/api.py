@@ -15,6 +15,12 @@ value that would change the answer 422, a field out of its type or range 400, an
 404, a prompt past the model's context 400, and no free slot 503. The OpenAPI document
 (`/openapi.json`) describes both request bodies, the served model names and every one of these
 answers (serve/openapi.py).
+
+Server timing: the final SSE chunk (the usage chunk when `stream_options.include_usage` asks for
+one, else the chunk with `finish_reason`) and a whole answer's body carry `server_timing`, a field
+OpenAI clients ignore: when this app received the request, when a model replica admitted it, when the
+engine started it and when its first token left the engine (results.py, ServerTiming). Nothing a
+client must parse: headers and every other field are as OpenAI's.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import json
 import logging
 import re
 import reprlib
+import socket
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -33,7 +40,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from distinfer.engines.base import TokenDelta
-from distinfer.serve.model_server import Accepted, Event, OpenAIRequest, Rejected
+from distinfer.serve.model_server import Accepted, Event, OpenAIRequest, Rejected, ReplicaTiming
 from distinfer.serve.openapi import describe
 from distinfer.serve.protocol import (
     MAX_BODY_BYTES,
@@ -60,6 +67,21 @@ log = logging.getLogger(__name__)
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+HOSTNAME = socket.gethostname()
+
+
+def server_timing(timing: ReplicaTiming, ingress: float) -> dict[str, Any]:
+    """The `server_timing` field: the ingress's time and the replica's (results.py, ServerTiming)."""
+    return {
+        "ingress": ingress,
+        "replica": timing.replica,
+        "engine_start": timing.engine_start,
+        "first_token": timing.first_token,
+        "engine": timing.engine,
+        "engine_start_source": timing.engine_start_source,
+        "ingress_host": HOSTNAME,
+        "replica_host": timing.replica_host,
+    }
 
 
 class Overloaded(Exception):
@@ -219,7 +241,7 @@ class _Exchange:
         self.backend = backend
         self.known = known
 
-    async def handle(self, request: Request, body: OpenAIRequest) -> Response:
+    async def handle(self, request: Request, body: OpenAIRequest, received: float) -> Response:
         if body.model not in self.known():
             return error_response(
                 404,
@@ -247,11 +269,11 @@ class _Exchange:
         headers = {"X-Request-Id": request_id}
         if body.stream:
             return StreamingResponse(
-                self._sse_stream(stream, body, request_id, first, ready),
+                self._sse_stream(stream, body, request_id, first, ready, received),
                 media_type="text/event-stream",
                 headers={**SSE_HEADERS, **headers},
             )
-        return await self._whole(stream, body, request_id, first, ready, headers)
+        return await self._whole(stream, body, request_id, first, ready, headers, received)
 
     async def _whole(
         self,
@@ -261,10 +283,15 @@ class _Exchange:
         accepted: Accepted,
         ready: list[Event],
         headers: dict[str, str],
+        received: float,
     ) -> Response:
         texts: list[str] = []
         completion_tokens, finish = 0, None
+        timing: ReplicaTiming | None = None
         async for event in _flat(ready, stream):
+            if isinstance(event, ReplicaTiming):
+                timing = event
+                continue
             texts.append(event.text)
             completion_tokens, finish = event.completion_tokens, event.finish_reason
         usage = Usage.of(accepted.prompt_tokens, completion_tokens)
@@ -284,7 +311,10 @@ class _Exchange:
                 choices=[ChatChoice(message=AssistantMessage(content=text), finish_reason=finish)],
                 usage=usage,
             )
-        return JSONResponse(answer.model_dump(), headers=headers)
+        payload = answer.model_dump()
+        if timing is not None:
+            payload["server_timing"] = server_timing(timing, received)
+        return JSONResponse(payload, headers=headers)
 
     async def _sse_stream(
         self,
@@ -293,30 +323,41 @@ class _Exchange:
         request_id: str,
         accepted: Accepted,
         ready: list[Event],
+        received: float,
     ) -> AsyncIterator[bytes]:
         chat = isinstance(body, ChatCompletionRequest)
-        base = {
+        base: dict[str, Any] = {
             "id": f"{'chatcmpl' if chat else 'cmpl'}-{request_id}",
             "object": "chat.completion.chunk" if chat else "text_completion",
             "created": int(time.time()),
             "model": body.model,
         }
         completion_tokens, first = 0, True
+        timing: ReplicaTiming | None = None
         try:
             # One body write per list of deltas that arrived together: each delta is still its own
             # SSE event, and nothing waits for a list to fill (per-token timing is kept).
             async for batch in _batches(ready, stream):
                 out = bytearray()
                 for event in batch:
+                    if isinstance(event, ReplicaTiming):  # comes just before the last delta
+                        timing = event
+                        continue
                     assert isinstance(event, TokenDelta)
                     completion_tokens = event.completion_tokens
-                    out += _sse({**base, "choices": [_stream_choice(event, chat, first)]})
+                    chunk = {**base, "choices": [_stream_choice(event, chat, first)]}
+                    if timing is not None and event.finish_reason is not None and not body.include_usage:
+                        chunk["server_timing"] = server_timing(timing, received)
+                    out += _sse(chunk)
                     first = False
                 if out:
                     yield bytes(out)
             if body.include_usage:
                 usage = Usage.of(accepted.prompt_tokens, completion_tokens).model_dump()
-                yield _sse({**base, "choices": [], "usage": usage})
+                chunk = {**base, "choices": [], "usage": usage}
+                if timing is not None:
+                    chunk["server_timing"] = server_timing(timing, received)
+                yield _sse(chunk)
             yield b"data: [DONE]\n\n"
         finally:
             await stream.aclose()
@@ -343,10 +384,10 @@ async def _batches(
 
 async def _flat(
     ready: list[Event], stream: AsyncGenerator[list[Event], None]
-) -> AsyncGenerator[TokenDelta, None]:
+) -> AsyncGenerator[TokenDelta | ReplicaTiming, None]:
     async for batch in _batches(ready, stream):
         for event in batch:
-            assert isinstance(event, TokenDelta)
+            assert isinstance(event, TokenDelta | ReplicaTiming)
             yield event
 
 
@@ -406,21 +447,23 @@ def create_app(
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
+        received = time.time()  # the ingress's part of the server timing: before anything is read
         if refused := refuse_without_key(request):
             return refused
         body = await _parse(request, CompletionRequest, max_body)
         if isinstance(body, JSONResponse):
             return body
-        return await exchange.handle(request, body)  # type: ignore[arg-type]
+        return await exchange.handle(request, body, received)  # type: ignore[arg-type]
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
+        received = time.time()
         if refused := refuse_without_key(request):
             return refused
         body = await _parse(request, ChatCompletionRequest, max_body)
         if isinstance(body, JSONResponse):
             return body
-        return await exchange.handle(request, body)  # type: ignore[arg-type]
+        return await exchange.handle(request, body, received)  # type: ignore[arg-type]
 
     describe(app, models=known(), max_body=max_body, api_key=bool(api_key))
     return app

@@ -58,6 +58,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from distinfer.config import (
     ModelsFile,
     ModelSpec,
+    TelemetryOptions,
     app_args,
     deployment_name,
     direct_deployment_options,
@@ -66,9 +67,11 @@ from distinfer.config import (
     parse_models,
 )
 from distinfer.engines import build_engine
+from distinfer.engines.base import Engine
 from distinfer.serve.api import Overloaded, create_app
 from distinfer.serve.bare import LocalBackend
 from distinfer.serve.coalesce import coalesce_ready, whole_answer
+from distinfer.serve.engine_metrics import EngineMetrics
 from distinfer.serve.model_server import Event, ModelServer, OpenAIRequest
 from distinfer.serve.protocol import ModelCard, ModelStatus
 from distinfer.serve.settings import resolve_api_key
@@ -78,13 +81,32 @@ log = logging.getLogger(__name__)
 _SPEC = TypeAdapter(ModelSpec)
 
 
-class ModelDeployment:
-    """One replica of one model: its engine and the model server around it."""
+def engine_metrics(name: str, engine: Engine, telemetry: TelemetryOptions) -> EngineMetrics | None:
+    """vLLM's metric names for a replica's engine that exports none itself (unless turned off)."""
+    if telemetry.engine_metrics and not engine.exports_own_metrics:
+        return EngineMetrics(name, engine)
+    return None
 
-    async def __init__(self, spec: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits it
+
+class ModelDeployment:
+    """One replica of one model: its engine, the model server around it and the engine's metrics."""
+
+    async def __init__(  # type: ignore[misc]  # Serve awaits it
+        self, spec: dict[str, Any], telemetry: dict[str, Any] | None = None
+    ) -> None:
         model = _SPEC.validate_python(spec)
-        self.server = ModelServer(model.name, build_engine(model))
+        options = TelemetryOptions.model_validate(telemetry or {})
+        engine = build_engine(model)
+        self.metrics = engine_metrics(model.name, engine, options)
+        self.server = ModelServer(
+            model.name,
+            engine,
+            server_timing=options.server_timing,
+            on_finished=self.metrics.finished if self.metrics else None,
+        )
         await self.server.engine.start()
+        if self.metrics is not None:
+            self.metrics.start()
         log.info("model %s ready (%s engine)", model.name, model.engine)
 
     async def generate(self, request_id: str, request: OpenAIRequest) -> AsyncGenerator[list[Event], None]:
@@ -112,6 +134,8 @@ class ModelDeployment:
         return out
 
     async def __del__(self) -> None:
+        if self.metrics is not None:
+            await self.metrics.stop()
         await self.server.engine.shutdown()
 
 
@@ -202,11 +226,28 @@ class OpenAIIngress:
 
 
 class DirectBackend(LocalBackend):
-    """Layout `direct`: the one model in this replica's process, Serve's view for /status."""
+    """Layout `direct`: the one model in this replica's process, Serve's view for /status, and its
+    engine's metrics as a router-layout model replica exports them."""
 
     def __init__(self, models: ModelsFile, app_name: str) -> None:
         super().__init__(models, one_replica=True)
         self._app_name = app_name
+        self._metrics: list[EngineMetrics] = []
+        for name, server in self._servers.items():
+            metrics = engine_metrics(name, server.engine, models.telemetry)
+            if metrics is not None:
+                server.on_finished = metrics.finished
+                self._metrics.append(metrics)
+
+    async def start(self) -> None:
+        await super().start()
+        for metrics in self._metrics:
+            metrics.start()
+
+    async def stop(self) -> None:
+        for metrics in self._metrics:
+            await metrics.stop()
+        await super().stop()
 
     async def status(self) -> list[ModelStatus]:
         return await serve_statuses(self.model_cards(), self._app_name)
@@ -262,7 +303,7 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     handles = {
         spec.name: _deployment(ModelDeployment)
         .options(**model_deployment_options(spec))
-        .bind(models.engine_spec(spec).model_dump(mode="json"))
+        .bind(models.engine_spec(spec).model_dump(mode="json"), models.telemetry.model_dump())
         for spec in models.models
     }
     ingress = _deployment(OpenAIIngress).options(**ingress_deployment_options(models))

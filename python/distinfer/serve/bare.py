@@ -56,7 +56,11 @@ class LocalBackend:
         self._servers: dict[str, ModelServer] = {}
         self._gates: dict[str, AdmissionGate] = {}
         for spec in models.models:
-            self._servers[spec.name] = ModelServer(spec.name, build_engine(models.engine_spec(spec)))
+            self._servers[spec.name] = ModelServer(
+                spec.name,
+                build_engine(models.engine_spec(spec)),
+                server_timing=models.telemetry.server_timing,
+            )
             cap = spec.max_ongoing_requests * (1 if one_replica else spec.replicas)
             self._gates[spec.name] = AdmissionGate(spec.name, cap, spec.max_queued_requests)
         self._engines_of = {spec.name: models.engine_label(spec) for spec in models.models}

@@ -71,6 +71,20 @@ def stop_process_group(
 
 
 @contextlib.contextmanager
+def child_process(
+    argv: list[str], log_path: Path, grace_s: float = 20.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Any command as a child in its own session, output to `log_path`; SIGTERM then SIGKILL to its
+    group at the end of the block (e.g. Debian's prometheus for the tests and benchmarks)."""
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        stop_process_group(proc, grace_s=grace_s)
+
+
+@contextlib.contextmanager
 def served(
     models: Path,
     port: int,

@@ -3,14 +3,18 @@
 The same `ModelServer` runs inside a Ray Serve replica (serve/app.py) and in-process under bare
 uvicorn (serve/bare.py), so both paths answer identically. Its stream starts with exactly one
 `Accepted` or `Rejected` event, so the HTTP layer can still answer a 4xx before it commits to a
-200 streaming response; token deltas follow an `Accepted`.
+200 streaming response; token deltas follow an `Accepted`. Just before the last delta (the one with
+`finish_reason`) comes a `ReplicaTiming`: when this replica admitted the request, when the engine
+started it and when the first token carrying text left the engine; the HTTP layer adds its own time
+and puts them on the final chunk (results.py, ServerTiming).
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 from distinfer.engines.base import Engine, GenerationRequest, TokenDelta
@@ -33,14 +37,40 @@ class Rejected:
     code: str | None = None
 
 
-Event = Accepted | Rejected | TokenDelta
+@dataclass(frozen=True)
+class ReplicaTiming:
+    """The model replica's part of a request's server timing (Unix seconds, this host's clock)."""
+
+    replica: float
+    engine_start: float
+    engine_start_source: str  # "engine": the engine said; "replica": when it was handed over
+    first_token: float | None
+    engine: str
+    replica_host: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+Event = Accepted | Rejected | TokenDelta | ReplicaTiming
 OpenAIRequest = CompletionRequest | ChatCompletionRequest
+HOSTNAME = socket.gethostname()
 
 
 class ModelServer:
-    def __init__(self, name: str, engine: Engine) -> None:
+    """`server_timing` False leaves the ReplicaTiming out (benchmarks/observability_cost.py measures
+    what it costs); `on_finished` is called with every finished request's timing (engine metrics)."""
+
+    def __init__(
+        self,
+        name: str,
+        engine: Engine,
+        server_timing: bool = True,
+        on_finished: Callable[[ReplicaTiming, float], None] | None = None,
+    ) -> None:
         self.name = name
         self.engine = engine
+        self.server_timing = server_timing
+        self.on_finished = on_finished
 
     def _prompt(self, request: OpenAIRequest) -> str | Rejected:
         if isinstance(request, CompletionRequest):
@@ -101,10 +131,20 @@ class ModelServer:
             received_unix=received_unix,
         )
         finished = False
+        handed = time.time()
+        first_token: float | None = None
         stream = self.engine.generate(gen_request)
         try:
             async for delta in stream:
+                if first_token is None and delta.text:
+                    first_token = time.time()
                 finished = delta.finish_reason is not None
+                if finished and (self.server_timing or self.on_finished is not None):
+                    timing = self._timing(gen_request, received_unix, handed, first_token, delta)
+                    if self.on_finished is not None:
+                        self.on_finished(timing, time.time())
+                    if self.server_timing:
+                        yield timing
                 yield delta
         finally:
             # Client gone (generator closed or cancelled): free the engine's slot at once.
@@ -112,3 +152,23 @@ class ModelServer:
                 log.info("request %s ended early; aborting it in the engine", request_id)
                 await self.engine.abort(request_id)
             await stream.aclose()
+
+    def _timing(
+        self,
+        request: GenerationRequest,
+        received: float,
+        handed: float,
+        first_token: float | None,
+        last: TokenDelta,
+    ) -> ReplicaTiming:
+        started = request.timing.started
+        return ReplicaTiming(
+            replica=received,
+            engine_start=started if started is not None else handed,
+            engine_start_source="engine" if started is not None else "replica",
+            first_token=first_token,
+            engine=self.engine.kind,
+            replica_host=HOSTNAME,
+            prompt_tokens=last.prompt_tokens,
+            completion_tokens=last.completion_tokens,
+        )

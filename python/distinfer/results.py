@@ -15,6 +15,8 @@ or missing field stops the report with the file and the field named instead of p
 `schema_version` (run.json, summary.json, a node file's start line) says which layout a file has:
 1 is the layout before this module (no version in run.json or node files, no server timings), 2 adds
 the server timings, the TTFT split and GPU energy. A version this code does not know is refused.
+Fields a summary gained within a version (the SLO verdict, `availability`, `stopped_early`) are
+optional, so a summary written before them still reads.
 
 The node recorder runs on cluster nodes with the system Python and no pydantic (roles/node_metrics,
 runtime `bundle`): there it writes the same lines as plain JSON, and the report validates them here.

@@ -5,7 +5,8 @@ carry `server_timing`: ingress received, replica admitted, engine started, first
 engine. The client must not need it (the `openai` client parses every answer as before), and its
 times must sit in order inside the client's own send → first token read, on this one machine's clock.
 The synthetic engine's prefill is its configured time to first token; the hf engine's is its real
-prefill, after the batch loop took the request in.
+prefill, after the batch loop took the request in. Both layouts: `direct` (the one model's replica is
+its own ingress) and `router` (an ingress deployment in front of the model's).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -27,18 +29,21 @@ pytestmark = pytest.mark.ray
 TTFT_MS = 40.0
 
 
-def _models(server_timing: bool) -> Any:
+def _models(server_timing: bool, layout: str = "auto") -> Any:
     return parse_models(
         {
             "models": [{"name": "timed", "engine": "synthetic", "ttft_ms": TTFT_MS, "itl_ms": 5}],
             "telemetry": {"server_timing": server_timing},
+            "ingress": {"layout": layout},
         }
     )
 
 
-@pytest.fixture(scope="module")
-def timed_app(ray_serve: Any) -> str:
-    return ray_serve.deploy(_models(True), "timed")
+@pytest.fixture(scope="module", params=["direct", "router"])
+def timed_app(request: pytest.FixtureRequest, ray_serve: Any) -> Iterator[str]:
+    name = f"timed-{request.param}"
+    yield ray_serve.deploy(_models(True, request.param), name)
+    ray_serve.delete(name)
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ class NodeSamples:
     samples: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     source: Path | None = None
+    cpu_count: int | None = None  # from the recorder's start line
 
 
 @dataclass
@@ -111,8 +112,9 @@ def read_node_samples(path: Path) -> NodeSamples:
             node.samples.append(item)
         elif kind == "note":
             node.notes.append(str(item.get("message", "")))
-        if item.get("host") and kind == "start":
+        if kind == "start":
             node.host = path.stem  # the file name is the inventory name the report joins on
+            node.cpu_count = _int(str(item.get("cpu_count")))
     return node
 
 

@@ -16,6 +16,16 @@ echo "distinfer demo finished in $(( $(date +%s) - started )) s."
 if [[ -n "$report" ]]; then
   echo "Report: $PWD/$report (charts beside it in $(dirname "$PWD/$report"))"
   echo "Report as one page (charts inside, opens offline): $(dirname "$PWD/$report")/report.html"
+  # What serving costs on this machine, from the report (its section "What the serving path costs").
+  python - "$(dirname "$PWD/$report")/results.json" <<'PY' || true
+import json, sys
+for s in json.load(open(sys.argv[1]))["scenarios"]:
+    c = s.get("path_cost")
+    if c:
+        print(f"  {s['scenario']}: CPU-s per 1k output tokens: serving path (proxy + ingress) "
+              f"{c['serving_path_cpu_s_per_1k_tokens']:.3f}, model replicas (the engine) "
+              f"{c['cpu_s_per_1k_tokens']['replicas']:.3f}, all of the nodes {c['nodes_cpu_s_per_1k_tokens']:.3f}")
+PY
 else
   echo "No report was written; see the output above." >&2
   exit 1

@@ -215,6 +215,11 @@ class NodeSample(_Strict):
     mem_percent: float
     net: dict[str, NicRates]
     gpus: list[GpuSample]
+    serve_cpu_s: dict[Literal["proxy", "ingress", "replicas"], float] | None = Field(
+        default=None,
+        description="CPU seconds the serving path's processes used since the previous sample, by "
+        "part (nodemetrics/serving.py); None from a recorder older than it.",
+    )
 
 
 NodeLine = Annotated[NodeStart | NodeNote | NodeSample, Field(discriminator="kind")]

@@ -226,6 +226,15 @@ def test_adding_a_host_grows_the_cluster_and_restarts_nothing(cluster: dict[str,
     assert "2n-2r-4u" in report and "3n-3r-4u" in report, report
     node_rows = [line for line in report.splitlines() if line.startswith("| 3n-3r-4u | node")]
     assert sorted(line.split("|")[2].strip() for line in node_rows) == ["node1", "node2", "node3"], report
+    # What serving cost, from the Ray processes on the three hosts: the proxy took every request, the
+    # replicas ran the engine, and the nodes' whole CPU holds both.
+    document = json.loads((workdir / "results" / "scaling" / "report" / "results.json").read_text())
+    (grown_entry,) = [e for e in document["scenarios"] if e["scenario"] == "3n-3r-4u"]
+    cost = grown_entry["path_cost"]
+    assert cost["cpu_s_per_1k_tokens"]["proxy"] > 0 and cost["cpu_s_per_1k_tokens"]["replicas"] > 0, cost
+    parts = sum(cost["cpu_s_per_1k_tokens"].values())
+    assert cost["nodes_cpu_s_per_1k_tokens"] > parts * 0.9, cost
+    assert "What the serving path costs" in report
     _assert_prometheus_scrapes_every_host_and_feeds_the_report(hosts, report)
 
 

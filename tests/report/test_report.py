@@ -9,6 +9,7 @@ CSV; PNG charts; versions, hardware and config; a host that failed to record nam
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import re
 import shutil
@@ -309,6 +310,39 @@ def test_node_table_values_come_from_the_raw_samples_and_a_failed_host_is_named(
     ghost = [r for r in rows if r["Node"] == "ghost"]
     assert len(ghost) == 2 and all("disk full" in r["Note"] for r in ghost), ghost
     assert "**Nodes listed in the scenarios but without samples:** ghost (r1), ghost (r2)" in report
+
+
+def test_path_cost_per_1k_tokens_comes_from_the_raw_samples(runs: dict[str, Path]) -> None:
+    run = runs["run"]
+    report = (run / "report" / "report.md").read_text()
+    assert "What the serving path costs (CPU seconds per 1,000 output tokens" in report
+    rows = [r for r in _table(report, "Scenario") if "Proxy / HAProxy" in r]
+    document = json.loads((run / "report" / "results.json").read_text())
+    for name in SCENARIOS:
+        (row,) = [r for r in rows if r["Scenario"] == name]
+        metrics = _summary(run, name)["metrics"]
+        w0, w1 = metrics["window_start"], metrics["window_end"]
+        tokens = metrics["output_throughput"] * metrics["window_s"]
+        raw = _jsonl(run / "scenarios" / name / "nodes" / f"{HOST}.jsonl")
+        cores = raw[0]["cpu_count"]
+        samples = [s for s in raw if s["kind"] == "sample"]
+        inside = [s for s in samples if w0 <= s["time"] <= w1]
+        assert row["Output tokens"] == str(round(tokens))
+        for part, column in (("proxy", "Proxy / HAProxy"), ("ingress", "Ingress (router)"),
+                             ("replicas", "Model replicas")):  # fmt: skip
+            expected = sum(s["serve_cpu_s"][part] for s in inside) / tokens * 1000
+            assert float(row[column]) == pytest.approx(expected, abs=0.00051)
+        # Every process of the node: CPU % x cores x the time each sample covers.
+        node_s = sum(
+            s["cpu_percent"] / 100 * cores * (s["time"] - before["time"])
+            for before, s in itertools.pairwise(samples)
+            if w0 <= s["time"] <= w1
+        )
+        assert float(row["All nodes"]) == pytest.approx(node_s / tokens * 1000, abs=0.00051)
+        # The bare server (no Ray Serve) is no part of a Serve path: the node's CPU is far above it.
+        assert float(row["All nodes"]) > float(row["Serving path"])
+        (entry,) = [e for e in document["scenarios"] if e["scenario"] == name]
+        assert entry["path_cost"]["output_tokens_in_window"] == round(tokens)
 
 
 def test_results_json_uses_vllm_names_and_csv_and_charts(runs: dict[str, Path]) -> None:

@@ -4,7 +4,9 @@ Lines (`kind`):
 - `start`: host, interval, core count, NICs, where GPU figures come from;
 - `note`: something absent, said once (e.g. no GPU), then sampling goes on without it;
 - `sample`: time, CPU % (total, per core), memory %, per NIC rx/tx bytes/s since the last sample,
-  per GPU utilisation %, memory used % and (NVML) the energy used since the driver loaded.
+  per GPU utilisation %, memory used % and (NVML) the energy used since the driver loaded, and the CPU
+  seconds the serving path's processes used since the last sample, by part (`serve_cpu_s`: proxy,
+  ingress, replicas; see `serving`).
 Rates are over the real time between samples, so a late wake-up does not distort them.
 
 The lines' schema is distinfer/results.py (NodeStart, NodeNote, NodeSample): where pydantic is
@@ -30,6 +32,7 @@ import psutil
 
 from distinfer import RESULTS_SCHEMA_VERSION
 from distinfer.nodemetrics.gpus import GpuSource, open_gpu_source
+from distinfer.nodemetrics.serving import ServingCpu
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,7 @@ class Sampler:
         self.gpu: GpuSource | None = None
         self._net_before: dict[str, Any] = {}
         self._net_time = 0.0
+        self.serving = ServingCpu()
 
     def _write(self, line: dict[str, Any]) -> None:
         self.out.write(_line_json(line) + "\n")
@@ -62,6 +66,7 @@ class Sampler:
     def start(self) -> None:
         self.gpu, gpu_note = open_gpu_source()
         psutil.cpu_percent(None, percpu=True)  # first call only primes the counters
+        self.serving.prime()
         self._net_before = psutil.net_io_counters(pernic=True)
         self._net_time = time.time()
         self._write(
@@ -107,6 +112,7 @@ class Sampler:
             "mem_percent": psutil.virtual_memory().percent,
             "net": nics,
             "gpus": [dataclasses.asdict(g) for g in self.gpu.sample()] if self.gpu else [],
+            "serve_cpu_s": self.serving.take(),
         }
         self._write(line)
 

@@ -31,7 +31,14 @@ from distinfer.report.load import Run, Scenario
 from distinfer.report.planner import planner_section
 from distinfer.report.prometheus import Pair, ServerFigures, figures_for_run
 from distinfer.report.repeats import noise_comparison, noise_section, repeats_document, repeats_section
-from distinfer.report.tables import GUIDE_P95_TOKEN_LABEL, node_rows, ordered, results_document, scenario_row
+from distinfer.report.tables import (
+    GUIDE_P95_TOKEN_LABEL,
+    node_rows,
+    ordered,
+    path_cost,
+    results_document,
+    scenario_row,
+)
 
 GUIDE_COLUMNS = (
     "Inference Nodes", "Devices", "GPUs", "Concurrent Requests", "RPS", "Tokens/s (output)",
@@ -162,6 +169,7 @@ def report_blocks(
     blocks += where_the_time_goes(run)
     blocks += server_section(run, server or ServerSection({}, "Server-side figures: not asked for."))
     blocks += node_section(run)
+    blocks += path_cost_section(run)
     blocks += [
         Heading("Scenario details"),
         Table(
@@ -376,6 +384,42 @@ def node_section(run: Run) -> list[Block]:
             Paragraph(f"**Nodes listed in the scenarios but without samples:** {', '.join(missing)}")
         )
     return blocks
+
+
+PATH_COST_COLUMNS = (
+    "Scenario", "Output tokens", "Proxy / HAProxy", "Ingress (router)", "Serving path", "Model replicas",
+    "All nodes",
+)  # fmt: skip
+
+
+def path_cost_section(run: Run) -> list[Block]:
+    """CPU seconds per 1,000 output tokens: the serving path beside the replicas running the engine."""
+    rows: list[list[str | Image]] = []
+    for s in ordered(run):
+        cost = path_cost(s)
+        if cost is None:
+            continue
+        per = cost["cpu_s_per_1k_tokens"]
+        rows.append(
+            [
+                s.name, str(cost["output_tokens_in_window"]), _f(per["proxy"], 3), _f(per["ingress"], 3),
+                _f(cost["serving_path_cpu_s_per_1k_tokens"], 3), _f(per["replicas"], 3),
+                _f(cost["nodes_cpu_s_per_1k_tokens"], 3),
+            ]
+        )  # fmt: skip
+    if not rows:
+        return []
+    return [
+        Heading("What the serving path costs (CPU seconds per 1,000 output tokens, steady window)"),
+        Paragraph(
+            "Measured on every node from the processes' own CPU time: *Serving path* is Ray Serve's "
+            "proxies and HAProxy plus the router layout's ingress replicas; *Model replicas* run the "
+            "engine (in the direct layout they also answer HTTP themselves); *All nodes* is every "
+            "process on the nodes, Ray's own daemons and a load generator sharing a node included. "
+            "benchmarks/serve_overhead.md has the same figure for the bare engine."
+        ),
+        Table(PATH_COST_COLUMNS, rows),
+    ]
 
 
 def config_cells(s: Scenario) -> list[str]:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -154,6 +154,49 @@ def node_row(s: Scenario, host: str, node: NodeSamples | None) -> dict[str, Any]
     return row
 
 
+SERVING_PARTS: tuple[Literal["proxy", "ingress", "replicas"], ...] = ("proxy", "ingress", "replicas")
+
+
+def path_cost(s: Scenario) -> dict[str, Any] | None:
+    """CPU seconds per 1,000 output tokens streamed in the steady window: the serving path's parts
+    (their processes on every node, `serve_cpu_s` in the node samples) beside all the nodes' CPU.
+
+    None when the scenario has no window, streamed no token, or no node sample carries the parts
+    (a recorder older than them). Each sample holds what was used since the one before it, so the
+    samples inside the window add up to the window's CPU time.
+    """
+    if s.summary is None:
+        return None
+    m = s.summary.metrics
+    window = (m.window_start, m.window_end)
+    tokens = m.output_throughput * m.window_s
+    if tokens <= 0:
+        return None
+    parts = dict.fromkeys(SERVING_PARTS, 0.0)
+    nodes_cpu_s, seen = 0.0, False
+    for node in s.nodes.values():
+        cores = (node.start.cpu_count if node.start else None) or 0
+        previous = None
+        for x in node.samples:
+            inside = window[0] <= x.time <= window[1]
+            if inside and x.serve_cpu_s is not None:
+                seen = True
+                for part in SERVING_PARTS:
+                    parts[part] += x.serve_cpu_s.get(part, 0.0)
+            if inside and previous is not None and x.cpu_percent is not None:
+                nodes_cpu_s += x.cpu_percent / 100.0 * cores * (x.time - previous)
+            previous = x.time
+    if not seen:
+        return None
+    per_1k = {part: used / tokens * 1000.0 for part, used in parts.items()}
+    return {
+        "output_tokens_in_window": round(tokens),
+        "cpu_s_per_1k_tokens": per_1k,
+        "serving_path_cpu_s_per_1k_tokens": per_1k["proxy"] + per_1k["ingress"],
+        "nodes_cpu_s_per_1k_tokens": nodes_cpu_s / tokens * 1000.0,
+    }
+
+
 def node_rows(s: Scenario) -> list[dict[str, Any]]:
     hosts = list(dict.fromkeys([*s.listed_nodes, *sorted(s.nodes), *sorted(s.node_errors)]))
     return [node_row(s, host, s.nodes.get(host)) for host in hosts]
@@ -178,6 +221,7 @@ def results_document(run: Run) -> dict[str, Any]:
             {
                 **scenario_row(s),
                 "nodes_detail": node_rows(s),
+                "path_cost": path_cost(s),
                 "spec": _dumped(s.spec),
                 "client": _dumped(s.summary.client if s.summary else None),
                 "ttft_split": _dumped(s.summary.ttft_split if s.summary else None),

@@ -117,6 +117,7 @@ def deploy(args: dict[str, Any], name: str, base: str) -> None:
 def scraping(work: Path, metrics_port: int, interval_s: int) -> Iterator[None]:
     """Debian's node exporter and Prometheus scraping it and Ray's export port, as prometheus_local does."""
     node_port, prom_port = free_ports(2)
+    work.mkdir(parents=True, exist_ok=True)
     config = work / "prometheus.yml"
     targets = {"ray": metrics_port, "node": node_port}
     config.write_text(
@@ -248,8 +249,10 @@ def main() -> int:
                 result.phases.append(phase)
                 print(describe(phase), flush=True)
             serve.shutdown()
-            ray.shutdown()
     finally:
+        # The driver first: a driver whose Ray is gone aborts the process (the error unprinted).
+        with contextlib.suppress(Exception):
+            ray.shutdown()
         local.stop()
     with_ = [p.output_tokens_per_s for p in result.phases if p.observed]
     without = [p.output_tokens_per_s for p in result.phases if not p.observed]

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from distinfer.config import ModelsFile, app_args
@@ -103,19 +102,6 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from distinfer.models.tiny import make_tiny
 
     return make_tiny(tmp_path_factory.mktemp("models") / "tiny")
-
-
-def wait_http_ok(url: str, timeout_s: float = 60, headers: dict[str, Any] | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2, headers=headers).status_code == 200:
-                return
-        except httpx.HTTPError as err:
-            last = err
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer 200 within {timeout_s}s (last: {last})")
 
 
 @pytest.fixture(scope="session")

@@ -34,10 +34,10 @@ import pytest
 from fixtures_http import serving_dcgm
 from prometheus_run import job, need_binaries, running_node_exporter, running_prometheus
 
-from conftest import wait_http_ok
 from distinfer.config import parse_models
 from distinfer.dashboards.build import all_dashboards
 from distinfer.serve.local_ray import free_ports
+from httpwait import wait_http_ok
 
 pytestmark = pytest.mark.ray
 

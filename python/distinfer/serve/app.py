@@ -126,12 +126,7 @@ class ModelDeployment:
         `count_objects` adds the Python objects alive after a full collection: a leak of per-request
         state shows there long before the allocator hands memory back or asks for more.
         """
-        stats = self.server.engine.stats()
-        out: dict[str, Any] = {"pid": os.getpid(), **(dataclasses.asdict(stats) if stats else {})}
-        if count_objects:
-            gc.collect()
-            out["python_objects"] = len(gc.get_objects())
-        return out
+        return replica_stats(self.server.engine, count_objects)
 
     async def __del__(self) -> None:
         if self.metrics is not None:
@@ -278,15 +273,21 @@ class DirectModel:
 
     async def stats(self, count_objects: bool = False) -> dict[str, Any]:
         """This replica's process and its engine's activity (as ModelDeployment.stats)."""
-        stats = self._backend.server(self._name).engine.stats()
-        out: dict[str, Any] = {"pid": os.getpid(), **(dataclasses.asdict(stats) if stats else {})}
-        if count_objects:
-            gc.collect()
-            out["python_objects"] = len(gc.get_objects())
-        return out
+        return replica_stats(self._backend.server(self._name).engine, count_objects)
 
     async def __del__(self) -> None:
         await self._backend.stop()
+
+
+def replica_stats(engine: Any, count_objects: bool) -> dict[str, Any]:
+    """A replica's process id and its engine's activity; `count_objects` adds the Python objects alive
+    after a full collection."""
+    stats = engine.stats()
+    out: dict[str, Any] = {"pid": os.getpid(), **(dataclasses.asdict(stats) if stats else {})}
+    if count_objects:
+        gc.collect()
+        out["python_objects"] = len(gc.get_objects())
+    return out
 
 
 def _deployment(cls: type) -> serve.Deployment:

@@ -141,6 +141,21 @@ def test_hosts_reach_each_other_but_not_outside(test_hosts: TestHosts) -> None:
     assert proc.returncode != 0 and "unreachable" in proc.stderr.lower(), proc.stdout + proc.stderr
 
 
+def test_a_host_powered_on_again_is_reached_at_once(test_hosts: TestHosts) -> None:
+    """Same address, same MAC after a power cycle (as a server's NIC): its peers reach it without
+    waiting for their ARP entries to go stale."""
+    mac = "cat /sys/class/net/eth0/address"
+    before = test_hosts.ssh("node3", mac).stdout.strip()
+    test_hosts.ssh("node2", "timeout 5 bash -c 'echo > /dev/tcp/node3/22'")  # node2 has node3's MAC now
+    test_hosts.power_off("node3")
+    try:
+        assert not test_hosts.is_running("node3")
+    finally:
+        test_hosts.power_on("node3")
+    assert test_hosts.ssh("node3", mac).stdout.strip() == before
+    test_hosts.ssh("node2", "timeout 5 bash -c 'echo > /dev/tcp/node3/22'")
+
+
 def test_distinfer_and_ray_run_inside(test_hosts: TestHosts) -> None:
     distinfer = REPO_ROOT / ".venv" / "bin" / "distinfer"
     here = subprocess.run([distinfer, "--version"], capture_output=True, text=True, check=True).stdout.strip()

@@ -113,6 +113,11 @@ events_logger = "file"
 """
 
 
+def mac_for(ip: str) -> str:
+    """A locally administered MAC made from an IPv4 address (02:00:a:b:c:d)."""
+    return "02:00:" + ":".join(f"{int(octet):02x}" for octet in ip.split("."))
+
+
 class TestHostsError(RuntimeError):
     """A test host could not be built, started, reached or removed."""
 
@@ -578,6 +583,9 @@ class TestHosts:
             f"--label={LABEL}={self.run_id}",
             f"--network={self.network}",
             f"--ip={ip}",
+            # A fixed MAC, as a server's NIC keeps its own across power cycles: a host powered on again
+            # must not wait for its peers' stale ARP entries (the old, random MAC) to time out.
+            f"--mac-address={mac_for(ip)}",
             *[f"--add-host={n}:{self._ip_for(i)}" for i, n in enumerate(self.names) if n != name],
             "--systemd=always",
             # What systemd and Ansible's facts (virtualization_type=podman, role=guest) detect a container

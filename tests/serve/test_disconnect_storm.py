@@ -140,9 +140,11 @@ def test_a_disconnect_storm_frees_every_slot_stops_generation_and_keeps_memory(s
     streams = {"syn": SYN_STREAMS, "tiny": TINY_STREAMS}
     for model in rss:
         # The first storms fill caches and raise the allocator's high-water mark (every slot busy at
-        # once for the first time); from the second on, another storm must add nothing per request.
+        # once for the first time); from the second on, another storm must add nothing per request:
+        # one object kept per request would add 2 x streams over storms 3 and 4. Under 1.5 x streams
+        # leaves room for what a loaded machine's timing moves about (35 seen for 32 tiny streams).
         added = objects[model][-1] - objects[model][1]
-        assert added < streams[model], (
+        assert added < 1.5 * streams[model], (
             f"{model}: {added} more Python objects after storms 2..{ROUNDS}: {objects}"
         )
         growth = rss[model][-1] / rss[model][1] - 1

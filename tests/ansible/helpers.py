@@ -27,6 +27,16 @@ LOCAL_HOST_VARS = {
     "distinfer_node_iface": "lo",
 }
 
+
+def local_head_inventory(path: Path, cluster_vars: dict[str, Any]) -> Path:
+    """An inventory of this machine alone as the Ray head (`local`, no workers), with `cluster_vars`."""
+    host = {**LOCAL_HOST_VARS, "ansible_host": "127.0.0.1"}
+    children = {"ray_head": {"hosts": {"local": host}}, "ray_workers": {"hosts": {}}}
+    return write_inventory(
+        path, {"all": {"children": {"ray_cluster": {"vars": cluster_vars, "children": children}}}}
+    )
+
+
 LLAMA_MODELS = {
     "models": [
         {

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import yaml
-from helpers import LOCAL_HOST_VARS, write_inventory
+from helpers import local_head_inventory
 from helpers import run_playbook as run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -50,18 +50,7 @@ def _inventory(tmp_path: Path, app_port: int, chat_port: int, api_key: str = "")
             "api_key_env": "DISTINFER_API_KEY" if api_key else None,
         },
     }
-    host = {**LOCAL_HOST_VARS, "ansible_host": "127.0.0.1"}
-    inventory = {
-        "all": {
-            "children": {
-                "ray_cluster": {
-                    "vars": cluster_vars,
-                    "children": {"ray_head": {"hosts": {"local": host}}, "ray_workers": {"hosts": {}}},
-                }
-            }
-        }
-    }
-    return write_inventory(tmp_path / "inv", inventory)
+    return local_head_inventory(tmp_path / "inv", cluster_vars)
 
 
 def _cmdline(tmp_path: Path) -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from helpers import LOCAL_HOST_VARS, REPO_ROOT, write_inventory
+from helpers import REPO_ROOT, local_head_inventory
 from helpers import run_playbook as run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "prometheus"))
@@ -42,18 +42,7 @@ def _inventory(tmp_path: Path, ports: dict[str, int], interval: int) -> Path:
         # What the preflight role's plan says (the part the role reads).
         "distinfer_plan": {"head": "local", "prometheus_port": ports["prometheus"], "prometheus_url": url},
     }
-    host = {**LOCAL_HOST_VARS, "ansible_host": "127.0.0.1"}
-    inventory = {
-        "all": {
-            "children": {
-                "ray_cluster": {
-                    "vars": cluster_vars,
-                    "children": {"ray_head": {"hosts": {"local": host}}, "ray_workers": {"hosts": {}}},
-                }
-            }
-        }
-    }
-    return write_inventory(tmp_path / f"inv-{interval}", inventory)
+    return local_head_inventory(tmp_path / f"inv-{interval}", cluster_vars)
 
 
 def _pid(tmp_path: Path, name: str) -> int:

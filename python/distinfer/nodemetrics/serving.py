@@ -49,8 +49,8 @@ class ServingCpu:
             self._last.pop(pid, None)
         for pid in pids:
             known = self._known.get(pid)
-            # Ray starts workers idle (`ray::IDLE`) and retitles one when it becomes an actor: a Ray
-            # worker not yet placed is looked at again on every scan.
+            # Ray starts workers idle (`ray::IDLE`) and retitles one when it becomes an actor: an idle
+            # worker is looked at again on every scan (Ray's daemons keep their titles).
             if known is not None and (known[1] is not None or not known[2]):
                 continue
             try:
@@ -59,7 +59,7 @@ class ServingCpu:
                 part = part_of(cmdline, proc.name())
             except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
                 continue
-            self._known[pid] = (proc, part, bool(cmdline) and cmdline[0].startswith("ray::"))
+            self._known[pid] = (proc, part, bool(cmdline) and cmdline[0].startswith("ray::IDLE"))
 
     def prime(self) -> None:
         """Start counting from now (processes running now count from here, not from their start)."""

@@ -10,6 +10,8 @@ has streamed two tokens (all of them in flight at once), then all clients hang u
 - the engines stop generating: each replica reports (its `stats` method, called through a Serve
   handle) no active request, no batch row (the hf engine dropped them), and a token count that no
   longer moves;
+- nothing of a request is kept: once idle, a replica holds none of the objects the engines make per
+  request (the hf engine's batch loop once kept its last batch's sequences until the next request);
 - no memory growth: from the second storm to the last, each replica holds fewer additional Python
   objects (counted after a full collection) than it had streams, i.e. nothing is kept per
   cancelled request, and its RSS stays within 25 % (RSS is the allocator's high-water mark and
@@ -35,6 +37,8 @@ SYN_STREAMS = 200
 TINY_STREAMS = 32
 ROUNDS = 4
 SYN_TOKENS, TINY_TOKENS = 1000, 480  # asked per stream (the tiny model takes 512 tokens in all)
+# What the engines make for each request: none may be alive once a replica is idle.
+PER_REQUEST = ("GenerationRequest", "SamplingParams", "EngineTiming", "TokenDelta", "_Sequence")
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +121,7 @@ def wait_idle(model: str, within_s: float = 30.0) -> dict[str, int]:
 def test_a_disconnect_storm_frees_every_slot_stops_generation_and_keeps_memory(storm_app: str) -> None:
     rss: dict[str, list[int]] = {"syn": [], "tiny": []}
     objects: dict[str, list[int]] = {"syn": [], "tiny": []}
+    types: dict[str, list[dict[str, int]]] = {"syn": [], "tiny": []}
     asked = {"syn": SYN_STREAMS * SYN_TOKENS, "tiny": TINY_STREAMS * TINY_TOKENS}
     for round_number in range(ROUNDS):
         before = {model: replica_stats(model)["tokens_generated"] for model in asked}
@@ -133,7 +138,12 @@ def test_a_disconnect_storm_frees_every_slot_stops_generation_and_keeps_memory(s
                 f"{model}: {made} of {asked[model]} tokens made: streams not cut"
             )
             rss[model].append(psutil.Process(idle["pid"]).memory_info().rss)
-            objects[model].append(replica_stats(model, count_objects=True)["python_objects"])
+            counted = replica_stats(model, count_objects=True)
+            objects[model].append(counted["python_objects"])
+            alive = counted["python_object_types"]
+            types[model].append(alive)
+            held = {t: alive[t] for t in PER_REQUEST if t in alive}
+            assert not held, f"round {round_number}: {model}'s idle replica holds request objects: {held}"
     # Every slot came back after the last storm too: a full set is admitted once more.
     statuses, _ = asyncio.run(storm_round(storm_app))
     assert statuses.count(200) == len(statuses)
@@ -144,8 +154,11 @@ def test_a_disconnect_storm_frees_every_slot_stops_generation_and_keeps_memory(s
         # one object kept per request would add 2 x streams over storms 3 and 4. Under 1.5 x streams
         # leaves room for what a loaded machine's timing moves about (35 seen for 32 tiny streams).
         added = objects[model][-1] - objects[model][1]
+        first, last = types[model][1], types[model][-1]
+        kept = {k: last.get(k, 0) - first.get(k, 0) for k in first.keys() | last.keys()}
         assert added < 1.5 * streams[model], (
-            f"{model}: {added} more Python objects after storms 2..{ROUNDS}: {objects}"
+            f"{model}: {added} more Python objects after storms 2..{ROUNDS}: {objects}; by type: "
+            f"{ {k: n for k, n in sorted(kept.items(), key=lambda kv: -kv[1]) if n} }"
         )
         growth = rss[model][-1] / rss[model][1] - 1
         assert growth < 0.25, f"{model} replica RSS grew {growth:+.1%} from storm 2 to {ROUNDS}: {rss}"

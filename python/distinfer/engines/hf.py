@@ -261,8 +261,7 @@ class HfEngine(Engine):
             while True:
                 if not self._active:
                     self._batch.keep(set())  # nothing left: free the finished rows' KV cache while idle
-                    seq = await self._pending.get()
-                    await self._join(seq)
+                    await self._join(await self._pending.get())
                 while not self._pending.empty() and len(self._active) < self._max_batch:
                     await self._join(self._pending.get_nowait())
                 for request_id in list(self._aborted):
@@ -270,16 +269,10 @@ class HfEngine(Engine):
                     self._aborted.discard(request_id)
                 if self._batch.rows:
                     await asyncio.to_thread(self._batch.keep, set(self._active))
-                if not self._active:
-                    continue
-                if self._use_cache:
-                    batch = list(self._batch.rows)
-                    next_ids = await asyncio.to_thread(self._decode_step, batch)
-                else:
-                    batch = list(self._active.values())
-                    next_ids = await asyncio.to_thread(self._full_step, batch)
-                for seq, token in zip(batch, next_ids, strict=True):
-                    self._advance(seq, token)
+                if self._active:
+                    await self._step()
+                # No request may stay referenced from here while the loop waits for the next one:
+                # `_step` holds the batch in its own frame, gone when it returns.
         except asyncio.CancelledError:
             raise
         except BaseException as err:  # a broken model must fail its requests, not hang them
@@ -289,6 +282,17 @@ class HfEngine(Engine):
                 seq.out.put_nowait(err)
             self._active.clear()
             self._batch = _KvBatch()
+
+    async def _step(self) -> None:
+        """One decode step for every active request."""
+        if self._use_cache:
+            batch = list(self._batch.rows)
+            next_ids = await asyncio.to_thread(self._decode_step, batch)
+        else:
+            batch = list(self._active.values())
+            next_ids = await asyncio.to_thread(self._full_step, batch)
+        for seq, token in zip(batch, next_ids, strict=True):
+            self._advance(seq, token)
 
     async def _join(self, seq: _Sequence) -> None:
         """Admit a request: with the KV cache, prefill it and emit its first token at once."""

@@ -42,6 +42,7 @@ RAY_SERVE_THROUGHPUT_OPTIMIZED and RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import gc
 import logging
@@ -286,7 +287,9 @@ def replica_stats(engine: Any, count_objects: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"pid": os.getpid(), **(dataclasses.asdict(stats) if stats else {})}
     if count_objects:
         gc.collect()
-        out["python_objects"] = len(gc.get_objects())
+        alive = gc.get_objects()
+        out["python_objects"] = len(alive)
+        out["python_object_types"] = dict(collections.Counter(type(o).__qualname__ for o in alive))
     return out
 
 

@@ -156,6 +156,17 @@ def test_every_step_is_kept_judged_on_enough_requests_and_a_clear_failure_stops_
         elif step["outcome"] == "fail":
             assert refused > math.floor(0.01 * len(due))
     assert any(s["stopped_early"] for s in steps), "a step at twice the capacity must stop early"
+    # Each step draws its own arrivals: the gaps, in units of the mean gap, differ from step to step
+    # (one seed for all would replay one realisation scaled to each rate).
+    seeds = [json.loads((searched / "steps" / s["name"] / "summary.json").read_text())["scenario"]["seed"]
+             for s in steps]  # fmt: skip
+    assert len(set(seeds)) == len(steps), seeds
+    shapes = []
+    for step in steps[:2]:
+        records = _jsonl(searched / "steps" / step["name"] / "records.jsonl")
+        scheduled = sorted(r["scheduled"] for r in records)
+        shapes.append(np.diff(scheduled[:50]) * step["rate"])
+    assert not np.allclose(shapes[0], shapes[1], rtol=1e-3), "two steps replayed the same arrivals"
     passing = [s["rate"] for s in steps if s["outcome"] == "pass"]
     assert result["capacity_rate"] == max(passing)
     assert all(s["valid"] for s in steps if s["outcome"] == "pass"), "an INVALID step counted as a pass"

@@ -19,7 +19,9 @@ judged on 100 requests is one request's luck), and judged against the SLO (bench
   about the server. It is run again (`invalid_retries`), and if still invalid taken as *not a pass*:
   the search goes lower and the result says the load generator bounded it.
 
-Every step keeps its records and summary in `DIR/steps/<NN>-<rate>rps/`. The search is resumable:
+Each step draws its own Poisson arrivals (`step_seed`: the scenario's seed and the step's number),
+so the capacity does not rest on one realisation replayed at every rate. Every step keeps its
+records and summary in `DIR/steps/<NN>-<rate>rps/`. The search is resumable:
 it is a pure function of the steps' outcomes, so a re-run reads the finished steps back (their
 `summary.json`) and runs only what is missing. `DIR/capacity.json` holds the result (rewritten after
 every step; `finished` says whether the search is over).
@@ -123,16 +125,24 @@ def step_window_s(base: ScenarioSpec, rate: float) -> float:
     return max(window, needed / rate)
 
 
-def step_spec(base: ScenarioSpec, rate: float, name: str) -> ScenarioSpec:
-    """The base scenario as one open-loop step at `rate`."""
+def step_seed(base: ScenarioSpec, index: int) -> int:
+    """Step `index`'s seed: each step draws its own arrival times and prompts, so a capacity does not
+    rest on one Poisson realisation replayed at every rate (scaled), and a retry of an invalid step
+    is a new draw; the same base seed gives the same steps, so a resumed search is the same search."""
+    return base.seed * 1_000_003 + index
+
+
+def step_spec(base: ScenarioSpec, rate: float, name: str, index: int) -> ScenarioSpec:
+    """The base scenario as one open-loop step at `rate` (step `index`: its seed, `step_seed`)."""
     search = base.capacity or CapacitySearch.model_validate({})
     cap = search.in_flight_cap or max(4 * base.users, DEFAULT_MIN_IN_FLIGHT_CAP)
     data = base.model_dump(mode="json", exclude={"capacity"})
     meta = {**base.meta, "capacity_search": base.name, "capacity_step_rate": f"{rate:g}"}
     duration = base.warmup_s + step_window_s(base, rate)
     return ScenarioSpec.model_validate(
-        {**data, "name": name, "rate": rate, "users": cap, "duration_s": duration, "meta": meta}
-    )
+        {**data, "name": name, "rate": rate, "users": cap, "duration_s": duration, "meta": meta,
+         "seed": step_seed(base, index)}
+    )  # fmt: skip
 
 
 def step_name(index: int, rate: float) -> str:
@@ -313,7 +323,7 @@ class CapacityRun:
         index = len(self.steps) + 1
         name = step_name(index, rate)
         folder = self.out / "steps" / name
-        spec = step_spec(self.base, rate, f"{self.base.name}-{name}")
+        spec = step_spec(self.base, rate, f"{self.base.name}-{name}", index)
         summary = read_model(folder / SUMMARY_FILE, Summary)
         if summary is not None:
             log.info("step %s finished in an earlier run; read back", name)

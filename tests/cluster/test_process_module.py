@@ -1,6 +1,7 @@
 """roles/ray_local/library/distinfer_process.py on a real systemd host: a command whose environment
 changes is restarted under the same transient unit name at once, again and again (systemd keeps a
-just-stopped unit loaded for a moment; the module must wait for it, not fail), and stopped cleanly."""
+just-stopped unit loaded for a moment; the module must wait for it, not fail), and stopped cleanly;
+with `restart: on-failure` systemd brings a failed command back, never a stopped one."""
 
 from __future__ import annotations
 
@@ -107,5 +108,61 @@ def test_a_unit_still_stopping_by_itself_is_started_again(
         assert again["changed"] and again["pid"] > 0, again
         active = test_hosts.ssh("node1", f"systemctl is-active {UNIT}.service", check=False).stdout.strip()
         assert active == "active"
+    finally:
+        keep(test_inventory, {}, state="stopped")
+
+
+def _unit(test_hosts: TestHosts, prop: str) -> str:
+    show = f"systemctl show -p {prop} --value {UNIT}.service"
+    return test_hosts.ssh("node1", show, check=False).stdout.strip()
+
+
+def test_restart_on_failure_brings_a_failed_command_back_and_a_stop_is_final(
+    test_hosts: TestHosts, test_inventory: Path
+) -> None:
+    """A Ray worker whose `ray start` failed (its raylet missed Ray's 30 s registration timeout on a
+    loaded host) is started again by systemd (restart: on-failure), the module then leaves the
+    restarted instance alone, and a stop asked for is never undone."""
+    marker = "/run/distinfer-proctest/failed-once"
+    fails_once = ["/bin/bash", "-c", f"test -e {marker} && exec sleep 600; touch {marker}; sleep 1; exit 1"]
+    test_hosts.ssh("node1", f"rm -f {marker}", check=False)
+    try:
+        first = keep(test_inventory, {"ROUND": "restart"}, argv=fails_once, restart="on-failure")
+        assert first["changed"] and first["pid"] > 0, first
+        pid = 0
+        for _ in range(60):  # the first instance exits with 1 after 1 s; systemd restarts it 3 s later
+            state, pid = _unit(test_hosts, "ActiveState"), int(_unit(test_hosts, "MainPID") or 0)
+            if state == "active" and pid not in (0, first["pid"]):
+                break
+            time.sleep(0.25)
+        assert pid not in (0, first["pid"]), f"not restarted: {_unit(test_hosts, 'SubState')}"
+        again = keep(test_inventory, {"ROUND": "restart"}, argv=fails_once, restart="on-failure")
+        assert not again["changed"] and again["pid"] == pid, again
+    finally:
+        stopped = keep(test_inventory, {}, state="stopped")
+    assert stopped["changed"], stopped
+    time.sleep(4)  # past RestartSec: a stop asked for stays a stop
+    assert _unit(test_hosts, "ActiveState") in ("inactive", "failed", ""), _unit(test_hosts, "SubState")
+
+
+def test_a_unit_waiting_for_its_restart_is_replaced_by_a_new_command(
+    test_hosts: TestHosts, test_inventory: Path
+) -> None:
+    """A command that keeps failing sits between restarts (`auto-restart`) when the next run asks for
+    another command: the module cancels the pending restart and starts the new one."""
+    always_fails = ["/bin/bash", "-c", "sleep 1; exit 1"]
+    try:
+        keep(test_inventory, {"ROUND": "fails"}, argv=always_fails, restart="on-failure")
+        sub = ""
+        for _ in range(40):
+            sub = _unit(test_hosts, "SubState")
+            if sub == "auto-restart":
+                break
+            time.sleep(0.25)
+        assert sub == "auto-restart", sub
+        replaced = keep(test_inventory, {"ROUND": "replaced"}, restart="on-failure")
+        assert replaced["changed"] and replaced["pid"] > 0, replaced
+        assert _unit(test_hosts, "ActiveState") == "active"
+        assert int(_unit(test_hosts, "MainPID")) == replaced["pid"]
     finally:
         keep(test_inventory, {}, state="stopped")

@@ -61,7 +61,18 @@ options:
     description: Seconds to wait after a start before checking the command is still alive.
     type: float
     default: 2.0
+  restart:
+    description:
+      - C(on-failure) has systemd start the command again 3 s after it exits with an error (as a
+        service would be), e.g. a Ray worker whose raylet missed Ray's fixed 30 s registration timeout
+        on a loaded host, or whose head restarted. A stop asked for (C(state=stopped), a changed
+        fingerprint) is never undone. Systemd supervisor only; a pidfile process is not restarted.
+    type: str
+    choices: [never, on-failure]
+    default: never
 """
+
+RESTART_SEC = 3
 
 RETURN = r"""
 pid:
@@ -173,6 +184,9 @@ class Systemd:
         return int(self._show("MainPID") or 0)
 
     def start(self, argv: list[str], env: dict[str, str], record: dict) -> dict:
+        # A unit waiting to be restarted by systemd (Restart=on-failure) is replaced: cancel that.
+        if self._show("SubState") == "auto-restart":
+            self.module.run_command(["systemctl", "stop", self.unit])
         # A failed transient unit keeps its name until reset; clear it so the name can be reused.
         self.module.run_command(["systemctl", "reset-failed", self.unit])
         cmd = [
@@ -181,6 +195,11 @@ class Systemd:
             f"--description=distinfer: {os.path.basename(argv[0])}",
             "--property=KillMode=control-group",
             f"--property=TimeoutStopSec={self.module.params['stop_timeout']}",
+            *(
+                ["--property=Restart=on-failure", f"--property=RestartSec={RESTART_SEC}"]
+                if self.module.params["restart"] == "on-failure"
+                else []
+            ),
             *[f"--setenv={k}={v}" for k, v in sorted(env.items())],
             "--",
             *argv,
@@ -275,6 +294,7 @@ def main() -> None:
             "supervisor": {"type": "str", "choices": ["auto", "systemd", "process"], "default": "auto"},
             "stop_timeout": {"type": "int", "default": 15},
             "settle": {"type": "float", "default": 2.0},
+            "restart": {"type": "str", "choices": ["never", "on-failure"], "default": "never"},
         },
         required_if=[("state", "started", ["argv"])],
         supports_check_mode=True,

@@ -194,9 +194,12 @@ def test_two_hosts_make_a_cluster_with_two_replicas(cluster: dict[str, Any], wor
     health = httpx.get(f"http://{head}:{CHAT_PORT}/health", timeout=10)
     assert health.json() == {"status": "ok", "api": f"http://{head}:{HTTP_PORT}/v1"}, health.text
     assert "gradio" in httpx.get(f"http://{head}:{CHAT_PORT}/", timeout=10).text.lower()
-    # HAProxy (the default serving path) keeps its files under the head's Ray temp dir, not in Ray's
-    # default /tmp/haproxy-serve that another Ray with HAProxy on the host would share.
-    files = "test -s /tmp/di-ray/haproxy/haproxy.cfg && test -S /tmp/di-ray/haproxy/admin.sock"
+    # HAProxy (the default serving path) keeps its files under the head's Ray temp dir (Ray adds a
+    # folder per Ray node), not in Ray's default /tmp/haproxy-serve that another Ray on the host shares.
+    files = (
+        "find /tmp/di-ray/haproxy -name haproxy.cfg -size +0 | grep -q ."
+        " && find /tmp/di-ray/haproxy -name admin.sock -type s | grep -q ."
+    )
     private = hosts.ssh("node1", f"{files} && ! test -e /tmp/haproxy-serve && echo private", check=False)
     assert private.stdout.strip() == "private", private.stdout + private.stderr
     cluster["before"] = {

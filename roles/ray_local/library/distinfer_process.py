@@ -184,11 +184,6 @@ class Systemd:
         return int(self._show("MainPID") or 0)
 
     def start(self, argv: list[str], env: dict[str, str], record: dict) -> dict:
-        # A unit waiting to be restarted by systemd (Restart=on-failure) is replaced: cancel that.
-        if self._show("SubState") == "auto-restart":
-            self.module.run_command(["systemctl", "stop", self.unit])
-        # A failed transient unit keeps its name until reset; clear it so the name can be reused.
-        self.module.run_command(["systemctl", "reset-failed", self.unit])
         cmd = [
             "systemd-run",
             f"--unit={self.unit}",
@@ -204,19 +199,24 @@ class Systemd:
             "--",
             *argv,
         ]
-        # A unit whose command just exited by itself (a Ray worker whose head restarted) is still
-        # `deactivating` while systemd stops what is left in its cgroup (up to TimeoutStopSec), and a
-        # stopped unit stays loaded until systemd collects it: until then systemd-run refuses the name
-        # ("already loaded"). Wait for it, never longer than a stop can take.
+        # Whatever is left of the unit goes first, or systemd-run refuses the name ("already
+        # loaded"): a unit whose command just exited by itself (a Ray worker whose head restarted) is
+        # still `deactivating` while systemd stops what is left in its cgroup; with restart: on-failure
+        # it may be waiting for its restart (`auto-restart`), or systemd may have started the old
+        # command again since this module looked. `systemctl stop` ends each of those (and cancels a
+        # pending restart; a stop asked for is never undone); a failed unit keeps its name until reset.
+        # A stopped unit can stay loaded a moment until systemd collects it: retry, never for longer
+        # than a stop can take.
         deadline = time.monotonic() + self.module.params["stop_timeout"] + 10
         while True:
+            self.module.run_command(["systemctl", "stop", self.unit])
+            self.module.run_command(["systemctl", "reset-failed", self.unit])
             rc, out, err = self.module.run_command(cmd)
             if rc == 0:
                 return {"unit": self.unit, "log": f"journalctl -u {self.unit}"}
             if "already loaded" not in (err + out) or time.monotonic() > deadline:
                 self.module.fail_json(msg=f"systemd-run {self.unit} failed (exit {rc}): {err or out}")
             time.sleep(0.5)
-            self.module.run_command(["systemctl", "reset-failed", self.unit])
 
     def stop(self, record: dict) -> None:
         rc, out, err = self.module.run_command(["systemctl", "stop", self.unit])

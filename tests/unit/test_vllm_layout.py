@@ -21,7 +21,7 @@ from distinfer.config import (
     serve_config,
 )
 from distinfer.engines.base import SamplingParams
-from distinfer.engines.vllm import engine_args, sampling_kwargs
+from distinfer.engines.vllm import engine_args, engine_env, sampling_kwargs
 
 LLAMA = "meta-llama/Llama-2-70b-chat-hf"
 
@@ -59,6 +59,18 @@ def test_tp1_replica_holds_its_gpu_without_placement_group() -> None:
     assert "placement_group_bundles" not in options
     assert options["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 1.0}
     assert "distributed_executor_backend" not in engine_args(spec)
+
+
+def test_a_cpu_replica_reserves_cpus_no_gpu_and_sizes_its_kv_cache_by_env() -> None:
+    spec = one(device="cpu", num_cpus=2, cpu_kvcache_space_gib=1.5)
+    options = model_deployment_options(spec)
+    assert options["ray_actor_options"] == {"num_cpus": 2.0, "num_gpus": 0.0}
+    assert "placement_group_bundles" not in options
+    assert spec.gpus_per_replica == 0
+    args = engine_args(spec)
+    assert "gpu_memory_utilization" not in args  # sized by VLLM_CPU_KVCACHE_SPACE on CPUs
+    assert engine_env(spec) == {"VLLM_CPU_KVCACHE_SPACE": "1.5"}
+    assert engine_env(one()) == {}
 
 
 def test_max_num_seqs_defaults_to_and_is_capped_by_max_ongoing_requests() -> None:
@@ -105,6 +117,10 @@ def test_engine_args_pass_through_after_typed_fields() -> None:
         ),
         ({"tensor_parallel_size": 0}, "tensor_parallel_size: Input should be greater than or equal to 1"),
         ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
+        ({"device": "cpu", "tensor_parallel_size": 2}, "set tensor_parallel_size to 1"),
+        ({"cpu_kvcache_space_gib": 1}, "remove it, or set `device: cpu`"),
+        ({"device": "tpu"}, "device"),
+        ({"engine_args": {"device": "cpu"}}, "set `device:` on the model entry itself"),
     ],
 )
 def test_bad_vllm_combinations_are_refused_with_the_fix(fields: dict[str, Any], expected: str) -> None:

@@ -99,6 +99,11 @@ class Engine(abc.ABC):
     def max_model_len(self) -> int:
         """Longest prompt + completion in tokens."""
 
+    @property
+    def version(self) -> str:
+        """The engine's own version as the report names it (the library's release), "" when unknown."""
+        return ""
+
     async def start(self) -> None:  # noqa: B027 - engines with no warm-up keep the default
         """Load weights / start background loops. Called once before the first request."""
 

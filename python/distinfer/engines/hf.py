@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import importlib.metadata
 import logging
 import time
 from collections.abc import AsyncGenerator, Sequence
@@ -128,6 +130,11 @@ def _pad_left_mask(mask: Any, width: int) -> Any:
     return mask if missing == 0 else torch.cat([mask.new_zeros(mask.shape[0], missing), mask], dim=1)
 
 
+@functools.cache
+def _transformers_release() -> str:
+    return f"transformers {importlib.metadata.version('transformers')}"
+
+
 class HfEngine(Engine):
     kind = "hf"
 
@@ -179,6 +186,10 @@ class HfEngine(Engine):
     @property
     def max_model_len(self) -> int:
         return self._max_model_len
+
+    @property
+    def version(self) -> str:
+        return _transformers_release()
 
     async def shutdown(self) -> None:
         if self._loop_task:

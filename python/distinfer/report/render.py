@@ -141,6 +141,7 @@ def report_blocks(
             f"*{GUIDE_P95_TOKEN_LABEL}* is not a measured token latency; TTFT and TPOT are."
         ),
     ]
+    blocks += served_by(run)
     blocks += fidelity_section(run, run.certificate)
     stand_ins = [s.name for s in ordered(run) if s.meta.get("engine_stand_in")]
     if stand_ins:
@@ -358,18 +359,30 @@ def _share(part: float, total: float) -> str:
     return f"{100 * part / total:.1f}%" if total else "-"
 
 
-def _engines(s: Scenario) -> str:
-    """The engines that timed the scenario's requests, and where their start times came from."""
+def _timed_by(s: Scenario) -> set[tuple[str, str]]:
+    """The engines (with their releases) that timed the scenario's requests in its window, and where
+    their start times came from."""
     from distinfer.bench.records import RECORDS_FILE, iter_records
 
     if s.folder is None or s.window is None:
-        return "-"
-    seen = {
-        (r.server.engine, r.server.engine_start_source)
+        return set()
+    return {
+        (r.server.engine_label, r.server.engine_start_source)
         for r in iter_records(s.folder / RECORDS_FILE)
         if r.server is not None and s.window[0] <= r.scheduled < s.window[1]
     }
-    return ", ".join(f"{engine} (start: {source})" for engine, source in sorted(seen)) or "-"
+
+
+def _engines(s: Scenario) -> str:
+    return ", ".join(f"{engine} (start: {source})" for engine, source in sorted(_timed_by(s))) or "-"
+
+
+def served_by(run: Run) -> list[Block]:
+    """Which engine served the run, as the server named itself on every answer's timing."""
+    labels = sorted({engine for s in ordered(run) for engine, _ in _timed_by(s)})
+    if not labels:
+        return []
+    return [Paragraph(f"Served by: {', '.join(labels)} (each answer's server timing names its engine).")]
 
 
 def node_section(run: Run) -> list[Block]:

@@ -78,6 +78,7 @@ def server_timing(timing: ReplicaTiming, ingress: float) -> dict[str, Any]:
         "engine_start": timing.engine_start,
         "first_token": timing.first_token,
         "engine": timing.engine,
+        "engine_version": timing.engine_version,
         "engine_start_source": timing.engine_start_source,
         "ingress_host": HOSTNAME,
         "replica_host": timing.replica_host,

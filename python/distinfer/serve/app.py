@@ -285,6 +285,7 @@ def replica_stats(engine: Any, count_objects: bool) -> dict[str, Any]:
     after a full collection."""
     stats = engine.stats()
     out: dict[str, Any] = {"pid": os.getpid(), **(dataclasses.asdict(stats) if stats else {})}
+    out["engine_info"] = dataclasses.asdict(engine.info())
     if count_objects:
         gc.collect()
         alive = gc.get_objects()

@@ -46,6 +46,7 @@ class ReplicaTiming:
     engine_start_source: str  # "engine": the engine said; "replica": when it was handed over
     first_token: float | None
     engine: str
+    engine_version: str
     replica_host: str
     prompt_tokens: int
     completion_tokens: int
@@ -168,6 +169,7 @@ class ModelServer:
             engine_start_source="engine" if started is not None else "replica",
             first_token=first_token,
             engine=self.engine.kind,
+            engine_version=self.engine.version,
             replica_host=HOSTNAME,
             prompt_tokens=last.prompt_tokens,
             completion_tokens=last.completion_tokens,

@@ -24,6 +24,7 @@ import pytest
 from distinfer.config import ModelsFile, app_args
 from distinfer.serve.local_ray import LocalRay, env_vars, free_ports
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 # Exported into the Ray processes so the API-key tests have a key to ask for.
 TEST_API_KEY_ENV = "DISTINFER_TEST_API_KEY"
 TEST_API_KEY = "test-key-" + os.urandom(6).hex()
@@ -102,6 +103,40 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from distinfer.models.tiny import make_tiny
 
     return make_tiny(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2 exported once per session (distinfer model smollm2; the GGUF conversion takes ~30 s)."""
+    from distinfer.models.smollm2 import export_smollm2
+
+    directory = tmp_path_factory.mktemp("smollm2") / "smollm2"
+    export_smollm2(directory)
+    return directory
+
+
+def shipped_models_file(name: str, folders: dict[str, Path]) -> dict[str, Any]:
+    """A shipped files/models/ file as it is, with only its model folders (/var/lib/distinfer/models/<m>)
+    pointed at the session's copies."""
+    import yaml
+
+    data = yaml.safe_load((REPO_ROOT / "files" / "models" / name).read_text())
+    for entry in data["models"]:
+        if "model" in entry:
+            folder = Path(entry["model"]).name
+            assert entry["model"] == f"/var/lib/distinfer/models/{folder}", entry
+            entry["model"] = str(folders[folder])
+    return dict(data)
+
+
+@pytest.fixture(scope="session")
+def vllm_app(ray_serve: RayServe, smollm2_dir: Path) -> str:
+    """Base URL of an app serving `smollm2` (vLLM on the CPU) and `syn` (synthetic) on the session's Ray."""
+    from distinfer.config import parse_models
+    from vllmapp import VLLM_APP, need_vllm, vllm_models
+
+    need_vllm()
+    return ray_serve.deploy(parse_models(vllm_models(smollm2_dir)), VLLM_APP, timeout_s=300)
 
 
 @pytest.fixture(scope="session")

@@ -84,11 +84,18 @@ class VllmModel(_ModelBase):
         description="Ray CPUs reserved per replica (device cpu: vLLM binds its own worker threads to the "
         "host's cores beside it, VLLM_CPU_OMP_THREADS_BIND).",
     )
-    cpu_kvcache_space_gib: float | None = Field(
+    cpu_kvcache_space_gib: int | None = Field(
         None,
-        gt=0,
-        description="device cpu: memory for the KV cache in GiB (VLLM_CPU_KVCACHE_SPACE; vLLM's default "
-        "is 4). Ignored on GPUs, where gpu_memory_utilization sizes it.",
+        ge=1,
+        description="device cpu: memory for the KV cache in whole GiB (VLLM_CPU_KVCACHE_SPACE; vLLM's "
+        "default is 4). Ignored on GPUs, where gpu_memory_utilization sizes it.",
+    )
+    cpu_reserved_cores: int | None = Field(
+        None,
+        ge=0,
+        description="device cpu: cores kept free of vLLM's model threads for its scheduler process "
+        "(VLLM_CPU_NUM_OF_RESERVED_CPU; vLLM's default reserves one per rank). 0 gives the model every "
+        "core: worth it on a machine of few cores.",
     )
     dtype: str = Field("auto", description="vLLM dtype: auto, bfloat16, float16, float32.")
     max_num_seqs: int | None = Field(
@@ -111,6 +118,11 @@ class VllmModel(_ModelBase):
             raise ValueError(
                 "cpu_kvcache_space_gib is set on a device 'gpu' model, where the KV cache is sized by "
                 "gpu_memory_utilization; remove it, or set `device: cpu`"
+            )
+        if self.device == "gpu" and self.cpu_reserved_cores is not None:
+            raise ValueError(
+                "cpu_reserved_cores is set on a device 'gpu' model, which runs no model threads on the "
+                "CPU; remove it, or set `device: cpu`"
             )
         if self.max_num_seqs is not None and self.max_num_seqs > self.max_ongoing_requests:
             raise ValueError(

@@ -53,14 +53,6 @@ def load_offline(directory: Path) -> dict[str, object]:
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-@pytest.fixture(scope="session")
-def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """SmolLM2 exported once per session (the GGUF conversion takes tens of seconds)."""
-    directory = tmp_path_factory.mktemp("smollm2") / "smollm2"
-    export_smollm2(directory)
-    return directory
-
-
 def test_smollm2_loads_offline_fast_and_answers(smollm2_dir: Path) -> None:
     assert (smollm2_dir / "model.safetensors").is_file()
     assert (smollm2_dir / MARKER).is_file()

@@ -62,14 +62,14 @@ def test_tp1_replica_holds_its_gpu_without_placement_group() -> None:
 
 
 def test_a_cpu_replica_reserves_cpus_no_gpu_and_sizes_its_kv_cache_by_env() -> None:
-    spec = one(device="cpu", num_cpus=2, cpu_kvcache_space_gib=1.5)
+    spec = one(device="cpu", num_cpus=2, cpu_kvcache_space_gib=2, cpu_reserved_cores=0)
     options = model_deployment_options(spec)
     assert options["ray_actor_options"] == {"num_cpus": 2.0, "num_gpus": 0.0}
     assert "placement_group_bundles" not in options
     assert spec.gpus_per_replica == 0
     args = engine_args(spec)
     assert "gpu_memory_utilization" not in args  # sized by VLLM_CPU_KVCACHE_SPACE on CPUs
-    assert engine_env(spec) == {"VLLM_CPU_KVCACHE_SPACE": "1.5"}
+    assert engine_env(spec) == {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
     assert engine_env(one()) == {}
 
 
@@ -119,6 +119,7 @@ def test_engine_args_pass_through_after_typed_fields() -> None:
         ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
         ({"device": "cpu", "tensor_parallel_size": 2}, "set tensor_parallel_size to 1"),
         ({"cpu_kvcache_space_gib": 1}, "remove it, or set `device: cpu`"),
+        ({"cpu_reserved_cores": 0}, "runs no model threads on the CPU; remove it"),
         ({"device": "tpu"}, "device"),
         ({"engine_args": {"device": "cpu"}}, "set `device:` on the model entry itself"),
     ],

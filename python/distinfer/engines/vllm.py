@@ -117,7 +117,9 @@ def engine_env(spec: VllmModel) -> dict[str, str]:
     """Environment vLLM reads at start-up for this entry (its engine processes inherit it)."""
     env: dict[str, str] = {}
     if spec.device == "cpu" and spec.cpu_kvcache_space_gib is not None:
-        env["VLLM_CPU_KVCACHE_SPACE"] = f"{spec.cpu_kvcache_space_gib:g}"
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(spec.cpu_kvcache_space_gib)
+    if spec.device == "cpu" and spec.cpu_reserved_cores is not None:
+        env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(spec.cpu_reserved_cores)
     return env
 
 

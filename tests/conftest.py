@@ -24,7 +24,6 @@ import pytest
 from distinfer.config import ModelsFile, app_args
 from distinfer.serve.local_ray import LocalRay, env_vars, free_ports
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 # Exported into the Ray processes so the API-key tests have a key to ask for.
 TEST_API_KEY_ENV = "DISTINFER_TEST_API_KEY"
 TEST_API_KEY = "test-key-" + os.urandom(6).hex()
@@ -113,20 +112,6 @@ def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("smollm2") / "smollm2"
     export_smollm2(directory)
     return directory
-
-
-def shipped_models_file(name: str, folders: dict[str, Path]) -> dict[str, Any]:
-    """A shipped files/models/ file as it is, with only its model folders (/var/lib/distinfer/models/<m>)
-    pointed at the session's copies."""
-    import yaml
-
-    data = yaml.safe_load((REPO_ROOT / "files" / "models" / name).read_text())
-    for entry in data["models"]:
-        if "model" in entry:
-            folder = Path(entry["model"]).name
-            assert entry["model"] == f"/var/lib/distinfer/models/{folder}", entry
-            entry["model"] = str(folders[folder])
-    return dict(data)
 
 
 @pytest.fixture(scope="session")

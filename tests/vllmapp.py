@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def need_vllm() -> None:
@@ -35,3 +38,15 @@ def vllm_models(smollm2: Path) -> dict[str, Any]:
             {"name": "syn", "engine": "synthetic", "vocabulary": ["alpha", "beta"], "max_model_len": 64},
         ]
     }  # fmt: skip
+
+
+def shipped_models_file(name: str, folders: dict[str, Path]) -> dict[str, Any]:
+    """A shipped files/models/ file as it is, with only its model folders (/var/lib/distinfer/models/<m>)
+    pointed at the session's copies."""
+    data = yaml.safe_load((REPO_ROOT / "files" / "models" / name).read_text())
+    for entry in data["models"]:
+        if "model" in entry:
+            folder = Path(entry["model"]).name
+            assert entry["model"] == f"/var/lib/distinfer/models/{folder}", entry
+            entry["model"] = str(folders[folder])
+    return dict(data)

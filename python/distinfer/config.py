@@ -517,6 +517,15 @@ def ingress_deployment_options(models: ModelsFile) -> dict[str, Any]:
     }
 
 
+def cpus_reserved(models: ModelsFile) -> float:
+    """Ray CPUs the app's replicas reserve in all (every model's replicas, and the router's in the router
+    layout): a private Ray must declare at least this many or a replica is never scheduled."""
+    total = sum(spec.replicas * ray_actor_options(spec)["num_cpus"] for spec in models.models)
+    if not models.direct:
+        total += models.ingress.replicas * models.ingress.num_cpus
+    return total
+
+
 def app_args(models: ModelsFile) -> dict[str, Any]:
     """The `args` of the Serve application: the models file itself, so build_app re-validates it.
 

@@ -321,7 +321,7 @@ class HfEngine(Engine):
 
         with torch.inference_mode():
             out = self._model(input_ids=torch.tensor([seq.token_ids], device=self._device), use_cache=True)
-            cache = out.cache
+            cache = out.past_key_values
             if not _plain_kv_cache(cache):  # found on the first request: this model re-encodes instead
                 self._use_cache = False
                 log.info(
@@ -345,10 +345,10 @@ class HfEngine(Engine):
                 input_ids=ids,
                 attention_mask=mask.to(self._device),
                 position_ids=positions.to(self._device),
-                cache=b.cache,
+                past_key_values=b.cache,
                 use_cache=True,
             )
-            b.cache, b.mask = out.cache, mask
+            b.cache, b.mask = out.past_key_values, mask
             logits = out.logits[:, -1, :].float().cpu()
             return [self._sample(logits[row], seq) for row, seq in enumerate(batch)]
 

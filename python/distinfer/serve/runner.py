@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import os
 import signal
 import threading
 from collections.abc import Iterator
 
-from distinfer.config import ModelsFile, app_args
+from distinfer.config import ModelsFile, app_args, cpus_reserved
 from distinfer.serve.local_ray import LocalRay, env_vars
 from distinfer.serve.settings import resolve_api_key
 
@@ -63,7 +65,10 @@ def run_on_ray(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with connected_ray(ray_address, haproxy=haproxy):
+    # Ray's CPUs are a reservation, not cores: a private Ray declares at least what the replicas reserve
+    # (two CPU models of one CPU each and the router's 0.1 would not fit the 2 a 2-core host has).
+    cpus = max(os.cpu_count() or 1, math.ceil(cpus_reserved(models)))
+    with connected_ray(ray_address, num_cpus=cpus, haproxy=haproxy):
         from ray import serve
 
         url = deploy(models, host, port, app_name)

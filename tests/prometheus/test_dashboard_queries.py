@@ -87,6 +87,15 @@ def observed(
             yield {"prometheus": prometheus, "run": run, "work": work}
 
 
+@pytest.fixture(scope="module")
+def observed_vllm(observed: dict[str, Any], vllm_app: str) -> dict[str, Any]:
+    """A benchmark of the session's vLLM replica (tests/conftest.py `vllm_app`) under the same Prometheus
+    (its own run folder: the report tests above read only syn and tiny)."""
+    run = observed["work"] / "vllm-run"
+    _bench(vllm_app, "smollm2", 2, run / "scenarios" / "smollm2", observed["prometheus"])
+    return {**observed, "run": run}
+
+
 def _bench(app: str, model: str, users: int, out: Path, prometheus: str) -> None:
     argv = [
         DISTINFER, "bench", "run", "--url", app, "--model", model, "--users", str(users), "--duration", "20",
@@ -140,6 +149,33 @@ def test_the_engines_export_what_they_did(observed: dict[str, Any]) -> None:
         assert done <= exported <= done + 400, (model, done, exported)
     kv = _series(prometheus, 'max_over_time(ray_vllm_kv_cache_usage_perc{model_name="tiny"}[5m])')
     assert kv and 0 < float(kv[0]["value"][1]) <= 1  # the hf engine held tokens in its cache under load
+
+
+def test_vllms_own_metrics_answer_every_engine_panel(observed_vllm: dict[str, Any]) -> None:
+    """The engine panels read vLLM's own export (its Ray stat logger), not an imitation: every
+    `ray_vllm_*` series a panel names answers for the vLLM model, carrying vLLM's own `ReplicaId` tag
+    (distinfer's export for the other engines has none), and its token counter holds the benchmark's."""
+    prometheus, run = observed_vllm["prometheus"], observed_vllm["run"]
+    names = {name for _, _, expr in _panel_queries() for name in re.findall(r"ray_vllm_[a-z_]+", expr)}
+    assert len(names) >= 6, names
+    pending = set(names)
+    deadline = time.monotonic() + 90
+    while pending and time.monotonic() < deadline:
+        pending = {n for n in pending if not _series(prometheus, f'{n}{{model_name="smollm2"}}')}
+        if pending:
+            time.sleep(3)
+    assert not pending, f"vLLM exports none of {sorted(pending)}"
+    lines = (run / "scenarios" / "smollm2" / "records.jsonl").read_text().splitlines()
+    done = sum(r["completion_tokens"] or 0 for r in map(json.loads, lines) if r["ok"])
+    expr = 'sum by (ReplicaId) (ray_vllm_generation_tokens_total{model_name="smollm2"})'
+    deadline = time.monotonic() + 60
+    while True:
+        (series,) = _series(prometheus, expr)
+        if float(series["value"][1]) >= done or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert series["metric"].get("ReplicaId"), series  # vLLM's own tag: its stat logger made it
+    assert float(series["value"][1]) >= done > 0, (series, done)
 
 
 def _server_rows(report: str) -> dict[str, dict[str, str]]:

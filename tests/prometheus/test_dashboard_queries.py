@@ -178,6 +178,21 @@ def test_vllms_own_metrics_answer_every_engine_panel(observed_vllm: dict[str, An
     assert float(series["value"][1]) >= done > 0, (series, done)
 
 
+def test_the_report_gives_vllms_own_ttft_beside_the_clients(observed_vllm: dict[str, Any]) -> None:
+    run = observed_vllm["run"]
+    time.sleep(6)  # the window's last samples scraped
+    result = subprocess.run([DISTINFER, "report", str(run)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = (run / "report" / "report.md").read_text()
+    assert "Served by: vllm 0.32.0 (cpu)" in report
+    (row,) = [line for line in report.splitlines() if line.startswith("| smollm2 |") and line.count("/") == 2]
+    engine, client, hits = (c.strip() for c in row.strip("|").split("|")[1:])
+    engine_p50, engine_p99 = (float(v.replace(",", "")) for v in engine.split(" / "))
+    client_p50, _ = (float(v.replace(",", "")) for v in client.split(" / "))
+    assert 0 < engine_p50 <= engine_p99 and client_p50 > 0, row
+    assert 0 <= float(hits) <= 100, row  # vLLM's prefix cache counters reached the report
+
+
 def _server_rows(report: str) -> dict[str, dict[str, str]]:
     section = report[report.index("## Server-side figures") :].split("\n## ")[0]
     lines = [line for line in section.splitlines() if line.startswith("|")]

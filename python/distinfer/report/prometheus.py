@@ -58,6 +58,15 @@ class ServerFigures(BaseModel):
     tokens_per_joule: float | None = Field(
         default=None, description="Output tokens in the window per joule the GPUs used."
     )
+    engine_ttft_p50_ms: float | None = Field(
+        default=None,
+        description="The engine's own TTFT histogram (vLLM's: replica receipt to first token), P50 "
+        "interpolated within its buckets.",
+    )
+    engine_ttft_p99_ms: float | None = Field(default=None, description="The same, P99.")
+    prefix_cache_hit_percent: float | None = Field(
+        default=None, description="vLLM's prefix cache: tokens found cached over tokens looked up, %."
+    )
 
 
 class PrometheusUnavailable(Exception):
@@ -171,7 +180,25 @@ def server_figures(prom: Prometheus, s: Scenario) -> ServerFigures | None:
         energy_j=energy,
         energy_source=source,
         tokens_per_joule=tokens / energy if energy else None,
+        engine_ttft_p50_ms=_ms(prom.value(_quantile(0.5, TTFT_HISTOGRAM, model, window), end)),
+        engine_ttft_p99_ms=_ms(prom.value(_quantile(0.99, TTFT_HISTOGRAM, model, window), end)),
+        prefix_cache_hit_percent=prom.value(
+            f"100 * sum(increase(ray_vllm_prefix_cache_hits_total{{{model}}}[{window}]))"
+            f" / sum(increase(ray_vllm_prefix_cache_queries_total{{{model}}}[{window}]))",
+            end,
+        ),
     )
+
+
+TTFT_HISTOGRAM = "ray_vllm_time_to_first_token_seconds"
+
+
+def _quantile(q: float, histogram: str, selector: str, window: str) -> str:
+    return f"histogram_quantile({q}, sum by (le) (increase({histogram}_bucket{{{selector}}}[{window}])))"
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else 1000 * seconds
 
 
 def nvml_energy_j(s: Scenario) -> float | None:

@@ -352,6 +352,41 @@ def server_section(run: Run, server: ServerSection) -> list[Block]:
             '"-" means Prometheus had no such series for the window.'
         ),
         Table(SERVER_COLUMNS, rows, empty="No finished scenario to ask about."),
+        *engine_latency_section(run, server),
+    ]
+
+
+def engine_latency_section(run: Run, server: ServerSection) -> list[Block]:
+    """The engine's own TTFT histogram beside the client's exact TTFT, and vLLM's prefix-cache hits."""
+    rows: list[list[str | Image]] = []
+    for s in ordered(run):
+        f = server.figures.get(s.name)
+        if (
+            f is None
+            or s.summary is None
+            or (f.engine_ttft_p50_ms is None and f.prefix_cache_hit_percent is None)
+        ):
+            continue
+        ttft = s.summary.metrics.ttft_ms
+        rows.append(
+            [
+                s.name, f"{_f(f.engine_ttft_p50_ms)} / {_f(f.engine_ttft_p99_ms)}",
+                f"{_f(ttft.p50 if ttft else None)} / {_f(ttft.p99 if ttft else None)}",
+                _f(f.prefix_cache_hit_percent),
+            ]
+        )  # fmt: skip
+    if not rows:
+        return []
+    return [
+        Paragraph(
+            "The engine's own view of time to first token (its histogram, from the replica's receipt; "
+            "percentiles interpolated within the histogram's buckets) beside the client's (exact, from "
+            "every record, from the send), and the share of prompt tokens vLLM found in its prefix cache."
+        ),
+        Table(
+            ["Scenario", "Engine TTFT P50 / P99 (ms)", "Client TTFT P50 / P99 (ms)", "Prefix cache hit (%)"],
+            rows,
+        ),
     ]
 
 

@@ -161,7 +161,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=40.0)
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--capacity", action="store_true", help="also search each peer's capacity")
+    parser.add_argument(
+        "--capacity", default="", help="peers whose capacity to search too, e.g. vllm-serve,distinfer"
+    )
     parser.add_argument("--capacity-duration", type=float, default=30.0)
     parser.add_argument("--slo", default="ttft=2000,tpot=300,p=90")
     args = parser.parse_args()
@@ -189,7 +191,7 @@ def main() -> None:
                         point = bench(url, n, args, work / peer / f"u{n}")
                         entry["points"].append(point)
                         print(peer, json.dumps(point), flush=True)
-                    if args.capacity:
+                    if peer in args.capacity.split(","):
                         entry["capacity"] = capacity(url, args, cap, work / peer / "capacity")
                         print(peer, "capacity", json.dumps(entry["capacity"]), flush=True)
             except Exception as err:  # a peer that cannot run is a result: its error, and the next peer

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make demo`: the whole job on this machine with the embedded default inventory (inventory/local):
-# Ray + the Serve app (SmolLM2-135M on the CPU), two small benchmark scenarios with node metrics,
+# Ray + the Serve app (SmolLM2-135M on vLLM for CPUs), two small benchmark scenarios with node metrics,
 # the report and the chat page. The Makefile has installed the venv and the system packages first.
 # Extra arguments go to ansible-playbook, e.g. `make demo ARGS="-e distinfer_local_model=tiny"`.
 set -euo pipefail
@@ -16,6 +16,7 @@ echo "distinfer demo finished in $(( $(date +%s) - started )) s."
 if [[ -n "$report" ]]; then
   echo "Report: $PWD/$report (charts beside it in $(dirname "$PWD/$report"))"
   echo "Report as one page (charts inside, opens offline): $(dirname "$PWD/$report")/report.html"
+  grep -m1 "^Served by:" "$PWD/$report" | sed 's/^/  /' || true
   # What serving costs on this machine, from the report (its section "What the serving path costs").
   python - "$(dirname "$PWD/$report")/results.json" <<'PY' || true
 import json, sys

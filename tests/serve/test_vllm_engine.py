@@ -214,12 +214,45 @@ def test_past_cap_and_queue_is_a_503_at_once_and_then_it_serves_again(
     vllm_app: str, client: openai.OpenAI
 ) -> None:
     wait_idle()
-    extra = 4
-    count = VLLM_CAP + VLLM_QUEUE + extra
-    statuses, refused_in = asyncio.run(_streams(vllm_app, count, 200, hang_up_after=1))
-    assert statuses.count(503) >= 1, statuses  # beyond cap and queue: refused (OpenAI error, Retry-After)
-    assert statuses.count(200) >= VLLM_CAP, statuses
-    assert max(refused_in) < 30, refused_in  # refused without waiting for a slot (a slot takes minutes)
+    url = f"{vllm_app}/v1/completions"
+    body = {"model": MODEL, "prompt": "Tell me a long story.", "max_tokens": 200, "stream": True,
+            "ignore_eos": True}  # fmt: skip
+
+    async def overload() -> tuple[int, float, dict[str, Any], str]:
+        streaming: asyncio.Queue[int] = asyncio.Queue()
+        hang_up = asyncio.Event()
+
+        async def hold(http: httpx.AsyncClient) -> None:
+            async with http.stream("POST", url, json=body) as response:
+                assert response.status_code == 200, await response.aread()
+                async for line in response.aiter_lines():
+                    if line.startswith("data: {"):
+                        break
+                streaming.put_nowait(1)
+                await hang_up.wait()
+
+        limits = httpx.Limits(max_connections=VLLM_CAP + VLLM_QUEUE + 8, max_keepalive_connections=0)
+        async with httpx.AsyncClient(timeout=180, limits=limits) as http:
+            held = [asyncio.create_task(hold(http)) for _ in range(VLLM_CAP)]
+            for _ in range(VLLM_CAP):  # every slot streaming
+                await asyncio.wait_for(streaming.get(), timeout=120)
+            queued = [asyncio.create_task(hold(http)) for _ in range(VLLM_QUEUE)]
+            await asyncio.sleep(2.0)  # they reach the queue and wait there
+            waiting = sum(1 for task in queued if not task.done())
+            started = time.monotonic()
+            refused = await http.post(url, json={**body, "stream": False, "max_tokens": 2})
+            refused_after = time.monotonic() - started
+            hang_up.set()
+            for task in held + queued:
+                task.cancel()
+            await asyncio.gather(*held, *queued, return_exceptions=True)
+        return waiting, refused_after, refused.json(), f"{refused.status_code} {refused.headers}"
+
+    waiting, refused_after, error, status = asyncio.run(overload())
+    assert waiting == VLLM_QUEUE, f"{waiting} of {VLLM_QUEUE} queued requests were still waiting"
+    assert status.startswith("503") and "retry-after" in status.lower(), (status, error)
+    assert error["error"]["code"] == "overloaded", error
+    assert refused_after < 5.0, f"the 503 took {refused_after:.2f} s"  # not after a slot (minutes)
     wait_idle(within_s=60)
     assert client.completions.create(model=MODEL, prompt="hello", max_tokens=2).usage is not None
 

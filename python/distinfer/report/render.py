@@ -378,6 +378,7 @@ def engine_latency_section(run: Run, server: ServerSection) -> list[Block]:
     if not rows:
         return []
     return [
+        Heading("The engine's own latency beside the client's (Prometheus)"),
         Paragraph(
             "The engine's own view of time to first token (its histogram, from the replica's receipt; "
             "percentiles interpolated within the histogram's buckets) beside the client's (exact, from "

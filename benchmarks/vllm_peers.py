@@ -150,7 +150,42 @@ def capacity(url: str, args: argparse.Namespace, cap: int, out: Path) -> dict[st
     }
 
 
+def table(results: dict[str, Any]) -> str:
+    """The results as benchmarks/README.md shows them: one row per peer and user count."""
+    anchor = {pt["users"]: pt for pt in results["peers"].get("vllm-serve", {}).get("points", [])}
+    lines = [
+        "| peer | users | output tokens/s | vs vllm serve | TTFT P50 / P99 (ms) | TPOT P50 / P99 (ms) "
+        "| guard |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for peer, entry in results["peers"].items():
+        if "error" in entry and not entry.get("points"):
+            lines.append(f"| {peer} | - | could not run: {entry['error'][:200]} | | | | |")
+            continue
+        for pt in entry["points"]:
+            if "error" in pt:
+                lines.append(f"| {peer} | {pt['users']} | failed: {pt['error'][:120]} | | | | |")
+                continue
+            base = anchor.get(pt["users"], {}).get("output_tokens_per_s")
+            ratio = f"{pt['output_tokens_per_s'] / base:.2f}x" if base else "-"
+            guard = "valid" if pt["valid"] else "INVALID: " + "; ".join(pt["invalid_reasons"])[:80]
+            lines.append(
+                f"| {peer} | {pt['users']} | {pt['output_tokens_per_s']:.1f} | {ratio} | "
+                f"{pt['ttft_p50_ms']:.0f} / {pt['ttft_p99_ms']:.0f} | "
+                f"{pt['tpot_p50_ms']:.0f} / {pt['tpot_p99_ms']:.0f} | {guard} |"
+            )
+    caps = [(peer, e["capacity"]) for peer, e in results["peers"].items() if "capacity" in e]
+    for peer, cap in caps:
+        rate = cap.get("capacity_rate")
+        shown = "none found" if rate is None else f"{rate:.2f} req/s"
+        lines.append(f"\n{peer}: capacity {shown} under {cap.get('slo')} (converged: {cap.get('converged')})")
+    return "\n".join(lines)
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--table":
+        print(table(json.loads(Path(sys.argv[2]).read_text())))
+        return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

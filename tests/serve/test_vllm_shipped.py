@@ -9,10 +9,13 @@ from every model in the file, with its usage, and each answer names the engine i
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 import yaml
@@ -60,3 +63,61 @@ def test_the_openai_client_streams_every_model_with_usage(shipped: tuple[str, di
         assert final.usage is not None and 1 <= final.usage.completion_tokens <= 8
         assert final.usage.prompt_tokens > 0
         assert (final.model_extra or {})["server_timing"]["engine"] == entry["engine"]
+
+
+async def _overload(url: str, model: str, cap: int, queue: int) -> tuple[list[int], float]:
+    """`cap` streams holding every slot (each has its first token), `queue` more sent to wait, then one
+    more request: its status and how long it took. Every client hangs up at the end."""
+    body = {"model": model, "prompt": "Tell me a long story.", "max_tokens": 200, "stream": True,
+            "ignore_eos": True}  # fmt: skip
+    streaming: asyncio.Queue[int] = asyncio.Queue()
+    hang_up = asyncio.Event()
+    statuses: list[int] = []
+
+    async def hold(http: httpx.AsyncClient) -> None:
+        async with http.stream("POST", f"{url}/v1/completions", json=body) as response:
+            statuses.append(response.status_code)
+            async for line in response.aiter_lines():
+                if line.startswith("data: {"):
+                    break
+            streaming.put_nowait(1)
+            await hang_up.wait()
+
+    limits = httpx.Limits(max_connections=cap + queue + 8, max_keepalive_connections=0)
+    async with httpx.AsyncClient(timeout=180, limits=limits) as http:
+        held = [asyncio.create_task(hold(http)) for _ in range(cap)]
+        for _ in range(cap):
+            await asyncio.wait_for(streaming.get(), timeout=120)
+        queued = [asyncio.create_task(hold(http)) for _ in range(queue)]
+        await asyncio.sleep(3.0)  # they reach the queue
+        started = time.monotonic()
+        extra = await http.post(f"{url}/v1/completions", json={**body, "stream": False, "max_tokens": 2})
+        took = time.monotonic() - started
+        hang_up.set()
+        for task in held + queued:
+            task.cancel()
+        await asyncio.gather(*held, *queued, return_exceptions=True)
+    assert extra.status_code == 503, (extra.status_code, extra.text[:300], statuses)
+    assert extra.headers.get("retry-after", "").isdigit(), extra.headers
+    assert extra.json()["error"]["code"] == "overloaded", extra.text
+    return statuses, took
+
+
+def test_past_the_vllm_models_cap_and_queue_is_a_503_at_once(shipped: tuple[str, dict[str, Any]]) -> None:
+    url, data = shipped
+    (entry,) = [e for e in data["models"] if e["engine"] == "vllm"]
+    statuses, took = asyncio.run(
+        _overload(url, entry["name"], entry["max_ongoing_requests"], entry["max_queued_requests"])
+    )
+    assert statuses[: entry["max_ongoing_requests"]] == [200] * entry["max_ongoing_requests"]
+    assert took < 5.0, f"the 503 took {took:.2f} s"  # not after a slot came free (a slot takes ~20 s)
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=180)
+    deadline = time.monotonic() + 120
+    while True:  # the hung-up streams are aborted; then it answers again
+        try:
+            answer = client.completions.create(model=entry["name"], prompt="hello", max_tokens=2)
+            break
+        except openai.APIStatusError as err:
+            assert err.status_code == 503 and time.monotonic() < deadline, err
+            time.sleep(1)
+    assert answer.usage is not None and answer.usage.completion_tokens >= 1

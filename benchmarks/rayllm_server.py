@@ -32,7 +32,8 @@ def main() -> None:
     from ray import serve
     from ray.serve.llm import LLMConfig, build_openai_app
 
-    ray.init(_temp_dir=str(args.temp_dir), include_dashboard=False, _node_ip_address="127.0.0.1")
+    # Logical CPUs for the LLM server, its router and the proxy (2 on a 2-core host are not enough).
+    ray.init(_temp_dir=str(args.temp_dir), include_dashboard=False, _node_ip_address="127.0.0.1", num_cpus=8)
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
     config = LLMConfig(
         model_loading_config={"model_id": args.name, "model_source": args.model_dir},

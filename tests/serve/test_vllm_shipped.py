@@ -5,6 +5,8 @@ default path) and `files/models/cpu-two-models.yaml` (SmolLM2 on vLLM and the ti
 by name), each exactly as shipped but for its model folders (pointed at the session's copies of
 /var/lib/distinfer/models/<model>) and the port. The official `openai` client streams a chat answer
 from every model in the file, with its usage, and each answer names the engine its entry asks for.
+Past the vLLM model's cap and queue a request should be a 503 at once: marked xfail, it is served
+instead (see its mark).
 """
 
 from __future__ import annotations

@@ -110,7 +110,11 @@ def assert_paced(times: list[float], tokens: int) -> None:
     assert len(times) == tokens
     gaps = [b - a for a, b in itertools.pairwise(times)]
     # Each token on its own, on the engine's 50 ms clock: not bunched (a bunch shows gaps near 0).
-    assert min(gaps) > ITL_S * 0.4, gaps
+    # One short gap is allowed: on 2 shared cores a busy moment can delay one token until the next
+    # is due (seen in CI: the first gap 4.6 ms, the other ten 49.6-50.6 ms). Buffering would bunch
+    # many, and pull the median down.
+    short = [g for g in gaps if g <= ITL_S * 0.4]
+    assert len(short) <= 1, gaps
     assert ITL_S * 0.7 < statistics.median(gaps) < ITL_S * 1.6, gaps
 
 

@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 
 from distinfer.serve.launch import DISTINFER, child_process, free_port, wait_until_answers
@@ -67,6 +69,58 @@ def overlay_python() -> Path:
     return python
 
 
+# Which part of a server a process is, from its command line (Ray and vLLM set process titles).
+ROLES = [
+    ("EngineCore", "vLLM engine core (model threads)"),
+    ("ServeReplica", "Serve replica (HTTP, AsyncLLM front end)"),
+    ("api_server", "vLLM API server (HTTP, AsyncLLM front end)"),
+    ("ServeController", "Serve controller"),
+    ("ProxyActor", "Serve proxy"),
+    ("haproxy", "HAProxy"),
+    ("raylet", "raylet"),
+    ("gcs_server", "GCS"),
+    ("dashboard/agent.py", "dashboard and metrics agent"),
+    ("runtime_env/agent", "runtime-env agent"),
+    ("dashboard.py", "dashboard"),
+    ("log_monitor", "log monitor"),
+    ("monitor.py", "autoscaler monitor"),
+    ("ray::", "other Ray workers"),
+    ("distinfer serve", "distinfer serve (launcher)"),
+]
+
+
+def role(cmdline: list[str]) -> str:
+    cmd = " ".join(cmdline)
+    return next((label for key, label in ROLES if key in cmd), "other: " + cmd[:60])
+
+
+def server_cpu(root_pid: int) -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) so far of every process of a server, with its role."""
+    try:
+        root = psutil.Process(root_pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return {}
+    seen: dict[int, tuple[str, float]] = {}
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+            seen[proc.pid] = (role(proc.cmdline()), times.user + times.system)
+        except psutil.Error:
+            continue
+    return seen
+
+
+def cores_used(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], wall_s: float
+) -> dict[str, float]:
+    """Cores each role kept busy between two snapshots (a process that ended in between is left out)."""
+    used: dict[str, float] = {}
+    for pid, (name, cpu) in after.items():
+        used[name] = used.get(name, 0.0) + (cpu - before.get(pid, (name, 0.0))[1]) / wall_s
+    return {name: round(cores, 3) for name, cores in sorted(used.items(), key=lambda kv: -kv[1])}
+
+
 def models_file(work: Path, name: str, model_dir: Path, cap: int) -> Path:
     data = yaml.safe_load((REPO / "files" / "models" / name).read_text())
     (entry,) = data["models"]
@@ -78,7 +132,10 @@ def models_file(work: Path, name: str, model_dir: Path, cap: int) -> Path:
 
 
 @contextlib.contextmanager
-def server(peer: str, work: Path, model_dir: Path, cap: int) -> Iterator[str]:
+def server(
+    peer: str, work: Path, model_dir: Path, cap: int, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, int]]:
+    """A peer's server answering; `env`: more environment for it (a `--variant`)."""
     port = free_port()
     log = work / f"{peer}.log"
     nice = ["nice", "-n", "-10"]
@@ -101,18 +158,32 @@ def server(peer: str, work: Path, model_dir: Path, cap: int) -> Iterator[str]:
     else:
         raise SystemExit(f"unknown peer {peer!r}; pick from vllm-serve, distinfer, rayllm, hf")
     os.environ.update(ENGINE_ENV)
+    if env:
+        argv = ["env", *(f"{key}={value}" for key, value in env.items()), *argv]
     with child_process(argv, log, grace_s=120) as proc:
         started = time.monotonic()
         wait_until_answers(ready, proc, log, timeout_s=600)
         print(f"{peer}: answering after {time.monotonic() - started:.0f} s", flush=True)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", proc.pid
 
 
-def bench(url: str, users: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+def bench(url: str, pid: int, users: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """One closed-loop point, with the cores each part of the server and the load generator used."""
     argv = ["nice", "-n", "-5", DISTINFER, "bench", "run", "--url", url, "--model", MODEL, "--users",
             str(users), "--duration", str(args.duration), "--warmup", str(args.warmup), "--max-tokens",
             str(args.max_tokens), "--out", str(out), "--progress-interval", "30"]  # fmt: skip
+    cpu_before, client_before, started = (
+        server_cpu(pid),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+        time.monotonic(),
+    )
     done = subprocess.run(argv, capture_output=True, text=True, timeout=args.duration * 4 + 300)
+    wall = time.monotonic() - started
+    client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cores = cores_used(cpu_before, server_cpu(pid), wall)
+    client = (
+        client_after.ru_utime + client_after.ru_stime - client_before.ru_utime - client_before.ru_stime
+    ) / wall
     if not (out / "summary.json").exists():
         return {"users": users, "error": done.stderr[-1500:]}
     summary = json.loads((out / "summary.json").read_text())
@@ -130,6 +201,9 @@ def bench(url: str, users: int, args: argparse.Namespace, out: Path) -> dict[str
         "valid": summary["valid"],
         "invalid_reasons": summary["invalid_reasons"],
         "exit": done.returncode,
+        # Averaged over the whole point (start-up and warm-up of the load generator included).
+        "server_cores": cores,
+        "load_generator_cores": round(client, 3),
     }
 
 
@@ -174,12 +248,41 @@ def table(results: dict[str, Any]) -> str:
                 f"{pt['ttft_p50_ms']:.0f} / {pt['ttft_p99_ms']:.0f} | "
                 f"{pt['tpot_p50_ms']:.0f} / {pt['tpot_p99_ms']:.0f} | {guard} |"
             )
+    lines += ["", *cores_table(results)]
     caps = [(peer, e["capacity"]) for peer, e in results["peers"].items() if "capacity" in e]
     for peer, cap in caps:
         rate = cap.get("capacity_rate")
         shown = "none found" if rate is None else f"{rate:.2f} req/s"
         lines.append(f"\n{peer}: capacity {shown} under {cap.get('slo')} (converged: {cap.get('converged')})")
     return "\n".join(lines)
+
+
+def cores_table(results: dict[str, Any]) -> list[str]:
+    """Where the 2 cores went at each point: the engine core, the front end, the rest of the server
+    (its three busiest parts named), the load generator (points measured before this was recorded
+    have none)."""
+    lines = [
+        "| peer | users | vLLM engine core | front end | rest of the server (busiest) | load generator |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
+    for peer, entry in results["peers"].items():
+        for pt in entry.get("points", []):
+            cores = pt.get("server_cores")
+            if not cores:
+                continue
+            engine = sum(v for k, v in cores.items() if k.startswith("vLLM engine core"))
+            front = sum(v for k, v in cores.items() if k.startswith(("Serve replica", "vLLM API server")))
+            rest = {
+                k: v
+                for k, v in cores.items()
+                if not k.startswith(("vLLM engine core", "Serve replica", "vLLM API server"))
+            }
+            busiest = ", ".join(f"{k} {v:.2f}" for k, v in sorted(rest.items(), key=lambda kv: -kv[1])[:3])
+            lines.append(
+                f"| {peer} | {pt['users']} | {engine:.2f} | {front:.2f} | "
+                f"{sum(rest.values()):.2f} ({busiest}) | {pt.get('load_generator_cores', 0):.2f} |"
+            )
+    return lines if len(lines) > 2 else []
 
 
 def main() -> None:
@@ -192,6 +295,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="JSON results file")
     parser.add_argument("--model-dir", type=Path, help="SmolLM2 folder (default: made under .cache)")
     parser.add_argument("--peers", default="vllm-serve,distinfer,rayllm,hf")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:PEER:KEY=VALUE[,KEY=VALUE]",
+        help="one more peer: PEER's server with more environment, e.g. "
+        "samethread:distinfer:RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 (then name it in --peers)",
+    )
     parser.add_argument("--users", default="1,4,8,16,32")
     parser.add_argument("--duration", type=float, default=40.0)
     parser.add_argument("--warmup", type=float, default=10.0)
@@ -202,6 +313,10 @@ def main() -> None:
     parser.add_argument("--capacity-duration", type=float, default=30.0)
     parser.add_argument("--slo", default="ttft=2000,tpot=300,p=90")
     args = parser.parse_args()
+    variants: dict[str, tuple[str, dict[str, str]]] = {}
+    for spec in args.variant:
+        name, base, pairs = spec.split(":", 2)
+        variants[name] = (base, dict(pair.split("=", 1) for pair in pairs.split(",")))
     users = [int(u) for u in args.users.split(",")]
     cap = max(users)
     model_dir = args.model_dir or REPO / ".cache" / "models" / "smollm2"
@@ -218,12 +333,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vllm-peers-") as tmp:
         work = Path(tmp)
         for peer in args.peers.split(","):
+            base, env = variants.get(peer, (peer, {}))
             entry: dict[str, Any] = {"load_avg_before": os.getloadavg()[0], "points": []}
+            if env:
+                entry["variant_of"], entry["env"] = base, env
             results["peers"][peer] = entry
             try:
-                with server(peer, work, model_dir, cap) as url:
+                with server(base, work, model_dir, cap, env) as (url, pid):
                     for n in users:
-                        point = bench(url, n, args, work / peer / f"u{n}")
+                        point = bench(url, pid, n, args, work / peer / f"u{n}")
                         entry["points"].append(point)
                         print(peer, json.dumps(point), flush=True)
                     if peer in args.capacity.split(","):

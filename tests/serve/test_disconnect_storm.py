@@ -77,7 +77,10 @@ async def _one_stream(
             streaming.put_nowait(response.status_code)
             return response.status_code
         tokens = 0
-        async for line in response.aiter_lines():
+        # Kept referenced until the hang-up: an iterator dropped after `break` is closed by the
+        # garbage collector, and closing it closes the connection (the client would hang up here).
+        lines = response.aiter_lines()
+        async for line in lines:
             if line.startswith("data: {"):
                 tokens += 1
                 if tokens == 2:

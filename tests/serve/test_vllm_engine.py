@@ -171,7 +171,10 @@ async def _streams(url: str, count: int, tokens: int, hang_up_after: int) -> tup
                 statuses.append(response.status_code)
                 return
             seen = 0
-            async for line in response.aiter_lines():
+            # Kept referenced until the hang-up: an iterator dropped after `break` is closed by the
+            # garbage collector, and closing it closes the connection (the client would hang up here).
+            lines = response.aiter_lines()
+            async for line in lines:
                 if line.startswith("data: {"):
                     seen += 1
                     if seen == hang_up_after:

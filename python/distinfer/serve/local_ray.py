@@ -5,12 +5,15 @@ free (GCS, dashboard, dashboard agent, metrics, runtime-env agent, node manager,
 client server), `--node-ip-address 127.0.0.1`, a short temp dir (Ray's unix socket paths must stay
 under ~100 characters) and token authentication with a token file written here
 (`RAY_AUTH_MODE=token`, `RAY_AUTH_TOKEN_PATH`). `stop()` signals only that process group, so it
-never touches another Ray; Ray's own stop command would stop every Ray of this user.
+never touches another Ray; Ray's own stop command would stop every Ray of this user. On Linux that
+`ray start` also gets SIGTERM when the process that started it dies, even by SIGKILL (the kernel's
+parent-death signal), so a killed `distinfer serve` does not leave its Ray running.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import secrets
@@ -21,11 +24,28 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _term_when_parent_dies(parent: int) -> Callable[[], None]:
+    """A `preexec_fn`: the child gets SIGTERM when `parent` dies (Linux prctl PR_SET_PDEATHSIG), and
+    ends at once if `parent` is already gone. The signal follows the starting thread, so start from a
+    thread that lives as long as the process (the main thread)."""
+
+    def set_up() -> None:
+        if sys.platform.startswith("linux"):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    return set_up
+
 
 _PORT_FLAGS = (
     "--port",
@@ -149,7 +169,12 @@ class LocalRay:
         env.pop("RAY_ADDRESS", None)
         with ray.log_path.open("wb") as out:
             ray.process = subprocess.Popen(
-                cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                cmd,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_term_when_parent_dies(os.getpid()),
             )
         try:
             ray._wait_ready(timeout_s)

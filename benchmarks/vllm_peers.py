@@ -71,7 +71,8 @@ def overlay_python() -> Path:
 
 # Which part of a server a process is, from its command line (Ray and vLLM set process titles).
 ROLES = [
-    ("EngineCore", "vLLM engine core (model threads)"),
+    ("VLLM::Worker", "vLLM worker (model threads)"),
+    ("EngineCore", "vLLM engine core (scheduler)"),
     ("ServeReplica", "Serve replica (HTTP, AsyncLLM front end)"),
     ("api_server", "vLLM API server (HTTP, AsyncLLM front end)"),
     ("ServeController", "Serve controller"),
@@ -257,12 +258,17 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _is_engine(role_label: str) -> bool:
+    return role_label.startswith(("vLLM worker", "vLLM engine core", "other: VLLM::"))
+
+
 def cores_table(results: dict[str, Any]) -> list[str]:
     """Where the 2 cores went at each point: the engine core, the front end, the rest of the server
     (its three busiest parts named), the load generator (points measured before this was recorded
     have none)."""
     lines = [
-        "| peer | users | vLLM engine core | front end | rest of the server (busiest) | load generator |",
+        "| peer | users | vLLM engine (worker + core) | front end | rest of the server (busiest) "
+        "| load generator |",
         "|---|---:|---:|---:|---|---:|",
     ]
     for peer, entry in results["peers"].items():
@@ -270,13 +276,10 @@ def cores_table(results: dict[str, Any]) -> list[str]:
             cores = pt.get("server_cores")
             if not cores:
                 continue
-            engine = sum(v for k, v in cores.items() if k.startswith("vLLM engine core"))
+            engine = sum(v for k, v in cores.items() if _is_engine(k))
             front = sum(v for k, v in cores.items() if k.startswith(("Serve replica", "vLLM API server")))
-            rest = {
-                k: v
-                for k, v in cores.items()
-                if not k.startswith(("vLLM engine core", "Serve replica", "vLLM API server"))
-            }
+            front_end = ("Serve replica", "vLLM API server")
+            rest = {k: v for k, v in cores.items() if not _is_engine(k) and not k.startswith(front_end)}
             busiest = ", ".join(f"{k} {v:.2f}" for k, v in sorted(rest.items(), key=lambda kv: -kv[1])[:3])
             lines.append(
                 f"| {peer} | {pt['users']} | {engine:.2f} | {front:.2f} | "

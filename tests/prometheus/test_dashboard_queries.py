@@ -98,7 +98,7 @@ def observed_vllm(observed: dict[str, Any], vllm_app: str) -> dict[str, Any]:
 
 def _bench(app: str, model: str, users: int, out: Path, prometheus: str) -> None:
     argv = [
-        DISTINFER, "bench", "run", "--url", app, "--model", model, "--users", str(users), "--duration", "12",
+        DISTINFER, "bench", "run", "--url", app, "--model", model, "--users", str(users), "--duration", "20",
         "--warmup", "2", "--max-tokens", "16", "--api", "completions", "--scenario", model, "--out", str(out),
         "--meta", f"nodes={HOST}", "--meta", f"prometheus={prometheus}",
     ]  # fmt: skip

@@ -117,3 +117,27 @@ def test_folder_saved_before_markers_is_kept(tmp_path: Path) -> None:
     before = (target / "model.safetensors").stat().st_mtime_ns
     make_tiny(target)
     assert (target / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_serving_a_model_folder_that_is_not_here_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    """`distinfer serve` with a shipped models file whose folder is missing here: a clear error naming
+    the folder and the command that makes it, at once, with no Ray started (a replica would otherwise
+    retry the load forever with a Hugging Face hub error)."""
+    shipped = Path(__file__).resolve().parents[2] / "files" / "models" / "smollm2.yaml"
+    missing = tmp_path / "nowhere" / "smollm2"
+    models = tmp_path / "models.yaml"
+    models.write_text(shipped.read_text().replace("/var/lib/distinfer/models/smollm2", str(missing)))
+    assert str(missing) in models.read_text()
+    distinfer = str(Path(sys.executable).parent / "distinfer")
+    started = time.monotonic()
+    done = subprocess.run(
+        [distinfer, "serve", "--models", str(models), "--port", "9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    assert done.returncode != 0
+    assert f"{missing} does not exist on this machine" in done.stderr, done.stderr
+    assert f"distinfer model smollm2 {missing}" in done.stderr, done.stderr
+    assert "local Ray up" not in done.stderr and time.monotonic() - started < 30

@@ -34,6 +34,10 @@ def one(**fields: Any) -> Any:
     return parse_models({"models": [vllm_entry(**fields)]}).models[0]
 
 
+# Every vLLM replica runs its code on Serve's event loop (config.VLLM_REPLICA_ENV); hf keeps the thread.
+MAIN_LOOP = {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}}
+
+
 def test_tp4_replica_reserves_four_gpu_bundles_on_one_node() -> None:
     spec = one(tensor_parallel_size=4, max_ongoing_requests=32)
     options = model_deployment_options(spec)
@@ -43,7 +47,7 @@ def test_tp4_replica_reserves_four_gpu_bundles_on_one_node() -> None:
     assert options["placement_group_strategy"] == "STRICT_PACK"
     # The replica actor lives in bundle 0: its own demand must fit there, and it takes no GPU
     # (the four GPUs are for vLLM's tensor-parallel workers).
-    assert options["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 0.0}
+    assert options["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 0.0, "runtime_env": MAIN_LOOP}
     assert bundles[0]["CPU"] >= options["ray_actor_options"]["num_cpus"]
     assert options["max_ongoing_requests"] == 32
     args = engine_args(spec)
@@ -53,18 +57,30 @@ def test_tp4_replica_reserves_four_gpu_bundles_on_one_node() -> None:
     assert args["served_model_name"] == spec.name
 
 
+def test_only_vllm_replicas_run_their_code_on_serves_loop() -> None:
+    hf, syn = parse_models(
+        {"models": [{"name": "t", "engine": "hf", "model": "/m"}, {"name": "s", "engine": "synthetic"}]}
+    ).models
+    assert "runtime_env" not in model_deployment_options(hf)["ray_actor_options"]
+    assert "runtime_env" not in model_deployment_options(syn)["ray_actor_options"]
+    # The Serve config carries it, so the local platform and the RayService run it the same way.
+    (app,) = serve_config(parse_models({"models": [vllm_entry()]}))["applications"]
+    (deployment,) = [d for d in app["deployments"] if d["name"] == "model-llama"]
+    assert deployment["ray_actor_options"]["runtime_env"] == MAIN_LOOP
+
+
 def test_tp1_replica_holds_its_gpu_without_placement_group() -> None:
     spec = one()
     options = model_deployment_options(spec)
     assert "placement_group_bundles" not in options
-    assert options["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 1.0}
+    assert options["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 1.0, "runtime_env": MAIN_LOOP}
     assert "distributed_executor_backend" not in engine_args(spec)
 
 
 def test_a_cpu_replica_reserves_cpus_no_gpu_and_sizes_its_kv_cache_by_env() -> None:
     spec = one(device="cpu", num_cpus=2, cpu_kvcache_space_gib=2, cpu_reserved_cores=0)
     options = model_deployment_options(spec)
-    assert options["ray_actor_options"] == {"num_cpus": 2.0, "num_gpus": 0.0}
+    assert options["ray_actor_options"] == {"num_cpus": 2.0, "num_gpus": 0.0, "runtime_env": MAIN_LOOP}
     assert "placement_group_bundles" not in options
     assert spec.gpus_per_replica == 0
     args = engine_args(spec)

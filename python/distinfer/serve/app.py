@@ -35,8 +35,11 @@ already queued, never waiting for more; a non-streamed request gets its verdict 
 merged delta. In the direct layout the events reach the SSE writer in-process, as on the bare
 server. Serve's direct ingress behind HAProxy (RAY_SERVE_ENABLE_HA_PROXY=1) adds no batching either:
 the replica's uvicorn writes each body chunk, HAProxy forwards it at once (`http-no-delay`).
-RAY_SERVE_THROUGHPUT_OPTIMIZED and RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 stay off by default
-(measured in benchmarks/serve_overhead.md).
+RAY_SERVE_THROUGHPUT_OPTIMIZED stays off (benchmarks/serve_overhead.md). A vLLM replica runs its code on
+Serve's own event loop (RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 in its runtime_env,
+config.VLLM_REPLICA_ENV): vLLM computes in its own processes, and the hop between threads per item cost
+it a tenth of its output tokens/s on the 2-core CPU machine (benchmarks/README.md); the hf engine, which
+computes in the replica, keeps the second thread.
 """
 
 from __future__ import annotations

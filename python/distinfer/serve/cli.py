@@ -13,6 +13,7 @@ import yaml
 from distinfer.config import (
     DEFAULT_APP_NAME,
     ConfigError,
+    ModelsFile,
     load_models_file,
     parse_replica_overrides,
     serve_config,
@@ -50,6 +51,8 @@ def serve(
 ) -> None:
     """Serve the models file's models over an OpenAI-compatible HTTP API; blocks until Ctrl-C."""
     spec = load_models_file(models)
+    if ray_address is None:  # the replicas run on this machine: their model folders must be here
+        check_local_model_folders(spec, models)
     listen_host = host or spec.http.host
     listen_port = port or spec.http.port
     if bare:
@@ -60,6 +63,23 @@ def serve(
     from distinfer.serve.runner import run_on_ray
 
     run_on_ray(spec, listen_host, listen_port, ray_address=ray_address, app_name=app_name, haproxy=haproxy)
+
+
+def check_local_model_folders(spec: ModelsFile, source: Path) -> None:
+    """Refuse, before anything starts, a model given as a local path that is not a model folder here
+    (a replica would otherwise fail to load it again and again, with a Hugging Face hub error)."""
+    for entry in spec.models:
+        name = getattr(entry, "model", None)
+        if not name or not name.startswith(("/", "./", "../", "~")):
+            continue  # a hub id: vLLM fetches it (or finds it in the hub cache)
+        folder = Path(name).expanduser()
+        if not (folder / "config.json").is_file():
+            what = "does not exist" if not folder.exists() else "has no config.json (not a model folder)"
+            raise ConfigError(
+                f"{source}: model {entry.name!r}: {folder} {what} on this machine; make it with "
+                f"`distinfer model smollm2 {folder}` (SmolLM2) or `distinfer model make-tiny {folder}` (the "
+                "tiny Llama), or point `model:` at a folder with the model's config.json and weights"
+            )
 
 
 def serve_config_command(

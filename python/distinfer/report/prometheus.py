@@ -182,8 +182,10 @@ def server_figures(prom: Prometheus, s: Scenario) -> ServerFigures | None:
         tokens_per_joule=tokens / energy if energy else None,
         engine_ttft_p50_ms=_ms(prom.value(_quantile(0.5, TTFT_HISTOGRAM, model, window), end)),
         engine_ttft_p99_ms=_ms(prom.value(_quantile(0.99, TTFT_HISTOGRAM, model, window), end)),
+        # Ray exports a counter only once it has counted something: no hits series while vLLM has
+        # looked prefixes up (queries) and found none is a 0 % hit rate, not a missing figure.
         prefix_cache_hit_percent=prom.value(
-            f"100 * sum(increase(ray_vllm_prefix_cache_hits_total{{{model}}}[{window}]))"
+            f"100 * (sum(increase(ray_vllm_prefix_cache_hits_total{{{model}}}[{window}])) or vector(0))"
             f" / sum(increase(ray_vllm_prefix_cache_queries_total{{{model}}}[{window}]))",
             end,
         ),

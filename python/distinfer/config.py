@@ -462,9 +462,10 @@ def placement_group_bundles(spec: VllmModel | HfModel | SyntheticModel) -> list[
 
 
 # A vLLM replica runs its code on Serve's own event loop instead of a second thread: vLLM computes in
-# its engine processes, so the replica's loop only moves outputs, and without the hop between threads
-# per streamed item distinfer went from 0.79x to 0.88-0.90x the output tokens/s of `vllm serve` on the
-# 2-core CPU machine (benchmarks/README.md). The hf engine computes in the replica and keeps the thread,
+# its engine processes, so the replica's loop only moves outputs. Without the hop between threads per
+# streamed item distinfer went from 0.79x to 0.88-0.90x the output tokens/s of `vllm serve` in a paired
+# run on the 2-core CPU machine; later runs gave 0.77-0.86x, a spread as large as the gain
+# (benchmarks/README.md). The hf engine computes in the replica and keeps the thread,
 # so a long step never delays Serve's health checks.
 VLLM_REPLICA_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
 

@@ -38,8 +38,8 @@ the replica's uvicorn writes each body chunk, HAProxy forwards it at once (`http
 RAY_SERVE_THROUGHPUT_OPTIMIZED stays off (benchmarks/serve_overhead.md). A vLLM replica runs its code on
 Serve's own event loop (RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 in its runtime_env,
 config.VLLM_REPLICA_ENV): vLLM computes in its own processes, and the hop between threads per item cost
-it a tenth of its output tokens/s on the 2-core CPU machine (benchmarks/README.md); the hf engine, which
-computes in the replica, keeps the second thread.
+it up to a tenth of its output tokens/s in a paired run on the 2-core CPU machine (benchmarks/README.md);
+the hf engine, which computes in the replica, keeps the second thread.
 """
 
 from __future__ import annotations

@@ -54,8 +54,6 @@ from typing import Any
 import psutil
 
 from distinfer.bench.fidelity import (
-    TPOT_TOLERANCE,
-    TTFT_TOLERANCE,
     percentile,
     read_truth,
     received,
@@ -63,6 +61,7 @@ from distinfer.bench.fidelity import (
     truth_tpot_ms,
     truth_ttft_ms,
 )
+from distinfer.results.certificate import TPOT_TOLERANCE, TTFT_TOLERANCE
 from distinfer.serve.launch import stop_process_group
 
 log = logging.getLogger("loadgen_fidelity")

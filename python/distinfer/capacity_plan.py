@@ -27,25 +27,20 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import typer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from distinfer.config import ConfigError
-
-if TYPE_CHECKING:
-    from distinfer.report.load import Run
+from distinfer.results.base import Strict
+from distinfer.results.load import Run, load_run
 
 MAX_REPLICAS = 4096
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Point(_Strict):
+class Point(Strict):
     """One measured configuration."""
 
     replicas: int = Field(ge=1)
@@ -53,7 +48,7 @@ class Point(_Strict):
     source: str = Field("", description="The run and scenario (or search) it was measured in.")
 
 
-class Fit(_Strict):
+class Fit(Strict):
     """X(N) = lam N / (1 + sigma (N - 1) + kappa N (N - 1))."""
 
     law: Literal["linear", "amdahl", "usl"]
@@ -130,7 +125,7 @@ def _fit_usl(ns: np.ndarray, xs: np.ndarray, points: list[Point]) -> Fit | None:
     return Fit(law="usl", lam=float(lam), sigma=float(min(sigma, 1.0)), kappa=float(kappa), points=points)
 
 
-class Prediction(_Strict):
+class Prediction(Strict):
     replicas: int
     predicted: float
     measured: float | None = None
@@ -167,7 +162,7 @@ def nodes_for(replicas: int, replicas_per_node: int) -> int:
 # ---- measurements from result folders ------------------------------------------------------------
 
 
-class Series(_Strict):
+class Series(Strict):
     """One deployment shape's measurements: the same model, per-replica cap and SLO."""
 
     quantity: Literal["capacity", "tokens"] = Field(
@@ -181,14 +176,12 @@ class Series(_Strict):
 
 def series_from_runs(run_dirs: Sequence[Path]) -> list[Series]:
     """Every capacity search and every valid closed-loop scenario with a replica count, grouped."""
-    from distinfer.report.load import load_run
-
     return series_from([load_run(run_dir) for run_dir in run_dirs])
 
 
 def series_from(runs: Sequence[Run]) -> list[Series]:
-    from distinfer.report.tables import scenario_row
-
+    """The capacity searches with a capacity and a replica count, and the valid closed-loop scenarios
+    with a replica count and an output throughput, each grouped by deployment shape."""
     groups: dict[tuple[str, str], Series] = {}
     for run in runs:
         run_dir = run.path
@@ -208,20 +201,21 @@ def series_from(runs: Sequence[Run]) -> list[Series]:
                 )
             )
         for scenario in run.scenarios:
-            row = scenario_row(scenario)
-            if not row.get("valid") or row.get("request_rate") or not row.get("replicas"):
+            summary, spec, replicas = scenario.summary, scenario.spec, scenario.replicas
+            if summary is None or not summary.valid or (spec is not None and spec.rate) or not replicas:
                 continue
-            if not row.get("output_throughput"):
+            throughput = summary.metrics.output_throughput
+            if not throughput:
                 continue
-            model = scenario.spec.model if scenario.spec else None
-            label = f"{model}, {row.get('users_per_replica') or '-'} users per replica"
+            model = spec.model if spec else None
+            label = f"{model}, {scenario.users_per_replica or '-'} users per replica"
             series = groups.setdefault(
                 ("tokens", label), Series(quantity="tokens", label=label, unit="output tokens/s", points=[])
             )
             series.points.append(
                 Point(
-                    replicas=row["replicas"],
-                    value=row["output_throughput"],
+                    replicas=replicas,
+                    value=throughput,
                     source=f"{run_dir.name}/{scenario.name}",
                 )
             )

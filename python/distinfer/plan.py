@@ -17,19 +17,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
-from distinfer.bench.capacity import RESULT_FILE as CAPACITY_RESULT
-from distinfer.bench.fidelity import planned_events_per_s
-from distinfer.bench.scenario import SUMMARY_FILE, ScenarioSpec, expand_repeats
-from distinfer.bench.sweep import (
-    SweepFile,
-    check_unique_names,
-    default_scenario_name,
-    parse_sweep,
-    read_sweep,
-    validate_scenario,
-)
 from distinfer.config import (
     DEFAULT_APP_NAME,
     ConfigError,
@@ -43,6 +32,20 @@ from distinfer.config import (
     serve_config,
 )
 from distinfer.errors import format_validation_error
+from distinfer.results.base import Strict
+from distinfer.results.capacity import RESULT_FILE as CAPACITY_RESULT
+from distinfer.results.certificate import planned_events_per_s
+from distinfer.results.scenario import (
+    ScenarioSpec,
+    SweepFile,
+    check_unique_names,
+    default_scenario_name,
+    expand_repeats,
+    parse_sweep,
+    read_sweep,
+    validate_scenario,
+)
+from distinfer.results.summary import SUMMARY_FILE
 
 Platform = Literal["kubernetes", "local"]
 # The API key variable the app reads when the inventory sets a key and the models file names none.
@@ -58,11 +61,7 @@ DEFAULT_PROMETHEUS_PORT = {"local": 24090, "kubernetes": 30090}
 Spec = VllmModel | HfModel | SyntheticModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class PlanHost(_Strict):
+class PlanHost(Strict):
     """One inventory host, as the preflight role reads it."""
 
     name: str = Field(description="Inventory hostname.")
@@ -74,7 +73,7 @@ class PlanHost(_Strict):
     device: str = Field("", description="distinfer_device: what the report calls the machine.")
 
 
-class PlanRequest(_Strict):
+class PlanRequest(Strict):
     platform: Platform
     models_file: str = Field(description="distinfer_models_file, absolute.")
     hosts: list[PlanHost] = Field(min_length=1)
@@ -90,7 +89,7 @@ class PlanRequest(_Strict):
     prometheus_port: int | None = Field(None, ge=1, le=65535, description="distinfer_prometheus_port.")
 
 
-class PlannedModel(_Strict):
+class PlannedModel(Strict):
     name: str
     engine: str
     gpus_per_replica: float
@@ -100,7 +99,7 @@ class PlannedModel(_Strict):
     batch_limit: int | None = Field(description="The engine's own batch limit where the file sets one.")
 
 
-class WorkerGroup(_Strict):
+class WorkerGroup(Strict):
     """RayService worker group: one pod per host of the same GPU vendor, model and count."""
 
     name: str
@@ -110,7 +109,7 @@ class WorkerGroup(_Strict):
     hosts: list[str]
 
 
-class PlannedScenario(_Strict):
+class PlannedScenario(Strict):
     name: str
     kind: Literal["load", "capacity"] = Field(
         description="load: `distinfer bench run` once; capacity: `distinfer bench capacity` (a search)."
@@ -128,7 +127,7 @@ class PlannedScenario(_Strict):
     serve_config: dict[str, Any] = Field(description="What must be deployed while it runs.")
 
 
-class Plan(_Strict):
+class Plan(Strict):
     platform: Platform
     app_name: str = Field(description="The Serve application's name.")
     models_file: str

@@ -19,8 +19,8 @@ import pytest
 import yaml
 from helpers import REPO_ROOT, VENV_BIN
 
-from distinfer.bench.sweep import read_sweep
 from distinfer.config import load_models_file
+from distinfer.results.scenario import read_sweep
 
 PLAYBOOK_KEYS = ("ansible.builtin.import_playbook", "import_playbook")
 INCLUDE_ROLE = ("ansible.builtin.include_role", "ansible.builtin.import_role", "include_role", "import_role")

@@ -1,4 +1,4 @@
-"""Faults in a scenario, from its records and the deployment's sampled status (bench/availability.py):
+"""Faults in a scenario, from its records and the deployment's sampled status (results/availability.py):
 when errors began and ended, the seconds the SLO was violated, when a lost replica was back, and a
 server that stopped answering for good. Here on records and status lines written as a run writes
 them; the real faults (a test host stopped, the Ray head lost) are in tests/cluster."""
@@ -11,9 +11,10 @@ from typing import Any
 
 from synthetic_server import synthetic_server
 
-from distinfer.bench.availability import STATUS_FILE, StatusWatcher, assess, read_status
-from distinfer.bench.metrics import Slo
-from distinfer.bench.records import RequestRecord
+from distinfer.bench.watcher import StatusWatcher
+from distinfer.results.availability import STATUS_FILE, assess, read_status
+from distinfer.results.metrics import Slo
+from distinfer.results.records import RequestRecord
 
 START = 1_000.0
 

@@ -25,7 +25,7 @@ import yaml
 from synthetic_server import DISTINFER, SyntheticServer, synthetic_server
 
 from distinfer.bench.capacity import Bracket, search
-from distinfer.bench.scenario import CapacitySearch
+from distinfer.results.scenario import CapacitySearch
 
 SLOTS = 64
 TTFT_MS, ITL_MS, TOKENS = 20.0, 10.0, 49

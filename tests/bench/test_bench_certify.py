@@ -15,10 +15,10 @@ import pytest
 import yaml
 from synthetic_server import DISTINFER, FINISHED, SyntheticServer
 
-from distinfer.bench.fidelity import Certificate
 from distinfer.report.blocks import to_markdown
 from distinfer.report.fidelity import above_certified, fidelity_section
-from distinfer.report.load import load_run
+from distinfer.results.certificate import Certificate
+from distinfer.results.load import load_run
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:

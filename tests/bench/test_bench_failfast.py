@@ -22,7 +22,7 @@ import pytest
 import yaml
 from synthetic_server import DISTINFER, FINISHED, SyntheticServer, free_port, stop_group, synthetic_server
 
-from distinfer.bench.records import load_records
+from distinfer.results.records import load_records
 
 KEY = "sk-test-" + os.urandom(4).hex()
 

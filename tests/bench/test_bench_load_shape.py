@@ -20,8 +20,8 @@ import gevent
 import pytest
 from synthetic_server import DISTINFER, FINISHED, SyntheticServer
 
-from distinfer.bench.records import load_records
 from distinfer.bench.stream import RequestSpec, StreamResult, make_client, stream_request
+from distinfer.results.records import load_records
 
 
 def first_sends(server: SyntheticServer, out: Path, *args: str) -> list[float]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distinfer.bench.guard import ClientLoad, check
-from distinfer.bench.metrics import compute_metrics, distribution, tpot_ms
-from distinfer.bench.records import RecordWriter, RequestRecord, load_records
-from distinfer.bench.slo import PRESETS, Slo, parse_slo
+from distinfer.results.guard import ClientLoad, check
+from distinfer.results.metrics import compute_metrics, distribution, tpot_ms
+from distinfer.results.records import RecordWriter, RequestRecord, load_records
+from distinfer.results.slo import PRESETS, Slo, parse_slo
 
 
 def rec(sent: float, ttft: float, last: float, end: float, tokens: int = 11, **kw) -> RequestRecord:

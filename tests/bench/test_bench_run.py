@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from synthetic_server import DISTINFER, FINISHED, SyntheticServer, stop_group, synthetic_server
 
-from distinfer.bench.records import load_records
+from distinfer.results.records import load_records
 
 
 def bench(server: SyntheticServer, out: Path, *args: str) -> subprocess.CompletedProcess[str]:

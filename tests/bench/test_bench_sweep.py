@@ -10,8 +10,8 @@ import pytest
 import yaml
 from synthetic_server import DISTINFER, FINISHED
 
-from distinfer.bench.sweep import load_sweep
 from distinfer.config import ConfigError
+from distinfer.results.scenario import load_sweep
 
 REPO = Path(__file__).resolve().parents[2]
 

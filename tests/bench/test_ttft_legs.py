@@ -16,9 +16,9 @@ import socket
 import pytest
 from synthetic_server import DISTINFER, FINISHED, SyntheticServer
 
-from distinfer.bench.legs import moments_ms
-from distinfer.bench.records import load_records
-from distinfer.results import Summary
+from distinfer.results.legs import moments_ms
+from distinfer.results.records import load_records
+from distinfer.results.summary import Summary
 
 
 def test_every_record_carries_its_own_server_timing_and_the_legs_add_up(server: SyntheticServer, tmp_path):

@@ -101,10 +101,11 @@ def test_sampling_costs_under_one_percent_of_a_core_at_one_second(tmp_path):
 
 def test_the_bundle_without_pydantic_writes_lines_the_results_schema_reads(tmp_path):
     """What the node_metrics role's `bundle` runtime runs on cluster nodes: only the recorder's own files
-    (the package root and nodemetrics/, no results.py, so no schema check while writing); the report
+    (the package root and nodemetrics/, no results/ package, so no schema check while writing); the report
     reads the lines through the results schema all the same."""
     import distinfer
-    from distinfer.results import SCHEMA_VERSION, NodeSample, NodeStart, read_node_lines
+    from distinfer.results.base import SCHEMA_VERSION
+    from distinfer.results.nodes import NodeSample, NodeStart, read_node_lines
 
     package = Path(distinfer.__file__).parent
     bundle = tmp_path / "lib" / "distinfer"

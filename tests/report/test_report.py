@@ -27,8 +27,8 @@ from synthetic_server import FINISHED, SyntheticServer, synthetic_server
 
 from browser import Browser
 from distinfer.report.charts import steady_latencies
-from distinfer.report.load import load_run
 from distinfer.report.tables import VIRTUAL_NIC_PREFIXES
+from distinfer.results.load import load_run
 
 DISTINFER = str(Path(sys.executable).with_name("distinfer"))
 HOST = socket.gethostname()

@@ -22,7 +22,7 @@ import openai
 import pytest
 
 from distinfer.config import parse_models
-from distinfer.results import ServerTiming
+from distinfer.results.records import ServerTiming
 
 pytestmark = pytest.mark.ray
 

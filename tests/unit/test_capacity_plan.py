@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from distinfer.bench.capacity import CapacityResult
-from distinfer.bench.scenario import CapacitySearch
-from distinfer.bench.slo import PRESETS
 from distinfer.capacity_plan import Point, fit, holdout, nodes_for
+from distinfer.results.capacity import CapacityResult
+from distinfer.results.scenario import CapacitySearch
+from distinfer.results.slo import PRESETS
 
 DISTINFER = str(Path(sys.executable).with_name("distinfer"))
 

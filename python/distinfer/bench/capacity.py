@@ -11,7 +11,7 @@ P99 TTFT and TPOT stay within fixed limits. The search here finds it for one dep
 
 Each step is an open-loop scenario (the base scenario at one rate) measured over its steady window
 after the warm-up, long enough for `min_tail_requests` requests beyond the SLO's percentile (a P99
-judged on 100 requests is one request's luck), and judged against the SLO (bench/slo.py):
+judged on 100 requests is one request's luck), and judged against the SLO (results/slo.py):
 - **pass**: the SLO met, and the saturation guard found the load generator kept up;
 - **fail**: the SLO missed. A step that has clearly missed it (one limit already missed by more
   requests than twice what the whole window may miss, plus 10) is stopped early;
@@ -24,7 +24,7 @@ so the capacity does not rest on one realisation replayed at every rate. Every s
 records and summary in `DIR/steps/<NN>-<rate>rps/`. The search is resumable:
 it is a pure function of the steps' outcomes, so a re-run reads the finished steps back (their
 `summary.json`) and runs only what is missing. `DIR/capacity.json` holds the result (rewritten after
-every step; `finished` says whether the search is over).
+every step; `finished` says whether the search is over; its model: results/capacity.py).
 """
 
 from __future__ import annotations
@@ -34,83 +34,29 @@ import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from distinfer.bench.metrics import request_latencies
 from distinfer.bench.progress import RecordTail, View
 from distinfer.bench.provenance import collect_provenance
-from distinfer.bench.records import RECORDS_FILE
 from distinfer.bench.runner import run_scenario
-from distinfer.bench.scenario import SUMMARY_FILE, CapacitySearch, ScenarioSpec, write_json_atomic
-from distinfer.bench.slo import Slo
 from distinfer.bench.storage import FREE_FLOOR_BYTES, check_results_dir
 from distinfer.config import ConfigError
-from distinfer.results import Summary, read_model
+from distinfer.results.base import write_json_atomic
+from distinfer.results.capacity import CapacityResult, CapacityStep, Outcome
+from distinfer.results.metrics import request_latencies
+from distinfer.results.records import RECORDS_FILE
+from distinfer.results.run import Provenance
+from distinfer.results.scenario import CapacitySearch, ScenarioSpec
+from distinfer.results.slo import Slo
+from distinfer.results.summary import Summary
 
 log = logging.getLogger(__name__)
 
-RESULT_FILE = "capacity.json"
 SEARCH_FILE = "search.json"
-SCHEMA_VERSION = 1
 # A step is clearly failing once one limit is missed by more than this many times the requests the
 # whole window may miss, plus EARLY_STOP_MARGIN (so a handful of misses never stops a step).
 EARLY_STOP_FACTOR = 2.0
 EARLY_STOP_MARGIN = 10
 DEFAULT_MIN_IN_FLIGHT_CAP = 256
-
-Outcome = Literal["pass", "fail", "invalid"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class CapacityStep(_Strict):
-    """One measurement: the base scenario at one rate."""
-
-    index: int = Field(description="Measurements in order, retries included (1-based).")
-    rate: float = Field(description="Poisson arrivals asked for, requests/s.")
-    name: str = Field(description="Its folder under steps/.")
-    retry: int = Field(0, description="0 for the first try at this rate, then 1, 2, ...")
-    outcome: Outcome
-    requests: int = Field(description="Requests due in the steady window (failed ones included).")
-    share_meeting: float | None = Field(description="Of those, the share within every limit at once.")
-    at_percentile_ms: dict[str, float | None] = Field(description="Each limit's latency at the percentile.")
-    request_goodput: float | None
-    output_goodput: float | None
-    request_throughput: float | None
-    output_throughput: float | None
-    achieved_send_rate: float | None
-    valid: bool
-    invalid_reasons: list[str] = Field(default_factory=list)
-    stopped_early: str | None = None
-
-
-class CapacityResult(_Strict):
-    """DIR/capacity.json."""
-
-    schema_version: int = SCHEMA_VERSION
-    name: str
-    model: str
-    url: str
-    replicas: int | None
-    users_per_replica: int | None
-    slo: Slo
-    search: CapacitySearch
-    converged: bool = Field(description="Bracketed to within the tolerance.")
-    capacity_rate: float | None = Field(
-        description="The highest passing rate (requests/s); None if none passed."
-    )
-    lowest_failing_rate: float | None = Field(description="The lowest rate that failed or stayed invalid.")
-    limited_by_load_generator: bool = Field(
-        description="The lowest failing rate was a step the guard left invalid: the load generator, not "
-        "the server, bounded the search."
-    )
-    at_capacity: CapacityStep | None = Field(description="The passing step at the capacity rate.")
-    note: str
-    steps: list[CapacityStep]
 
 
 def step_window_s(base: ScenarioSpec, rate: float) -> float:
@@ -306,8 +252,8 @@ class CapacityRun:
         else:
             write_json_atomic(saved, wanted)
         run_dir = self.out.parent.parent
-        if self.out.parent.name == "capacity" and not (run_dir / "run.json").exists():
-            write_json_atomic(run_dir / "run.json", collect_provenance().model_dump(mode="json"))
+        if self.out.parent.name == "capacity" and not Provenance.file_in(run_dir).exists():
+            collect_provenance().save_file(run_dir)
 
     def measure(self, rate: float) -> tuple[bool, bool]:
         """One rate, run again while the guard leaves it invalid (up to `invalid_retries`)."""
@@ -324,7 +270,7 @@ class CapacityRun:
         name = step_name(index, rate)
         folder = self.out / "steps" / name
         spec = step_spec(self.base, rate, f"{self.base.name}-{name}", index)
-        summary = read_model(folder / SUMMARY_FILE, Summary)
+        summary = Summary.load_file(folder)
         if summary is not None:
             log.info("step %s finished in an earlier run; read back", name)
         else:
@@ -363,7 +309,7 @@ class CapacityRun:
 
 def capacity_finished(folder: Path) -> bool:
     """A search over: its result is written."""
-    return (folder / RESULT_FILE).exists()
+    return CapacityResult.file_in(folder).exists()
 
 
 def run_capacity(
@@ -373,5 +319,5 @@ def run_capacity(
     run = CapacityRun(base, out, api_key, view)
     run.prepare()
     result = run.result(search(run.settings, run.measure))
-    write_json_atomic(out / RESULT_FILE, result.model_dump(mode="json"))
+    result.save_file(out)
     return result

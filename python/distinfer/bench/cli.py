@@ -21,7 +21,7 @@ from distinfer.bench.status import (
 from distinfer.config import ConfigError
 
 if TYPE_CHECKING:
-    from distinfer.results import Summary
+    from distinfer.results.summary import Summary
 
 T = TypeVar("T")
 
@@ -52,7 +52,7 @@ bench = typer.Typer(
 
 def _spec(data: dict[str, Any]):  # type: ignore[no-untyped-def]
     """The scenario the options and --spec make, validated once (errors as for a scenarios file)."""
-    from distinfer.bench.sweep import validate_scenario
+    from distinfer.results.scenario import validate_scenario
 
     return validate_scenario(data, "the scenario from --spec and the options")
 
@@ -134,8 +134,8 @@ def run_command(
     """
     from distinfer.bench.progress import make_view
     from distinfer.bench.runner import run_scenario
-    from distinfer.bench.scenario import expand_repeats, parse_meta
-    from distinfer.bench.slo import parse_slo
+    from distinfer.results.scenario import expand_repeats, parse_meta
+    from distinfer.results.slo import parse_slo
 
     fields = _read_spec(spec) if spec else {}
     try:
@@ -280,7 +280,7 @@ def capacity_command(
     """
     from distinfer.bench.capacity import run_capacity
     from distinfer.bench.progress import make_view
-    from distinfer.bench.slo import parse_slo
+    from distinfer.results.slo import parse_slo
 
     fields = _read_spec(spec) if spec else {}
     given = {
@@ -366,7 +366,8 @@ def sweep_command(
     worst of the scenarios run (0, 3 no request succeeded, 4 INVALID), or 2 / 5 as for `run`.
     """
     from distinfer.bench.progress import make_view
-    from distinfer.bench.sweep import load_sweep, run_sweep
+    from distinfer.bench.sweep import run_sweep
+    from distinfer.results.scenario import load_sweep
 
     overrides = {k: v for k, v in (("url", url), ("model", model)) if v is not None}
     specs = load_sweep(scenarios, overrides)
@@ -385,7 +386,8 @@ def sweep_command(
 
 def _certify_once(out: Path, specs: list[Any]) -> None:
     """The sweep's certificate, unless the run already holds one at this rate (a resumed sweep)."""
-    from distinfer.bench.fidelity import certificate_covers, certify, planned_events_per_s
+    from distinfer.bench.fidelity import certify
+    from distinfer.results.certificate import certificate_covers, planned_events_per_s
 
     target = planned_events_per_s(specs)
     if target <= 0 or certificate_covers(out, target):

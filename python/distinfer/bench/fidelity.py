@@ -18,7 +18,8 @@ loop), reproduced with that many closed-loop users reading 100 tokens/s each (it
 result, `RUN/certificate.json`, states the TTFT and TPOT error measured at that rate; within 5 %
 (TTFT P50) and 2 % (TPOT P50) of the truth, it certifies the event rate the client really read (the
 saturation guard's verdict on the self-test is stated beside it). The report prints it, and flags
-every scenario whose measured event rate exceeds it.
+every scenario whose measured event rate exceeds it. The certificate's model, its tolerances and the
+planned rate it is measured at are results/certificate.py's; this module runs the self-test.
 """
 
 from __future__ import annotations
@@ -34,28 +35,26 @@ from typing import Any
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
 
-from distinfer.bench.metrics import tpot_ms, ttft_ms
-from distinfer.bench.records import RECORDS_FILE, RequestRecord, load_records
-from distinfer.bench.runner import run_scenario, target_events_per_s
-from distinfer.bench.scenario import ScenarioSpec, write_json_atomic
-from distinfer.results import Summary
+from distinfer.bench.runner import run_scenario
+from distinfer.results.certificate import (
+    Certificate,
+    Fidelity,
+    certificate_note,
+    event_rate,
+)
+from distinfer.results.metrics import tpot_ms, ttft_ms
+from distinfer.results.records import RECORDS_FILE, RequestRecord, load_records
+from distinfer.results.scenario import ScenarioSpec
+from distinfer.results.summary import Summary
 
 log = logging.getLogger(__name__)
 
-CERTIFICATE_FILE = "certificate.json"
 SELFTEST_DIR = "certificate"
-TTFT_TOLERANCE = 0.05  # relative error of the TTFT P50
-TPOT_TOLERANCE = 0.02  # relative error of the TPOT P50
 SELFTEST_TTFT_MS = 50.0
 SELFTEST_ITL_MS = 10.0  # 100 tokens/s per user: the runner's planning figure for a closed-loop user
 SELFTEST_TOKENS = 64
 SELFTEST_STEADY_S = 6.0
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 # ---- the truth and the join ------------------------------------------------------------------------
@@ -96,34 +95,6 @@ def steady_successes(folder: Path, summary: Summary) -> list[RequestRecord]:
     """The requests a summary's latency percentiles come from: successful, due in the window."""
     w0, w1 = summary.metrics.window_start, summary.metrics.window_end
     return [r for r in load_records(folder / RECORDS_FILE) if r.ok and w0 <= r.scheduled < w1]
-
-
-class Fidelity(_Strict):
-    """A client's TTFT and TPOT (P50 and P99) beside the server's truth for the same requests."""
-
-    requests: int = Field(description="Requests joined to the truth.")
-    ttft_p50_ms: float | None
-    truth_ttft_p50_ms: float | None
-    ttft_p99_ms: float | None
-    truth_ttft_p99_ms: float | None
-    tpot_p50_ms: float | None
-    truth_tpot_p50_ms: float | None
-    tpot_p99_ms: float | None
-    truth_tpot_p99_ms: float | None
-
-    def error(self, which: str, q: int = 50) -> float | None:
-        """(client - truth) / truth of one percentile."""
-        measured, truth = getattr(self, f"{which}_p{q}_ms"), getattr(self, f"truth_{which}_p{q}_ms")
-        return None if measured is None or not truth else (measured - truth) / truth
-
-    def within_tolerance(self) -> bool:
-        ttft, tpot = self.error("ttft"), self.error("tpot")
-        return (
-            ttft is not None
-            and tpot is not None
-            and abs(ttft) <= TTFT_TOLERANCE
-            and abs(tpot) <= TPOT_TOLERANCE
-        )
 
 
 def compare_to_truth(records: Sequence[RequestRecord], truth: Sequence[dict[str, Any]]) -> Fidelity:
@@ -172,62 +143,6 @@ def truth_server(
 # ---- the certificate -------------------------------------------------------------------------------
 
 
-class Certificate(_Strict):
-    """RUN/certificate.json: the load generator's self-test at the run's highest planned event rate."""
-
-    schema_version: int = 1
-    created: float
-    target_events_per_s: float = Field(description="The run's highest planned streamed events/s.")
-    users: int = Field(description="Closed-loop users of the self-test (each reading 100 tokens/s).")
-    itl_ms: float
-    ttft_ms: float
-    max_tokens: int
-    measured_events_per_s: float = Field(description="Streamed events/s the client read in the window.")
-    fidelity: Fidelity
-    valid: bool = Field(description="The saturation guard's verdict on the self-test.")
-    invalid_reasons: list[str] = Field(default_factory=list)
-    certified_events_per_s: float | None = Field(
-        description="Up to this event rate the figures are within tolerance; None: not certified."
-    )
-    note: str
-
-    def line(self) -> str:
-        """One sentence: the rate tested, the errors measured, what is certified."""
-        f = self.fidelity
-
-        def err(which: str) -> str:
-            value = f.error(which)
-            truth = getattr(f, f"truth_{which}_p50_ms")
-            measured = getattr(f, f"{which}_p50_ms")
-            if value is None or truth is None or measured is None:
-                return "-"
-            return f"{value:+.2%} ({measured - truth:+.2f} ms)"
-
-        certified = (
-            f"certified up to {self.certified_events_per_s:,.0f} events/s"
-            if self.certified_events_per_s is not None
-            else "nothing certified"
-        )
-        return (
-            f"Load-generator fidelity: self-test at {self.measured_events_per_s:,.0f} streamed events/s "
-            f"(planned {self.target_events_per_s:,.0f}: {self.users} users x {1000 / self.itl_ms:.0f} "
-            f"tokens/s, synthetic server, {f.requests} requests): TTFT P50 error {err('ttft')}, "
-            f"TPOT P50 error {err('tpot')}; {self.note}; {certified}."
-        )
-
-
-def planned_events_per_s(specs: Sequence[ScenarioSpec]) -> float:
-    """The highest event rate the scenarios plan to make the client read (capacity searches aside)."""
-    loads = [target_events_per_s(s) for s in specs if s.capacity is None]
-    return max(loads, default=0.0)
-
-
-def event_rate(output_throughput: float | None, request_throughput: float | None) -> float:
-    """Streamed events/s a scenario's client read: one per output token, plus the first (role) and
-    last (usage) events of each request."""
-    return (output_throughput or 0.0) + 2.0 * (request_throughput or 0.0)
-
-
 def certify(run_dir: Path, target_events_per_s: float) -> Certificate:
     """Run the self-test into RUN/certificate/ and write RUN/certificate.json."""
     per_user = 1000.0 / SELFTEST_ITL_MS
@@ -268,27 +183,5 @@ def certify(run_dir: Path, target_events_per_s: float) -> Certificate:
         certified_events_per_s=certified,
         note=certificate_note(fidelity, summary.valid, certified),
     )
-    write_json_atomic(run_dir / CERTIFICATE_FILE, certificate.model_dump(mode="json"))
+    certificate.save_file(run_dir)
     return certificate
-
-
-def certificate_note(fidelity: Fidelity, valid: bool, certified: float | None) -> str:
-    limits = f"{TTFT_TOLERANCE:.0%} (TTFT P50) and {TPOT_TOLERANCE:.0%} (TPOT P50) of the truth"
-    verdict = f"within {limits}" if certified is not None else f"not within {limits}"
-    return verdict if valid else f"{verdict} (the saturation guard marked the self-test INVALID)"
-
-
-def read_certificate(run_dir: Path) -> Certificate | None:
-    path = run_dir / CERTIFICATE_FILE
-    if not path.exists():
-        return None
-    try:
-        return Certificate.model_validate_json(path.read_text())
-    except ValueError as err:
-        raise ValueError(f"cannot read the fidelity certificate {path}: {err}") from None
-
-
-def certificate_covers(run_dir: Path, target_events_per_s: float) -> bool:
-    """A certificate already in the run, measured at this planned rate or above (a resumed run)."""
-    found = read_certificate(run_dir)
-    return found is not None and found.target_events_per_s >= target_events_per_s

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
-from distinfer.bench.records import RequestRecord
+from distinfer.results.records import RequestRecord
 
 log = logging.getLogger(__name__)
 

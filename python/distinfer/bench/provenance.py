@@ -11,7 +11,7 @@ import time
 
 import psutil
 
-from distinfer.results import Hardware, Provenance
+from distinfer.results.run import Hardware, Provenance
 
 PACKAGES = ("distinfer", "locust", "gevent", "geventhttpclient", "numpy", "pydantic", "psutil", "ray", "vllm")
 

@@ -29,39 +29,32 @@ from typing import Any
 
 import psutil
 
-from distinfer.bench import guard
-from distinfer.bench.availability import STATUS_FILE, StatusWatcher, assess, read_status
-from distinfer.bench.legs import ttft_split
-from distinfer.bench.metrics import compute_metrics
 from distinfer.bench.probe import probe
 from distinfer.bench.progress import ScenarioProgress, View
 from distinfer.bench.prompts import load_prompts
 from distinfer.bench.provenance import collect_provenance
-from distinfer.bench.records import RECORDS_FILE, WRITE_FAILED, load_records
-from distinfer.bench.scenario import SCENARIO_FILE, SUMMARY_FILE, ScenarioSpec, WorkerPlan, write_json_atomic
 from distinfer.bench.storage import ResultsWriteError, check_results_dir, required_bytes
 from distinfer.bench.stream import RequestSpec
-from distinfer.results import StoppedEarly, Summary
+from distinfer.bench.watcher import StatusWatcher
+from distinfer.results import guard
+from distinfer.results.availability import STATUS_FILE, assess, read_status
+from distinfer.results.legs import ttft_split
+from distinfer.results.metrics import compute_metrics
+from distinfer.results.records import RECORDS_FILE, WRITE_FAILED, load_records
+from distinfer.results.run import Provenance
+from distinfer.results.scenario import ScenarioSpec, WorkerPlan, target_events_per_s
+from distinfer.results.summary import StoppedEarly, Summary
 
 log = logging.getLogger(__name__)
 
 # Streamed events per second one worker handles with its loop still on time (measured on this
 # project's reference 2-core VM: see benchmarks/loadgen_fidelity.md). Beyond it, add a worker.
 EVENTS_PER_WORKER = 8000.0
-# Closed loop without a known token rate: assume a fast server (10 ms between tokens per user).
-ASSUMED_EVENTS_PER_USER = 100.0
 STARTUP_TIMEOUT_S = 60.0
 
 # Asked once a second while the load runs, with the load's start time: a reason to stop the scenario
 # now (it is clearly failing: bench/capacity.py), or None to go on.
 StopWhen = Callable[[float], "str | None"]
-
-
-def target_events_per_s(spec: ScenarioSpec) -> float:
-    """How many SSE events per second the client must read at most."""
-    if spec.rate is not None:
-        return spec.rate * (spec.max_tokens + 2)
-    return spec.users * ASSUMED_EVENTS_PER_USER
 
 
 def expected_requests_per_s(spec: ScenarioSpec) -> float:
@@ -133,10 +126,10 @@ class ScenarioRun:
             records.rename(kept)
             log.warning("an unfinished earlier run left records; kept them as %s", kept.name)
         (self.out / "client").mkdir(exist_ok=True)
-        write_json_atomic(self.out / SCENARIO_FILE, self.spec.model_dump(mode="json"))
+        self.spec.save_file(self.out)
         run_dir = self.out.parent.parent
-        if self.out.parent.name == "scenarios" and not (run_dir / "run.json").exists():
-            write_json_atomic(run_dir / "run.json", collect_provenance().model_dump(mode="json"))
+        if self.out.parent.name == "scenarios" and not Provenance.file_in(run_dir).exists():
+            collect_provenance().save_file(run_dir)
 
     def start_workers(self) -> None:
         count = plan_workers(self.spec)
@@ -358,7 +351,7 @@ def run_scenario(
             progress.end()
     try:
         summary = run.summarise(start, time.time())
-        write_json_atomic(out / SUMMARY_FILE, summary.model_dump(mode="json"))
+        summary.save_file(out)
     except (OSError, ValueError) as err:  # unreadable records, or the summary itself not written
         raise ResultsWriteError(
             f"the summary of scenario {spec.name} could not be computed or written in {out}: {err}; "

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from distinfer.bench.capacity import CapacityResult
+from distinfer.results.capacity import CapacityResult
 
 if TYPE_CHECKING:
-    from distinfer.results import Summary
+    from distinfer.results.summary import Summary
 
 EXIT_STATUSES = """Exit status: 0 the run finished and is valid; 2 refused before any load (bad options, an
 unusable results directory, or the probe request found the URL unreachable, the model unknown or

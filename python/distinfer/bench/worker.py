@@ -40,10 +40,9 @@ from locust.env import Environment
 from locust.exception import StopUser
 
 from distinfer.bench.prompts import PromptSampler, load_prompts
-from distinfer.bench.records import WRITE_FAILED, RecordWriter, RequestRecord
-from distinfer.bench.scenario import WorkerPlan
 from distinfer.bench.stream import RequestSpec, StreamError, StreamResult, make_client, stream_request
-from distinfer.results import ServerTiming
+from distinfer.results.records import WRITE_FAILED, RecordWriter, RequestRecord, ServerTiming
+from distinfer.results.scenario import WorkerPlan
 
 log = logging.getLogger("distinfer.bench.worker")
 

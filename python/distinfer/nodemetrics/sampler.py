@@ -9,7 +9,7 @@ Lines (`kind`):
   ingress, replicas; see `serving`).
 Rates are over the real time between samples, so a late wake-up does not distort them.
 
-The lines' schema is distinfer/results.py (NodeStart, NodeNote, NodeSample): where pydantic is
+The lines' schema is distinfer/results/nodes.py (NodeStart, NodeNote, NodeSample): where pydantic is
 installed (`distinfer nodemetrics record`) every line is checked against it before it is written; the
 cluster nodes' bundle (system Python, no pydantic) writes the same lines unchecked and the report
 checks them when it reads them.
@@ -42,7 +42,7 @@ def _plain_json(line: dict[str, Any]) -> str:
 
 
 try:  # the schema needs pydantic, which the bundle runtime (system Python) does not have
-    from distinfer.results import node_line_json as _line_json
+    from distinfer.results.nodes import node_line_json as _line_json
 except ImportError:
     _line_json = _plain_json
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from distinfer.bench.capacity import CapacityResult, CapacityStep
 from distinfer.report.blocks import Block, Heading, Image, Paragraph, Table
+from distinfer.results.capacity import CapacityResult, CapacityStep
 
 SEARCH_COLUMNS = (
     "Search", "Configuration", "SLO", "Capacity (req/s)", "Lowest failing (req/s)",

@@ -6,11 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from distinfer.bench.metrics import steady_population, tpot_ms, ttft_ms
-from distinfer.bench.records import RECORDS_FILE, iter_records
-from distinfer.report.load import Run, Scenario
 from distinfer.report.tables import _physical_rates, ordered, scenario_row
-from distinfer.results import NodeSample
+from distinfer.results.load import Run, Scenario
+from distinfer.results.metrics import steady_population, tpot_ms, ttft_ms
+from distinfer.results.nodes import NodeSample
+from distinfer.results.records import RECORDS_FILE, iter_records
 
 
 def _pyplot():  # type: ignore[no-untyped-def]

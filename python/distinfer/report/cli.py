@@ -30,10 +30,10 @@ def report_command(
     ] = None,
 ) -> None:
     """Write report.md, report.html, results.json, results.csv, nodes.csv and PNG charts for a run."""
-    from distinfer.bench.slo import parse_slo
     from distinfer.report.goodput import rejudge
-    from distinfer.report.load import load_run
     from distinfer.report.render import write_report
+    from distinfer.results.load import load_run
+    from distinfer.results.slo import parse_slo
 
     try:
         run = load_run(run_dir)

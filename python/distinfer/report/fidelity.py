@@ -3,9 +3,9 @@ scenarios (and capacity steps) made it read more events per second than it was c
 
 from __future__ import annotations
 
-from distinfer.bench.fidelity import Certificate, event_rate
 from distinfer.report.blocks import Block, Bullets, Heading, Paragraph
-from distinfer.report.load import Run
+from distinfer.results.certificate import Certificate, event_rate
+from distinfer.results.load import Run
 
 
 def above_certified(run: Run, certificate: Certificate | None) -> list[tuple[str, float]]:

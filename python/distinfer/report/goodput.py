@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from distinfer.bench.metrics import judge_slo, steady_population
-from distinfer.bench.records import RECORDS_FILE, load_records
-from distinfer.bench.slo import Slo
 from distinfer.report.blocks import Block, Heading, Image, Paragraph, Table
-from distinfer.report.load import Run
+from distinfer.results.load import Run
+from distinfer.results.metrics import judge_slo, steady_population
+from distinfer.results.records import RECORDS_FILE, load_records
+from distinfer.results.slo import Slo
 
 SLO_COLUMNS = (
     "Scenario", "Configuration", "SLO", "TTFT at the SLO's percentile (ms)",

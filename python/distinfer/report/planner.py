@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from distinfer.capacity_plan import Series, fit, holdout, predictions, series_from
 from distinfer.report.blocks import Block, Heading, Image, Paragraph, Table
-from distinfer.report.load import Run
+from distinfer.results.load import Run
 
 COLUMNS = ("Quantity", "Replicas", "Predicted", "Measured", "Error", "Fit")
 

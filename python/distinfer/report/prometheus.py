@@ -17,10 +17,11 @@ import re
 from dataclasses import dataclass
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from distinfer.config import deployment_name
-from distinfer.report.load import Scenario
+from distinfer.results.base import Strict
+from distinfer.results.load import Scenario
 
 log = logging.getLogger(__name__)
 
@@ -29,17 +30,13 @@ TIMEOUT_S = 5.0
 STEP = "5s"
 
 
-class Pair(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Pair(Strict):
     avg: float | None = None
     max: float | None = None
 
 
-class ServerFigures(BaseModel):
+class ServerFigures(Strict):
     """One scenario's server-side figures (None: Prometheus had no such series for the window)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     prometheus: str
     window_s: float

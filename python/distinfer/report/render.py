@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distinfer.bench.scenario import ScenarioSpec, write_json_atomic
 from distinfer.report.blocks import (
     Block,
     Bullets,
@@ -27,7 +26,6 @@ from distinfer.report.charts import all_charts
 from distinfer.report.fidelity import above_certified, fidelity_section
 from distinfer.report.goodput import slo_section
 from distinfer.report.html import to_html
-from distinfer.report.load import Run, Scenario
 from distinfer.report.planner import planner_section
 from distinfer.report.prometheus import Pair, ServerFigures, figures_for_run
 from distinfer.report.repeats import noise_comparison, noise_section, repeats_document, repeats_section
@@ -39,6 +37,9 @@ from distinfer.report.tables import (
     results_document,
     scenario_row,
 )
+from distinfer.results.base import write_json_atomic
+from distinfer.results.load import Run, Scenario
+from distinfer.results.scenario import ScenarioSpec
 
 GUIDE_COLUMNS = (
     "Inference Nodes", "Devices", "GPUs", "Concurrent Requests", "RPS", "Tokens/s (output)",
@@ -254,7 +255,7 @@ LEG_COLUMNS = (
 
 
 def where_the_time_goes(run: Run) -> list[Block]:
-    """Per scenario, the TTFT split into legs from the server's timing of each request (bench/legs.py)."""
+    """Per scenario, the TTFT split into legs from the server's timing of each request (results/legs.py)."""
     blocks: list[Block] = [
         Heading("Where the time goes: time to first token, leg by leg (steady window)"),
         Paragraph(
@@ -398,7 +399,7 @@ def _share(part: float, total: float) -> str:
 def _timed_by(s: Scenario) -> set[tuple[str, str]]:
     """The engines (with their releases) that timed the scenario's requests in its window, and where
     their start times came from."""
-    from distinfer.bench.records import RECORDS_FILE, iter_records
+    from distinfer.results.records import RECORDS_FILE, iter_records
 
     if s.folder is None or s.window is None:
         return set()

@@ -7,8 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from distinfer.report.load import NodeSamples, Run, Scenario
-from distinfer.results import SCHEMA_VERSION, NodeSample
+from distinfer.results.base import SCHEMA_VERSION
+from distinfer.results.load import NodeSamples, Run, Scenario
+from distinfer.results.nodes import NodeSample
 
 # Virtual interfaces carry the same bytes again (pod veths, bridges, CNI tunnels): counting them
 # too would double a node's traffic. The node figure sums the rest.
@@ -79,7 +80,7 @@ def scenario_row(s: Scenario) -> dict[str, Any]:
         row[f"std_{name}_ms"] = dist.std
         for p in (90, 95, 99):
             row[f"p{p}_{name}_ms"] = getattr(dist, f"p{p}")
-    if summary.ttft_split is not None:  # each leg's share of the TTFT median (bench/legs.py)
+    if summary.ttft_split is not None:  # each leg's share of the TTFT median (results/legs.py)
         for leg in summary.ttft_split.legs:
             row[f"ttft_leg_{leg.key}_ms"] = leg.at_median_ms
     return row

@@ -1,82 +1,27 @@
 """What a fault did to a scenario: when errors began and ended, the seconds the SLO was violated, and
 when a lost replica was back, from the records and from the deployment's own status sampled during
-the run.
+the run (`status.jsonl`, written by bench/watcher.py: one line per poll of the server's
+`GET /status`).
 
-`StatusWatcher` asks the server's `GET /status` (every model's replicas as Ray Serve sees them) once
-a second into `status.jsonl`, from the runner process (the load workers do not pay for it). A poll
-that gets no answer is written as such: a server gone for good (the Ray head lost) shows as an
-endpoint that stopped answering and never came back, which the summary says in words.
+A poll that got no answer is a line of its own: a server gone for good (the Ray head lost) shows as
+an endpoint that stopped answering and never came back, which the summary says in words.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from distinfer.bench.metrics import tpot_ms, ttft_ms
-from distinfer.bench.slo import Slo
-
-if TYPE_CHECKING:  # records.py imports the results schema, which imports this module's models
-    from distinfer.bench.records import RequestRecord
-
-log = logging.getLogger(__name__)
+from distinfer.results.base import Strict
+from distinfer.results.metrics import tpot_ms, ttft_ms
+from distinfer.results.records import RequestRecord
+from distinfer.results.slo import Slo
 
 STATUS_FILE = "status.jsonl"
-POLL_INTERVAL_S = 1.0
-POLL_TIMEOUT_S = 2.0
-
-
-class StatusWatcher(threading.Thread):
-    """Samples `<url>/status` until stopped; one JSON line per poll, flushed as written."""
-
-    def __init__(self, url: str, out: Path, api_key: str | None, interval_s: float = POLL_INTERVAL_S) -> None:
-        super().__init__(name="status-watcher", daemon=True)
-        self.url = url.rstrip("/") + "/status"
-        self.path = out / STATUS_FILE
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.interval_s = interval_s
-        self._stop_event = threading.Event()
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(timeout=POLL_TIMEOUT_S + self.interval_s + 1)
-
-    def run(self) -> None:
-        with self.path.open("a") as out, httpx.Client(timeout=POLL_TIMEOUT_S) as client:
-            while not self._stop_event.is_set():
-                line = self._poll(client)
-                out.write(json.dumps(line) + "\n")
-                out.flush()
-                if line.get("absent"):
-                    return  # a server without /status (an older one, another stack): nothing to watch
-                self._stop_event.wait(self.interval_s)
-
-    def _poll(self, client: httpx.Client) -> dict[str, Any]:
-        asked = time.time()
-        try:
-            response = client.get(self.url, headers=self.headers)
-        except httpx.HTTPError as err:
-            return {"time": asked, "ok": False, "error": f"{type(err).__name__}: {err}"[:300]}
-        if response.status_code == 404:
-            return {"time": asked, "ok": False, "absent": True, "error": "the server has no /status"}
-        if response.status_code != 200:
-            return {
-                "time": asked,
-                "ok": False,
-                "error": f"HTTP {response.status_code}: {response.text[:200]}",
-            }
-        try:
-            return {"time": asked, "ok": True, "models": response.json()["models"]}
-        except (ValueError, KeyError) as err:
-            return {"time": asked, "ok": False, "error": f"unreadable status: {err}"}
 
 
 def read_status(path: Path) -> list[dict[str, Any]]:
@@ -91,10 +36,8 @@ def read_status(path: Path) -> list[dict[str, Any]]:
     return lines
 
 
-class ReplicaCourse(BaseModel):
+class ReplicaCourse(Strict):
     """One model's running replicas over the run."""
-
-    model_config = ConfigDict(extra="forbid")
 
     model: str
     at_start: int = Field(description="Running when the load began.")
@@ -104,10 +47,8 @@ class ReplicaCourse(BaseModel):
     message: str = Field(description="The orchestrator's words while it was short (empty when never).")
 
 
-class Availability(BaseModel):
+class Availability(Strict):
     """A scenario's faults, in seconds after its load began."""
-
-    model_config = ConfigDict(extra="forbid")
 
     failed: int
     first_error_s: float | None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from distinfer.bench.metrics import Metrics
+from distinfer.results.metrics import Metrics
 
 WORKER_CPU_LIMIT = 90.0  # % of one core, mean over the steady window, per worker process
 LOOP_LAG_P99_LIMIT_MS = 20.0  # a gevent loop this late delays every timestamp it takes

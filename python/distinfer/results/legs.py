@@ -1,6 +1,6 @@
 """Where a scenario's time to first token goes: the client's records joined to the server's timing.
 
-Each successful request of the steady window that carried server timing (results.py, ServerTiming)
+Each successful request of the steady window that carried server timing (results/records.py, ServerTiming)
 has six moments on one time line: the client sent it, the ingress received it, a model replica
 admitted it, the engine started it, the first token left the engine, the client read that token.
 Five legs lie between them; per request they add up to its TTFT exactly.
@@ -22,9 +22,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from distinfer.bench.metrics import distribution, steady_population
-from distinfer.bench.records import RequestRecord
-from distinfer.results import LegKey, TtftLeg, TtftSplit
+from distinfer.results.metrics import distribution, steady_population
+from distinfer.results.records import RequestRecord
+from distinfer.results.summary import LegKey, TtftLeg, TtftSplit
 
 LEGS: tuple[tuple[LegKey, str], ...] = (
     ("send_to_ingress", "client send → ingress"),

@@ -1,4 +1,4 @@
-"""Read a results directory (layout and schema: distinfer/results.py): runs, scenarios, node samples.
+"""Read a results directory (its layout: results/__init__.py): runs, scenarios, node samples.
 
 Every file is read through its model, so a file of an unknown schema version, or one whose fields do
 not fit, stops the report with the file and the field named (`ResultsSchemaError`, a ValueError).
@@ -10,23 +10,14 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from distinfer.bench.capacity import RESULT_FILE, CapacityResult
-from distinfer.bench.fidelity import Certificate, read_certificate
-from distinfer.bench.scenario import ScenarioSpec
-from distinfer.bench.slo import Slo, SloResult
-from distinfer.results import (
-    NodeError,
-    NodeNote,
-    NodeSample,
-    NodeStart,
-    Provenance,
-    ResultsSchemaError,
-    Summary,
-    read_model,
-    read_node_lines,
-)
+from distinfer.results.base import ResultsSchemaError, read_model
+from distinfer.results.capacity import CapacityResult
+from distinfer.results.certificate import Certificate
+from distinfer.results.nodes import NodeError, NodeNote, NodeSample, NodeStart, read_node_lines
+from distinfer.results.run import Provenance
+from distinfer.results.scenario import ScenarioSpec
+from distinfer.results.slo import Slo, SloResult
+from distinfer.results.summary import Summary
 
 log = logging.getLogger(__name__)
 
@@ -124,15 +115,15 @@ def read_node_samples(path: Path) -> NodeSamples:
 
 
 def load_scenario(folder: Path) -> Scenario:
-    spec = read_model(folder / "scenario.json", ScenarioSpec, versioned=False)
-    summary = read_model(folder / "summary.json", Summary)
+    spec = ScenarioSpec.load_file(folder)
+    summary = Summary.load_file(folder)
     nodes = {}
     for path in sorted((folder / "nodes").glob("*.jsonl")):
         node = read_node_samples(path)
         nodes[node.host] = node
     errors = {}
     for path in sorted((folder / "nodes").glob("*.error.json")):
-        error = read_model(path, NodeError, versioned=False)
+        error = read_model(path, NodeError)
         if error is not None:
             errors[error.host or path.name.removesuffix(".error.json")] = (
                 error.error or "the host recorded no samples"
@@ -150,13 +141,6 @@ def load_scenario(folder: Path) -> Scenario:
     )
 
 
-def load_capacity(path: Path) -> CapacityResult:
-    try:
-        return CapacityResult.model_validate_json(path.read_text())
-    except (OSError, ValidationError) as err:
-        raise ValueError(f"cannot read the capacity search {path}: {err}") from None
-
-
 def load_run(path: Path) -> Run:
     scenarios_dir = path / "scenarios"
     scenarios = (
@@ -164,7 +148,11 @@ def load_run(path: Path) -> Run:
         if scenarios_dir.is_dir()
         else []
     )
-    capacity = [load_capacity(f) for f in sorted(path.glob(f"capacity/*/{RESULT_FILE}"))]
+    capacity = [
+        result
+        for folder in sorted(f.parent for f in path.glob(f"capacity/*/{CapacityResult.DEFAULT_FILE}"))
+        if (result := CapacityResult.load_file(folder)) is not None
+    ]
     if not scenarios and not capacity:
         raise ValueError(
             f"{path} holds no scenario (scenarios/<name>/) and no capacity search (capacity/<name>/); "
@@ -174,10 +162,10 @@ def load_run(path: Path) -> Run:
         )
     return Run(
         path=path,
-        provenance=read_model(path / "run.json", Provenance),
+        provenance=Provenance.load_file(path),
         scenarios=scenarios,
         capacity=capacity,
-        certificate=read_certificate(path),
+        certificate=Certificate.load_file(path),
     )
 
 

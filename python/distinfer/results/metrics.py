@@ -9,7 +9,7 @@ users were still ramping, and requests still running after it ran while load was
 - Throughputs count what happened *inside* the window: completions whose end falls in it, and
   output tokens spread evenly between a request's first and last token and clipped to it.
 - Percentiles are exact, from every sample (numpy linear interpolation), never from a histogram.
-- With an SLO (bench/slo.py), the same population is judged against it: goodput and the share meeting it.
+- With an SLO (results/slo.py), the same population is judged against it: goodput and the share meeting it.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from distinfer.bench.slo import Slo, SloResult, evaluate
+from distinfer.results.slo import Slo, SloResult, evaluate
 
 if TYPE_CHECKING:  # records.py imports the results schema, which imports this module's models
-    from distinfer.bench.records import RequestRecord
+    from distinfer.results.records import RequestRecord
 
 
 class Distribution(BaseModel):

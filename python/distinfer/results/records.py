@@ -3,7 +3,8 @@
 Every metric is computed later from these records, so they hold times, not conclusions. Times are
 Unix seconds (float) so that records from several worker processes, and node samples from other
 hosts, share one clock; within a request they are taken from one monotonic clock anchored at the
-send, so durations never jump with a wall-clock step.
+send, so durations never jump with a wall-clock step. A record carries the server's own times for
+its request (`ServerTiming`) when the server sent them.
 
 Several worker processes append to the same file: each record is one `write(2)` of one line to a
 descriptor opened with O_APPEND, which Linux keeps whole and in order per call. Nothing is buffered
@@ -18,9 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
-from distinfer.results import ServerTiming
+from distinfer.results.base import Strict
 
 RECORDS_FILE = "records.jsonl"
 # Exit status of a load worker that could not write a record: its scenario must get no summary.
@@ -38,10 +39,41 @@ ErrorKind = Literal[
 ]
 
 
-class RequestRecord(BaseModel):
-    """What happened to one request. `None` times mean the moment never came."""
+class ServerTiming(Strict):
+    """When the server handled one request, in Unix seconds of each server host's clock.
 
-    model_config = ConfigDict(extra="forbid")
+    Sent on the final SSE chunk (`server_timing`, ignored by OpenAI clients) and in a whole answer's
+    body. In order: the ingress (the HTTP app: Ray Serve's ingress replica, or the bare server) got the
+    request; a model replica admitted it (Serve routed it to a replica with a free slot); the engine
+    started it (it left the engine's queue: vLLM's scheduled time, the hf batch loop taking it in, the
+    synthetic engine at once); the first token carrying text left the engine (the model server saw it).
+    """
+
+    ingress: float
+    replica: float
+    engine_start: float
+    first_token: float | None = Field(default=None, description="None when no token carried text.")
+    engine: str = Field(description="synthetic, hf or vllm.")
+    engine_version: str | None = Field(
+        default=None,
+        description="The engine library's release, e.g. '0.32.0 (cpu)' for vLLM on CPUs (optional: "
+        "records written before it read without it).",
+    )
+    engine_start_source: str = Field(
+        description="Where engine_start came from: 'engine' (the engine's own record) or 'replica' "
+        "(the moment the replica handed the request over, when the engine reported none)."
+    )
+    ingress_host: str = Field(description="Hostname of the ingress (whose clock `ingress` is).")
+    replica_host: str = Field(description="Hostname of the model replica (the other three times).")
+
+    @property
+    def engine_label(self) -> str:
+        """The engine with its release where the record has it: 'vllm 0.32.0 (cpu)'."""
+        return f"{self.engine} {self.engine_version}" if self.engine_version else self.engine
+
+
+class RequestRecord(Strict):
+    """What happened to one request. `None` times mean the moment never came."""
 
     request_id: str = Field(description="Sent as X-Request-Id, so server-side logs can be joined.")
     worker: int = Field(description="Worker process index.")

@@ -1,26 +1,29 @@
-"""What a run asks for (`scenario.json`) and what each worker process is told to do."""
+"""What a run asks for: one scenario (`scenario.json`), a scenarios file (files/scenarios/*.yaml) and
+its validation, and what each worker process is told to do.
+
+The plan (distinfer/plan.py) validates a benchmark's scenarios with these before anything runs; the
+load driver (bench/) runs them; the report reads them back from each scenario's folder.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from distinfer.bench.slo import Slo
+from distinfer.config import ConfigError
+from distinfer.errors import entry_locator, format_validation_error
+from distinfer.results.base import ResultsFile, Strict
+from distinfer.results.slo import Slo
 
 SCENARIO_FILE = "scenario.json"
-SUMMARY_FILE = "summary.json"
+# Closed loop without a known token rate: assume a fast server (10 ms between tokens per user).
+ASSUMED_EVENTS_PER_USER = 100.0
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class CapacitySearch(_Strict):
+class CapacitySearch(Strict):
     """A scenario's `capacity:`: search the highest Poisson arrival rate that meets its SLO
     (`distinfer bench capacity`, bench/capacity.py) instead of loading it at one size."""
 
@@ -61,7 +64,7 @@ class CapacitySearch(_Strict):
         return self
 
 
-class Repetition(_Strict):
+class Repetition(Strict):
     """Set on each of the runs a scenario's `repeat: N` makes."""
 
     of: str = Field(description="The scenario repeated (its name without -rep<k>).")
@@ -69,8 +72,11 @@ class Repetition(_Strict):
     count: int = Field(ge=2, description="How many runs the repeat makes.")
 
 
-class ScenarioSpec(_Strict):
+class ScenarioSpec(ResultsFile):
     """One load scenario. `users` is the closed loop's concurrency and the open loop's in-flight cap."""
+
+    DEFAULT_FILE: ClassVar[str] = SCENARIO_FILE
+    VERSIONED: ClassVar[bool] = False
 
     name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
     model: str
@@ -104,7 +110,7 @@ class ScenarioSpec(_Strict):
         None, ge=1, le=64, description="Load processes; sized from the load when unset."
     )
     slo: Slo | None = Field(
-        None, description="The SLO goodput counts against: a preset's name or limits (bench/slo.py)."
+        None, description="The SLO goodput counts against: a preset's name or limits (results/slo.py)."
     )
     capacity: CapacitySearch | None = Field(
         None, description="Search the highest rate within the SLO instead (`distinfer bench capacity`)."
@@ -158,6 +164,13 @@ class ScenarioSpec(_Strict):
         return self.rate is not None
 
 
+def target_events_per_s(spec: ScenarioSpec) -> float:
+    """How many SSE events per second the client must read at most."""
+    if spec.rate is not None:
+        return spec.rate * (spec.max_tokens + 2)
+    return spec.users * ASSUMED_EVENTS_PER_USER
+
+
 def expand_repeats(spec: ScenarioSpec) -> list[ScenarioSpec]:
     """A scenario with `repeat: N` as its N runs, `<name>-rep1` .. `<name>-repN`, each marked."""
     if spec.repeat == 1 or spec.repetition is not None:
@@ -174,7 +187,7 @@ def expand_repeats(spec: ScenarioSpec) -> list[ScenarioSpec]:
     ]
 
 
-class WorkerPlan(_Strict):
+class WorkerPlan(Strict):
     """A worker's share of a scenario. The API key is passed in the environment, never in a file."""
 
     index: int
@@ -205,17 +218,139 @@ def parse_meta(items: list[str]) -> dict[str, str]:
     return meta
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write to a temporary file beside `path`, then rename: readers see all of it or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+# ---- a scenarios file -----------------------------------------------------------------------------
+
+
+class SweepEntry(BaseModel):
+    """One scenario of a sweep; unset fields come from the file's `defaults`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str | None = Field(None, description="Default: `<replicas>r-<users_per_replica>u`.")
+    replicas: int | None = Field(None, ge=1)
+    users_per_replica: int | None = Field(None, ge=1)
+    users: int | None = Field(None, ge=1)
+
+
+class SweepFile(BaseModel):
+    """A scenarios file (files/scenarios/*.yaml): the CLI's sweeps and the benchmark role read it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    scenarios: list[SweepEntry] = Field(min_length=1)
+
+    def entries(self, overrides: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each scenario's fields: the file's defaults, then the entry, then `overrides`.
+
+        Not validated yet: the caller fills in what only it knows (the URL, a replica count) and
+        validates the result as a ScenarioSpec.
+        """
+        merged = []
+        for entry in self.scenarios:
+            data = {**self.defaults, **entry.model_dump(exclude_none=True), **overrides}
+            meta = {**self.defaults.get("meta", {}), **(entry.model_extra or {}).get("meta", {})}
+            data["meta"] = {k: str(v) for k, v in {**meta, **overrides.get("meta", {})}.items()}
+            merged.append(data)
+        return merged
+
+    def specs(self, overrides: dict[str, Any]) -> list[ScenarioSpec]:
+        specs = []
+        for data in self.entries(overrides):
+            if data.get("users") is None:
+                if data.get("replicas") is None or data.get("users_per_replica") is None:
+                    raise ValueError(
+                        f"scenario {data.get('name', '(unnamed)')!r} needs users, or replicas and "
+                        "users_per_replica"
+                    )
+                data["users"] = data["replicas"] * data["users_per_replica"]
+            data.setdefault("name", default_scenario_name(data))
+            specs += expand_repeats(validate_scenario(data, f"scenario {data['name']!r}"))
+        check_unique_names([s.name for s in specs])
+        return specs
+
+
+def default_scenario_name(data: dict[str, Any], prefix: str = "") -> str:
+    """`<prefix><replicas>r-<users_per_replica>u` (or `<users>u`): what a run calls an unnamed scenario."""
+    if data.get("users_per_replica") is not None:
+        return f"{prefix}{data.get('replicas', 1)}r-{data['users_per_replica']}u"
+    return f"{prefix}{data.get('users')}u"
+
+
+def check_unique_names(names: list[str]) -> None:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"scenario names must be unique; {repeated} repeat (give each scenario a name:)")
+
+
+def read_sweep(path: Path) -> SweepFile:
+    """Parse a scenarios file, with a message that names the file and the problem."""
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"cannot read scenarios file {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    return parse_sweep(data, str(path))
+
+
+def parse_sweep(data: Any, source: str) -> SweepFile:
+    try:
+        return SweepFile.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_sweep_error(err, source, data)) from None
+
+
+# What to give instead, by field, where the error alone does not say it.
+SCENARIO_ADVICE = {
+    "users_per_replica": "a whole number >= 1: the per-replica cap on requests in flight",
+    "replicas": "a whole number >= 1, at most what the inventory's GPUs hold",
+    "users": "a whole number >= 1",
+    "slo": "a preset (mlperf-llama2-70b, mlperf-llama2-70b-interactive, mlperf-llama3.1-8b, "
+    "mlperf-llama3.1-8b-interactive) or {ttft_ms: ..., tpot_ms: ..., percentile: 99}",
+}
+EXAMPLES = "files/scenarios/*.yaml"
+
+
+def format_sweep_error(err: ValidationError, source: str, data: Any) -> str:
+    """One line per problem: which scenario, which field, what was given and what to give."""
+    locate = entry_locator("scenarios", SweepFile, SweepEntry)
+    return format_validation_error(
+        err,
+        source,
+        "a valid scenarios file",
+        data=data,
+        examples=EXAMPLES,
+        locate=locate,
+        advice=SCENARIO_ADVICE,
+    )
+
+
+def validate_scenario(data: dict[str, Any], source: str) -> ScenarioSpec:
+    """One scenario's merged fields as a ScenarioSpec, or a ConfigError naming each problem."""
+    try:
+        return ScenarioSpec.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(
+            format_validation_error(
+                err,
+                source,
+                "a valid scenario",
+                data=data,
+                examples=EXAMPLES,
+                locate=entry_locator(None, ScenarioSpec, None),
+                advice=SCENARIO_ADVICE,
+            )
+        ) from None
+
+
+def load_sweep(path: Path, overrides: dict[str, Any]) -> list[ScenarioSpec]:
+    sweep = read_sweep(path)
+    try:
+        return sweep.specs(overrides)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    except ValueError as err:
+        raise ConfigError(
+            f"{path} is not a valid scenarios file: {err}; see {EXAMPLES} for examples"
+        ) from None

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 if TYPE_CHECKING:  # records.py imports the results schema, which imports this module's models
-    from distinfer.bench.records import RequestRecord
+    from distinfer.results.records import RequestRecord
 
 DEFAULT_PERCENTILE = 99.0
 

@@ -19,7 +19,7 @@ answers (serve/openapi.py).
 Server timing: the final SSE chunk (the usage chunk when `stream_options.include_usage` asks for
 one, else the chunk with `finish_reason`) and a whole answer's body carry `server_timing`, a field
 OpenAI clients ignore: when this app received the request, when a model replica admitted it, when the
-engine started it and when its first token left the engine (results.py, ServerTiming). Nothing a
+engine started it and when its first token left the engine (results/records.py, ServerTiming). Nothing a
 client must parse: headers and every other field are as OpenAI's.
 """
 
@@ -71,7 +71,7 @@ HOSTNAME = socket.gethostname()
 
 
 def server_timing(timing: ReplicaTiming, ingress: float) -> dict[str, Any]:
-    """The `server_timing` field: the ingress's time and the replica's (results.py, ServerTiming)."""
+    """The `server_timing` field: the ingress's time and the replica's (results/records.py, ServerTiming)."""
     return {
         "ingress": ingress,
         "replica": timing.replica,

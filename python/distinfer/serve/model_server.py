@@ -6,7 +6,7 @@ uvicorn (serve/bare.py), so both paths answer identically. Its stream starts wit
 200 streaming response; token deltas follow an `Accepted`. Just before the last delta (the one with
 `finish_reason`) comes a `ReplicaTiming`: when this replica admitted the request, when the engine
 started it and when the first token carrying text left the engine; the HTTP layer adds its own time
-and puts them on the final chunk (results.py, ServerTiming).
+and puts them on the final chunk (results/records.py, ServerTiming).
 """
 
 from __future__ import annotations

@@ -1,0 +1,65 @@
+"""`StatusWatcher`: the server's `GET /status` (every model's replicas as Ray Serve sees them), asked
+once a second into the scenario's `status.jsonl` from the runner process (the load workers do not pay
+for it). A poll that gets no answer is written as such; results/availability.py reads the lines back
+into the scenario's fault course.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from distinfer.results.availability import STATUS_FILE
+
+POLL_INTERVAL_S = 1.0
+POLL_TIMEOUT_S = 2.0
+
+
+class StatusWatcher(threading.Thread):
+    """Samples `<url>/status` until stopped; one JSON line per poll, flushed as written."""
+
+    def __init__(self, url: str, out: Path, api_key: str | None, interval_s: float = POLL_INTERVAL_S) -> None:
+        super().__init__(name="status-watcher", daemon=True)
+        self.url = url.rstrip("/") + "/status"
+        self.path = out / STATUS_FILE
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.interval_s = interval_s
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=POLL_TIMEOUT_S + self.interval_s + 1)
+
+    def run(self) -> None:
+        with self.path.open("a") as out, httpx.Client(timeout=POLL_TIMEOUT_S) as client:
+            while not self._stop_event.is_set():
+                line = self._poll(client)
+                out.write(json.dumps(line) + "\n")
+                out.flush()
+                if line.get("absent"):
+                    return  # a server without /status (an older one, another stack): nothing to watch
+                self._stop_event.wait(self.interval_s)
+
+    def _poll(self, client: httpx.Client) -> dict[str, Any]:
+        asked = time.time()
+        try:
+            response = client.get(self.url, headers=self.headers)
+        except httpx.HTTPError as err:
+            return {"time": asked, "ok": False, "error": f"{type(err).__name__}: {err}"[:300]}
+        if response.status_code == 404:
+            return {"time": asked, "ok": False, "absent": True, "error": "the server has no /status"}
+        if response.status_code != 200:
+            return {
+                "time": asked,
+                "ok": False,
+                "error": f"HTTP {response.status_code}: {response.text[:200]}",
+            }
+        try:
+            return {"time": asked, "ok": True, "models": response.json()["models"]}
+        except (ValueError, KeyError) as err:
+            return {"time": asked, "ok": False, "error": f"unreadable status: {err}"}

@@ -36,6 +36,7 @@ from distinfer.results.base import Strict
 from distinfer.results.capacity import RESULT_FILE as CAPACITY_RESULT
 from distinfer.results.certificate import planned_events_per_s
 from distinfer.results.scenario import (
+    Deployment,
     ScenarioSpec,
     SweepFile,
     check_unique_names,
@@ -479,20 +480,20 @@ def _scenario(
 
 def _scenario_meta(data: dict[str, Any], request: PlanRequest, plan: Plan) -> dict[str, str]:
     """What the report shows about the deployment: the file's own labels win (the guide's)."""
-    meta = {
-        "nodes": ",".join(plan.hosts),
-        "devices": ",".join(h.device or h.name for h in request.hosts),
-        "gpus": str(sum(h.gpus for h in request.hosts)),
-        "replicas": str(data["replicas"]),
-        "platform": request.platform,
+    deployment = Deployment(
+        nodes=list(plan.hosts),
+        devices=",".join(h.device or h.name for h in request.hosts),
+        gpus=str(sum(h.gpus for h in request.hosts)),
+        replicas=data["replicas"],
+        platform=request.platform,
         # The report asks this Prometheus for the server-side figures of the scenario's window.
-        "prometheus": plan.prometheus_url,
-    }
-    if data.get("users_per_replica") is not None:
-        meta["users_per_replica"] = str(data["users_per_replica"])
-    if plan.engine_stand_in:
-        meta["engine_stand_in"] = "synthetic (rehearsal: not a measurement of the model)"
-    return {**meta, **data.get("meta", {})}
+        prometheus=plan.prometheus_url,
+        users_per_replica=data.get("users_per_replica"),
+        engine_stand_in="synthetic (rehearsal: not a measurement of the model)"
+        if plan.engine_stand_in
+        else None,
+    )
+    return {**deployment.to_meta(), **data.get("meta", {})}
 
 
 def plan_command(

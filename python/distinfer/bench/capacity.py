@@ -45,7 +45,7 @@ from distinfer.results.capacity import CapacityResult, CapacityStep, Outcome
 from distinfer.results.metrics import request_latencies
 from distinfer.results.records import RECORDS_FILE
 from distinfer.results.run import Provenance
-from distinfer.results.scenario import CapacitySearch, ScenarioSpec
+from distinfer.results.scenario import CapacitySearch, Deployment, ScenarioSpec
 from distinfer.results.slo import Slo
 from distinfer.results.summary import Summary
 
@@ -83,7 +83,8 @@ def step_spec(base: ScenarioSpec, rate: float, name: str, index: int) -> Scenari
     search = base.capacity or CapacitySearch.model_validate({})
     cap = search.in_flight_cap or max(4 * base.users, DEFAULT_MIN_IN_FLIGHT_CAP)
     data = base.model_dump(mode="json", exclude={"capacity"})
-    meta = {**base.meta, "capacity_search": base.name, "capacity_step_rate": f"{rate:g}"}
+    step = Deployment(capacity_search=base.name, capacity_step_rate=f"{rate:g}")
+    meta = {**base.meta, **step.to_meta()}
     duration = base.warmup_s + step_window_s(base, rate)
     return ScenarioSpec.model_validate(
         {**data, "name": name, "rate": rate, "users": cap, "duration_s": duration, "meta": meta,

@@ -1,6 +1,6 @@
 """Reports: a results directory turned into the guide's tables, JSON, CSV, charts and one HTML page.
 
-- `load`: read a run (run.json, each scenario's scenario/summary, each node's samples).
+- (a run is read by results/load.py: run.json, each scenario's scenario/summary, each node's samples).
 - `tables`: the rows: the guide's scalability tables, per-node utilisation, vLLM-named JSON.
 - `charts`: PNGs (matplotlib, Agg), the TTFT/TPOT distributions read from each scenario's records.
 - `render`: the report as blocks (text, tables of the rows above, charts) and the comparison of two

@@ -144,7 +144,7 @@ def report_blocks(
     ]
     blocks += served_by(run)
     blocks += fidelity_section(run, run.certificate)
-    stand_ins = [s.name for s in ordered(run) if s.meta.get("engine_stand_in")]
+    stand_ins = [s.name for s in ordered(run) if s.deployment.engine_stand_in]
     if stand_ins:
         blocks.append(
             Paragraph(
@@ -588,7 +588,7 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def prometheus_of(run: Run) -> str | None:
     """The Prometheus the run's scenarios name (`meta.prometheus`, from the plan), if any."""
-    return next((s.meta["prometheus"] for s in ordered(run) if s.meta.get("prometheus")), None)
+    return next((s.deployment.prometheus for s in ordered(run) if s.deployment.prometheus), None)
 
 
 def write_report(

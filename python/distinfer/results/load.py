@@ -15,7 +15,7 @@ from distinfer.results.capacity import CapacityResult
 from distinfer.results.certificate import Certificate
 from distinfer.results.nodes import NodeError, NodeNote, NodeSample, NodeStart, read_node_lines
 from distinfer.results.run import Provenance
-from distinfer.results.scenario import ScenarioSpec
+from distinfer.results.scenario import Deployment, ScenarioSpec
 from distinfer.results.slo import Slo, SloResult
 from distinfer.results.summary import Summary
 
@@ -51,17 +51,18 @@ class Scenario:
         return self.summary is not None
 
     @property
-    def meta(self) -> dict[str, str]:
-        return dict(self.spec.meta) if self.spec else {}
+    def deployment(self) -> Deployment:
+        """What it ran on (its `meta` labels, typed); empty when the folder has no scenario.json."""
+        return self.spec.deployment if self.spec else Deployment()
 
     @property
     def replicas(self) -> int | None:
-        return (self.spec.replicas if self.spec else None) or _int(self.meta.get("replicas"))
+        return (self.spec.replicas if self.spec else None) or self.deployment.replicas
 
     @property
     def users_per_replica(self) -> int | None:
         spec_value = self.spec.users_per_replica if self.spec else None
-        return spec_value or _int(self.meta.get("users_per_replica"))
+        return spec_value or self.deployment.users_per_replica
 
     @property
     def users(self) -> int:
@@ -94,13 +95,6 @@ class Run:
     certificate: Certificate | None = None
 
 
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except ValueError:
-        return None
-
-
 def read_node_samples(path: Path) -> NodeSamples:
     # The file name is the inventory name the report joins on (the recorder's host may differ).
     node = NodeSamples(host=path.stem, source=path)
@@ -128,14 +122,12 @@ def load_scenario(folder: Path) -> Scenario:
             errors[error.host or path.name.removesuffix(".error.json")] = (
                 error.error or "the host recorded no samples"
             )
-    meta = spec.meta if spec else {}
-    listed = [n.strip() for n in str(meta.get("nodes", "")).split(",") if n.strip()]
     return Scenario(
         name=spec.name if spec else folder.name,
         spec=spec,
         summary=summary,
         nodes=nodes,
-        listed_nodes=listed,
+        listed_nodes=spec.deployment.nodes if spec else [],
         node_errors=errors,
         folder=folder,
     )

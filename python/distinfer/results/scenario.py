@@ -64,6 +64,82 @@ class CapacitySearch(Strict):
         return self
 
 
+class Deployment(Strict):
+    """What a scenario ran on, typed: the deployment facts its `meta` labels carry.
+
+    On disk they stay the scenario's `meta` strings (`scenario.json`, the plan's scenarios, a
+    scenarios file's `meta:`, `distinfer bench run --meta KEY=VALUE`), so every file written before
+    reads as it did; readers take them from here instead of parsing the strings by key. The keys
+    the plan writes (plan.py) and a capacity search's steps (bench/capacity.py) are fields; any other
+    label a user gave is kept in `labels`.
+    """
+
+    nodes: list[str] = Field(
+        default_factory=list, description="`nodes`: the inventory hosts that served it (comma-separated)."
+    )
+    devices: str | None = Field(default=None, description="`devices`: what the report calls the machines.")
+    gpus: str | None = Field(
+        default=None, description="`gpus`: their GPUs, a count or a label ('4xNVIDIA A100')."
+    )
+    replicas: int | None = Field(
+        default=None, description="`replicas`: serving replicas (when a whole number)."
+    )
+    platform: str | None = Field(default=None, description="`platform`: kubernetes or local.")
+    prometheus: str | None = Field(
+        default=None, description="`prometheus`: where the report asks Prometheus."
+    )
+    users_per_replica: int | None = Field(
+        default=None, description="`users_per_replica` (when a whole number)."
+    )
+    engine_stand_in: str | None = Field(
+        default=None,
+        description="`engine_stand_in`: set when a stand-in engine served (a rehearsal, no measurement).",
+    )
+    capacity_search: str | None = Field(
+        default=None, description="`capacity_search`: the search a step belongs to."
+    )
+    capacity_step_rate: str | None = Field(
+        default=None, description="`capacity_step_rate`: that step's rate."
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="Every other `meta` label, as given.")
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, str]) -> Deployment:
+        """The typed facts of a scenario's `meta` (a count that is not a whole number reads as None)."""
+        known = set(cls.model_fields) - {"labels"}
+        return cls(
+            nodes=[n.strip() for n in str(meta.get("nodes", "")).split(",") if n.strip()],
+            devices=meta.get("devices"),
+            gpus=meta.get("gpus"),
+            replicas=_whole(meta.get("replicas")),
+            platform=meta.get("platform"),
+            prometheus=meta.get("prometheus"),
+            users_per_replica=_whole(meta.get("users_per_replica")),
+            engine_stand_in=meta.get("engine_stand_in"),
+            capacity_search=meta.get("capacity_search"),
+            capacity_step_rate=meta.get("capacity_step_rate"),
+            labels={k: v for k, v in meta.items() if k not in known},
+        )
+
+    def to_meta(self) -> dict[str, str]:
+        """The facts as `meta` strings, in field order (unset ones left out), then the other labels."""
+        meta: dict[str, str] = {}
+        for key, value in self.model_dump(exclude={"labels"}, exclude_none=True).items():
+            if key == "nodes":
+                if value:
+                    meta[key] = ",".join(value)
+            else:
+                meta[key] = str(value)
+        return {**meta, **self.labels}
+
+
+def _whole(value: str | None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
 class Repetition(Strict):
     """Set on each of the runs a scenario's `repeat: N` makes."""
 
@@ -123,7 +199,11 @@ class ScenarioSpec(ResultsFile):
         "with a 95 % confidence interval, and --compare says which differences exceed that noise.",
     )
     repetition: Repetition | None = Field(None, description="Which run of a repeat this is (set by it).")
-    meta: dict[str, str] = Field(default_factory=dict)
+    meta: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels for the report: the deployment's facts (read them typed: `deployment`) and any "
+        "other KEY=VALUE.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ScenarioSpec:
@@ -162,6 +242,11 @@ class ScenarioSpec(ResultsFile):
     @property
     def open_loop(self) -> bool:
         return self.rate is not None
+
+    @property
+    def deployment(self) -> Deployment:
+        """What it ran on, typed from its `meta` labels."""
+        return Deployment.from_meta(self.meta)
 
 
 def target_events_per_s(spec: ScenarioSpec) -> float:

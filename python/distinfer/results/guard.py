@@ -7,8 +7,9 @@ gaps) and sends less load than asked for. Each check names what was seen and the
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from distinfer.results.base import Strict
 from distinfer.results.metrics import Metrics
 
 WORKER_CPU_LIMIT = 90.0  # % of one core, mean over the steady window, per worker process
@@ -18,10 +19,8 @@ RATE_SHORT = 0.95  # open loop: achieved send rate / asked
 SEND_LAG_P99_LIMIT_MS = 50.0  # open loop: sent - scheduled
 
 
-class ClientLoad(BaseModel):
+class ClientLoad(Strict):
     """How hard the load generator worked, sampled over the steady window."""
-
-    model_config = ConfigDict(extra="forbid")
 
     workers: int
     worker_cpu_percent_mean: list[float] = Field(description="Per worker, % of one core.")

@@ -16,21 +16,17 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from distinfer.results.base import Strict
+from distinfer.results.records import RequestRecord
 from distinfer.results.slo import Slo, SloResult, evaluate
 
-if TYPE_CHECKING:  # records.py imports the results schema, which imports this module's models
-    from distinfer.results.records import RequestRecord
 
-
-class Distribution(BaseModel):
+class Distribution(Strict):
     """Exact summary of one latency population, in milliseconds."""
-
-    model_config = ConfigDict(extra="forbid")
 
     count: int
     mean: float | None
@@ -63,10 +59,8 @@ def distribution(values_ms: Sequence[float] | np.ndarray) -> Distribution:
     )
 
 
-class Metrics(BaseModel):
+class Metrics(Strict):
     """Everything a scenario measured. Throughputs per second of steady window; latencies in ms."""
-
-    model_config = ConfigDict(extra="forbid")
 
     window_start: float
     window_end: float

@@ -317,10 +317,8 @@ class SweepEntry(BaseModel):
     users: int | None = Field(None, ge=1)
 
 
-class SweepFile(BaseModel):
+class SweepFile(Strict):
     """A scenarios file (files/scenarios/*.yaml): the CLI's sweeps and the benchmark role read it."""
-
-    model_config = ConfigDict(extra="forbid")
 
     defaults: dict[str, Any] = Field(default_factory=dict)
     scenarios: list[SweepEntry] = Field(min_length=1)

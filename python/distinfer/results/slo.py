@@ -19,25 +19,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-if TYPE_CHECKING:  # records.py imports the results schema, which imports this module's models
-    from distinfer.results.records import RequestRecord
+from distinfer.results.base import Strict
+from distinfer.results.records import RequestRecord
 
 DEFAULT_PERCENTILE = 99.0
 
 
-class Slo(BaseModel):
+class Slo(Strict):
     """Limits a request must meet (milliseconds), judged at a percentile of all requests.
 
     In a scenarios file: a preset's name (`slo: mlperf-llama2-70b`), limits of your own
     (`slo: {name: chat, ttft_ms: 500, tpot_ms: 50}`) or a preset with changes
     (`slo: {preset: mlperf-llama2-70b, percentile: 95}`).
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(None, description="What the report calls it.")
     ttft_ms: float | None = Field(None, gt=0, description="Time to first token, at most.")
@@ -143,10 +141,8 @@ def parse_slo(text: str) -> Slo:
     return Slo.model_validate(values)
 
 
-class SloResult(BaseModel):
+class SloResult(Strict):
     """How the requests due in the steady window fared against an SLO."""
-
-    model_config = ConfigDict(extra="forbid")
 
     requests: int = Field(description="Requests due in the window, failed ones included.")
     met: int = Field(description="Of those, successful requests within every limit at once.")

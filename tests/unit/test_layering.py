@@ -33,6 +33,13 @@ FORBIDDEN = {
                          "distinfer.capacity_plan", "distinfer.serve"),
     "distinfer.errors": ("distinfer.",),
 }  # fmt: skip
+# The serving side and the tools beside it stand on config alone (the node recorder may also read the
+# results schema of its own lines, results.nodes).
+DRIVERS_AND_READERS = ("distinfer.bench", "distinfer.report", "distinfer.plan", "distinfer.capacity_plan")
+for _side in ("serve", "engines", "models", "chat", "dashboards"):
+    FORBIDDEN[f"distinfer.{_side}"] = (*DRIVERS_AND_READERS, "distinfer.results")
+FORBIDDEN["distinfer.engines"] += ("distinfer.serve",)  # the engines run inside serve, never the reverse
+FORBIDDEN["distinfer.nodemetrics"] = DRIVERS_AND_READERS
 
 
 def module_name(path: Path) -> str:

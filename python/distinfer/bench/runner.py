@@ -96,17 +96,7 @@ class ScenarioRun:
         self.machine_samples: list[tuple[float, float]] = []
 
     def request_spec(self) -> RequestSpec:
-        spec = self.spec
-        return RequestSpec(
-            url=spec.url,
-            model=spec.model,
-            api=spec.api,
-            max_tokens=spec.max_tokens,
-            temperature=spec.temperature,
-            ignore_eos=spec.ignore_eos,
-            api_key=self.api_key,
-            timeout_s=spec.timeout_s,
-        )
+        return RequestSpec.of(self.spec, self.api_key)
 
     def check(self) -> None:
         """Before any load: a usable results directory, and a server that takes a request like ours."""

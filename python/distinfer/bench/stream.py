@@ -22,6 +22,8 @@ import gevent
 from geventhttpclient import HTTPClient
 from geventhttpclient.url import URL
 
+from distinfer.results.scenario import ScenarioSpec
+
 
 @dataclass
 class RequestSpec:
@@ -35,6 +37,20 @@ class RequestSpec:
     ignore_eos: bool
     api_key: str | None = None
     timeout_s: float = 600.0
+
+    @classmethod
+    def of(cls, scenario: ScenarioSpec, api_key: str | None) -> RequestSpec:
+        """What every request of `scenario` carries: its URL, model, API and sampling, and the key."""
+        return cls(
+            url=scenario.url,
+            model=scenario.model,
+            api=scenario.api,
+            max_tokens=scenario.max_tokens,
+            temperature=scenario.temperature,
+            ignore_eos=scenario.ignore_eos,
+            api_key=api_key,
+            timeout_s=scenario.timeout_s,
+        )
 
     @property
     def path(self) -> str:

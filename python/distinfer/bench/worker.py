@@ -75,16 +75,7 @@ class Load:
     def __init__(self, plan: WorkerPlan, api_key: str | None) -> None:
         sc = plan.scenario
         self.plan = plan
-        self.spec = RequestSpec(
-            url=sc.url,
-            model=sc.model,
-            api=sc.api,
-            max_tokens=sc.max_tokens,
-            temperature=sc.temperature,
-            ignore_eos=sc.ignore_eos,
-            api_key=api_key,
-            timeout_s=sc.timeout_s,
-        )
+        self.spec = RequestSpec.of(sc, api_key)
         self.prompts = PromptSampler([p.text for p in load_prompts(sc.prompts)], sc.seed, plan.index)
         # Arrival times have their own stream, so they do not depend on how many prompts were drawn.
         self.arrivals = random.Random(sc.seed * 1_000_003 + plan.index + 7_919)

@@ -6,15 +6,13 @@ into the scenario's fault course.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-from distinfer.results.availability import STATUS_FILE
+from distinfer.results.availability import STATUS_FILE, StatusLine
 
 POLL_INTERVAL_S = 1.0
 POLL_TIMEOUT_S = 2.0
@@ -39,27 +37,25 @@ class StatusWatcher(threading.Thread):
         with self.path.open("a") as out, httpx.Client(timeout=POLL_TIMEOUT_S) as client:
             while not self._stop_event.is_set():
                 line = self._poll(client)
-                out.write(json.dumps(line) + "\n")
+                out.write(line.model_dump_json(exclude_none=True) + "\n")
                 out.flush()
-                if line.get("absent"):
+                if line.absent:
                     return  # a server without /status (an older one, another stack): nothing to watch
                 self._stop_event.wait(self.interval_s)
 
-    def _poll(self, client: httpx.Client) -> dict[str, Any]:
+    def _poll(self, client: httpx.Client) -> StatusLine:
         asked = time.time()
         try:
             response = client.get(self.url, headers=self.headers)
         except httpx.HTTPError as err:
-            return {"time": asked, "ok": False, "error": f"{type(err).__name__}: {err}"[:300]}
+            return StatusLine(time=asked, ok=False, error=f"{type(err).__name__}: {err}"[:300])
         if response.status_code == 404:
-            return {"time": asked, "ok": False, "absent": True, "error": "the server has no /status"}
+            return StatusLine(time=asked, ok=False, absent=True, error="the server has no /status")
         if response.status_code != 200:
-            return {
-                "time": asked,
-                "ok": False,
-                "error": f"HTTP {response.status_code}: {response.text[:200]}",
-            }
+            return StatusLine(
+                time=asked, ok=False, error=f"HTTP {response.status_code}: {response.text[:200]}"
+            )
         try:
-            return {"time": asked, "ok": True, "models": response.json()["models"]}
+            return StatusLine(time=asked, ok=True, models=response.json()["models"])
         except (ValueError, KeyError) as err:
-            return {"time": asked, "ok": False, "error": f"unreadable status: {err}"}
+            return StatusLine(time=asked, ok=False, error=f"unreadable status: {err}")

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import Field
 
-from distinfer.results.base import Strict
+from distinfer.results.base import Strict, parse_model
 from distinfer.results.metrics import tpot_ms, ttft_ms
 from distinfer.results.records import RequestRecord
 from distinfer.results.slo import Slo
@@ -24,15 +24,35 @@ from distinfer.results.slo import Slo
 STATUS_FILE = "status.jsonl"
 
 
+class StatusLine(Strict):
+    """One poll of the server's `GET /status`: a line of `status.jsonl` (unset fields left out)."""
+
+    time: float = Field(description="When it was asked, Unix seconds.")
+    ok: bool = Field(description="The server answered with its status.")
+    models: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="When ok: every model's replicas as the server reports them (name, status, "
+        "running_replicas, replica_states, message).",
+    )
+    absent: bool | None = Field(
+        default=None, description="The server has no /status (404): nothing more is asked."
+    )
+    error: str | None = Field(default=None, description="Why the poll got no status.")
+
+
 def read_status(path: Path) -> list[dict[str, Any]]:
+    """The polls in `status.jsonl`, each checked against `StatusLine` and given as written (the
+    assessment reads them as plain JSON); a line cut by a kill is passed over, the others stand."""
     if not path.exists():
         return []
     lines = []
-    for text in path.read_text().splitlines():
+    for number, text in enumerate(path.read_text().splitlines(), start=1):
         try:
-            lines.append(json.loads(text))
+            data = json.loads(text)
         except ValueError:
-            continue  # a line cut by a kill: the others stand
+            continue
+        parse_model(data, StatusLine, f"{path}:{number}")
+        lines.append(data)
     return lines
 
 

@@ -1,7 +1,8 @@
 """The results files' one reader and writer (python/distinfer/results/base.py): each file names itself,
 writes itself atomically and reads itself back; a version it does not know is refused with the file
 named; a capacity.json or certificate.json written before versions were checked still reads; a
-scenario's deployment facts read typed from its `meta` labels and write back to the same strings."""
+status.jsonl line is checked against its model; a scenario's deployment facts read typed from its
+`meta` labels and write back to the same strings."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from distinfer.results.availability import STATUS_FILE, StatusLine, read_status
 from distinfer.results.base import ResultsFile, ResultsSchemaError
 from distinfer.results.capacity import CapacityResult
 from distinfer.results.certificate import Certificate, Fidelity
@@ -89,3 +91,18 @@ def test_the_deployment_reads_typed_from_meta_and_writes_the_same_strings() -> N
     assert deployment.labels == {"run_id": "r1"}
     assert Deployment.from_meta(deployment.to_meta()) == deployment
     assert ScenarioSpec.model_validate(SPEC).deployment == Deployment()
+
+
+def test_status_lines_read_through_their_model(tmp_path: Path) -> None:
+    polls = [
+        StatusLine(time=1.0, ok=True, models=[{"name": "m", "running_replicas": 1, "message": ""}]),
+        StatusLine(time=2.0, ok=False, error="HTTP 401: no key"),
+    ]
+    path = tmp_path / STATUS_FILE
+    path.write_text("".join(p.model_dump_json(exclude_none=True) + "\n" for p in polls) + '{"time": 3, "o')
+    assert read_status(path) == [p.model_dump(exclude_none=True) for p in polls]  # the torn line passed over
+    path.write_text('{"time": 1.0, "ok": true, "replicas": 2}\n')
+    with pytest.raises(
+        ResultsSchemaError, match=r"status.jsonl:1 does not fit the results schema \(StatusLine"
+    ):
+        read_status(path)

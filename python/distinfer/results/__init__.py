@@ -8,8 +8,8 @@ shared by the writers (bench), the readers (report, capacity_plan) and the plan.
         scenario.json            ScenarioSpec     results/scenario.py, the scenario schema
         records.jsonl            RequestRecord    results/records.py: one line per request (bench workers),
                                                   each with the server's ServerTiming when it sent one
-        status.jsonl             (JSON lines)     bench/watcher.py: the server's /status each second, read by
-                                                  results/availability.py
+        status.jsonl             StatusLine       results/availability.py: the server's /status, each second
+                                                  (bench/watcher.py)
         summary.json             Summary          results/summary.py (bench/runner.py), written last
         nodes/<host>.jsonl       NodeStart, NodeNote, NodeSample lines: results/nodes.py (nodemetrics)
         nodes/<host>.error.json  NodeError        the node_metrics role, for a host with no samples

@@ -5,14 +5,16 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
+
+from distinfer.results.base import Strict
 
 # The repository's own set, made by `distinfer.bench.promptgen` (see files/prompts/README.md).
 DEFAULT_PROMPTS = Path(__file__).resolve().parents[3] / "files" / "prompts" / "prompts.jsonl"
 
 
-class Prompt(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Prompt(Strict):
+    model_config = ConfigDict(frozen=True)
 
     text: str = Field(min_length=1)
     tokens: int | None = Field(None, ge=1, description="Input tokens by the tokenizer named in the README.")

@@ -65,9 +65,7 @@ def missing_part(path: list[str], annotation: Any = Plan) -> str | None:
 
 
 def plan_paths(text: str) -> list[list[str]]:
-    return [
-        [a or b for a, b in SEGMENT.findall(match.group(1))] for match in PLAN_PATH.finditer(text)
-    ]
+    return [[a or b for a, b in SEGMENT.findall(match.group(1))] for match in PLAN_PATH.finditer(text)]
 
 
 def _reads() -> list[tuple[str, str]]:

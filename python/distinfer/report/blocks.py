@@ -8,9 +8,12 @@ and `<br>` inside a table cell.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,36 @@ class Table:
     rows: list[list[str | Image]]
     # Shown instead of the table when it has no rows.
     empty: str = ""
+
+
+def cell(value: Any, digits: int = 1) -> str:
+    """A figure as the tables print it: thousands separated, `digits` after the point, None as -."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def digits(n: int) -> Callable[[Any], str]:
+    """`cell` with `n` digits after the point, as a column's format."""
+    return lambda value: cell(value, n)
+
+
+@dataclass(frozen=True)
+class Column(Generic[R]):
+    """One column of a table: its header, how to get its value from a row, how to print that value."""
+
+    header: str
+    get: Callable[[R], Any]
+    format: Callable[[Any], str | Image] = cell
+
+
+def table(columns: Sequence[Column[R]], rows: Iterable[R], empty: str = "") -> Table:
+    """The table of `rows`, one cell per column."""
+    return Table(
+        [c.header for c in columns], [[c.format(c.get(row)) for c in columns] for row in rows], empty
+    )
 
 
 @dataclass(frozen=True)

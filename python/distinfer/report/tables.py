@@ -53,9 +53,6 @@ class Latency:
         return cls(dist.mean, dist.p50, dist.std, dist.p90, dist.p95, dist.p99)
 
 
-LATENCY_NAMES = ("ttft", "tpot", "itl", "e2el")
-
-
 @dataclass(frozen=True)
 class ScenarioRow:
     """One scenario's row: the guide's columns, then the measured ones. An unfinished scenario (no
@@ -153,10 +150,14 @@ class ScenarioRow:
         for key, limit in self.slo_limit_ms.items():
             row[f"slo_{key}_limit_ms"] = limit
             row[f"slo_{key}_at_percentile_ms"] = self.slo_at_percentile_ms.get(key)
-        for name in LATENCY_NAMES:
-            latency: Latency = getattr(self, name)
-            for stat in ("mean", "median", "std", "p90", "p95", "p99"):
-                row[f"{stat}_{name}_ms"] = getattr(latency, stat)
+        for name, latency in (
+            ("ttft", self.ttft),
+            ("tpot", self.tpot),
+            ("itl", self.itl),
+            ("e2el", self.e2el),
+        ):
+            for stat, value in asdict(latency).items():
+                row[f"{stat}_{name}_ms"] = value
         for key, ms in self.ttft_legs.items():
             row[f"ttft_leg_{key}_ms"] = ms
         return row

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from distinfer.bench.availability import Availability, ReplicaCourse
+from distinfer.bench.capacity import CapacityResult, CapacityStep
 from distinfer.bench.slo import parse_slo
 from distinfer.report.blocks import to_markdown
 from distinfer.report.goodput import rejudge
@@ -54,9 +55,38 @@ def written(case: str) -> dict[str, str]:
     return {name: IMAGE.sub("data:image/png;base64,", (out / name).read_text()) for name in FILES}
 
 
+def search(replicas: int, rate: float) -> CapacityResult:
+    """A capacity search that passed at `rate` and found the next step invalid."""
+    passed = CapacityStep(
+        index=1, rate=rate, name="step-1", outcome="pass", requests=40, share_meeting=0.995,
+        at_percentile_ms={"ttft": 30.5, "tpot": 9.25}, request_goodput=rate * 0.99,
+        output_goodput=rate * 11.9, request_throughput=rate, output_throughput=rate * 12.0,
+        achieved_send_rate=rate, valid=True,
+    )  # fmt: skip
+    failed = passed.model_copy(
+        update={
+            "index": 2, "rate": rate * 2, "name": "step-2", "outcome": "invalid", "retry": replicas - 1,
+            "share_meeting": None, "at_percentile_ms": {"ttft": None}, "valid": False,
+            "invalid_reasons": ["the client fell behind"] if replicas < 3 else [],
+            "stopped_early": "missed the SLO beyond recovery" if replicas == 3 else None,
+        }
+    )  # fmt: skip
+    return CapacityResult.model_validate(
+        {
+            "name": f"cap-{replicas}", "model": "synthetic", "url": "http://x", "replicas": replicas,
+            "users_per_replica": 8, "slo": parse_slo("mlperf-llama2-70b"), "search": {}, "converged": True,
+            "capacity_rate": rate, "lowest_failing_rate": rate * 2,
+            "limited_by_load_generator": replicas == 2, "at_capacity": passed, "note": "bracketed",
+            "steps": [passed, failed],
+        }
+    )  # fmt: skip
+
+
 def faults() -> dict[str, str]:
-    """What the real runs lack, added to them: faults, a stand-in engine, Prometheus's figures."""
+    """What the real runs lack, added to them: faults, a stand-in engine, Prometheus's figures,
+    capacity searches at three replica counts (so the planner has a law to fit)."""
     run = load_run(Path("run"))
+    run.capacity = [search(1, 10.0), search(2, 19.0), search(3, 26.0)]
     lost = ReplicaCourse(model="m", at_start=2, lowest=1, dropped_at_s=2.0, back_at_s=None, message="gone")
     back = ReplicaCourse(model="m", at_start=2, lowest=1, dropped_at_s=1.0, back_at_s=3.5, message="")
     stories = [

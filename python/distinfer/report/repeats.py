@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from distinfer.report.blocks import Block, Heading, Image, Paragraph, Table
+from distinfer.report.blocks import Block, Column, Heading, Paragraph, table
 from distinfer.report.stats import Difference, Estimate, difference, estimate
 from distinfer.report.tables import ScenarioRow
 
@@ -56,23 +56,39 @@ def repeats_document(rows: list[ScenarioRow]) -> dict[str, dict[str, dict[str, f
     }
 
 
+@dataclass(frozen=True)
+class Repeated:
+    """A scenario run several times: how many, and its headline figures' estimates by name."""
+
+    scenario: str
+    runs: int
+    found: dict[str, Estimate]
+
+
+def _estimate(key: str, digits: int) -> Callable[[Repeated], str]:
+    """The figure's mean ± half its confidence interval, - where no run has it."""
+    return lambda x: x.found[key].text(digits) if key in x.found else "-"
+
+
+REPEATED_COLUMNS: list[Column[Repeated]] = [
+    Column("Scenario", lambda x: x.scenario),
+    Column("Runs", lambda x: x.runs),
+    *(Column(label, _estimate(key, digits)) for key, label, digits, _ in HEADLINE),
+]
+
+
 def repeats_section(rows: list[ScenarioRow]) -> list[Block]:
-    repeated = {name: group for name, group in grouped(rows).items() if len(group) >= 2}
+    repeated = [Repeated(name, len(group), estimates(group)) for name, group in grouped(rows).items()]
+    repeated = [r for r in repeated if r.runs >= 2]
     if not repeated:
         return []
-    table: list[list[str | Image]] = []
-    for name, group in repeated.items():
-        found = estimates(group)
-        cells: list[str | Image] = [name, str(len(group))]
-        cells += [found[key].text(digits) if key in found else "-" for key, _, digits, _ in HEADLINE]
-        table.append(cells)
     return [
         Heading("Repeated scenarios (mean ± 95 % confidence interval)"),
         Paragraph(
             "Each scenario run several times (`repeat:`): the mean of its runs ± half the 95 % confidence "
             "interval (Student's t on the runs' spread). Each run's own row is in the tables above."
         ),
-        Table(["Scenario", "Runs", *(label for _, label, _, _ in HEADLINE)], table),
+        table(REPEATED_COLUMNS, repeated),
     ]
 
 
@@ -121,27 +137,24 @@ def noise_comparison(rows: list[ScenarioRow], other_rows: list[ScenarioRow]) -> 
 VERDICT_TEXT = {"yes": "**yes**", "no": "no (within the noise)", "unknown": "unknown (no repeats)"}
 
 
+NOISE_COLUMNS: list[Column[NoiseRow]] = [
+    Column("Scenario", lambda c: c.scenario),
+    Column("Figure", lambda c: c.label),
+    Column("This run", lambda c: c.this.text(c.digits)),
+    Column("Other run", lambda c: c.other.text(c.digits)),
+    Column("Change", lambda c: c.diff.delta_percent, lambda d: "-" if d is None else f"{d:+.1f} %"),
+    Column("Beyond the noise", lambda c: VERDICT_TEXT[c.diff.beyond_noise]),
+]
+
+
 def noise_section(comparisons: list[NoiseRow]) -> list[Block]:
     if not comparisons:
         return []
-    table: list[list[str | Image]] = []
-    for c in comparisons:
-        change = "-" if c.diff.delta_percent is None else f"{c.diff.delta_percent:+.1f} %"
-        table.append(
-            [
-                c.scenario,
-                c.label,
-                c.this.text(c.digits),
-                c.other.text(c.digits),
-                change,
-                VERDICT_TEXT[c.diff.beyond_noise],
-            ]
-        )
     return [
         Heading("Differences beyond run-to-run noise", 3),
         Paragraph(
             "Welch's t-test at 5 % on the two runs' repeats (mean ± 95 % confidence interval; one side "
             "without repeats borrows the other's spread; neither: unknown)."
         ),
-        Table(["Scenario", "Figure", "This run", "Other run", "Change", "Beyond the noise"], table),
+        table(NOISE_COLUMNS, comparisons),
     ]

@@ -72,6 +72,14 @@ class Column(Generic[R]):
     format: Callable[[Any], str | Image] = cell
 
 
+@dataclass(frozen=True)
+class Named(Generic[R]):
+    """A row of figures that do not carry the name of what they belong to (a scenario, a search)."""
+
+    name: str
+    of: R
+
+
 def table(columns: Sequence[Column[R]], rows: Iterable[R], empty: str = "") -> Table:
     """The table of `rows`, one cell per column."""
     return Table(

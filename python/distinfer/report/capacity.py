@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from distinfer.bench.capacity import CapacityResult, CapacityStep
-from distinfer.report.blocks import Block, Column, Heading, Paragraph, digits, table
+from distinfer.report.blocks import Block, Column, Heading, Named, Paragraph, digits, table
 
 
 def configuration(result: CapacityResult) -> str:
@@ -37,17 +37,16 @@ def _share(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f} %"
 
 
-# Rows: a search's name and one of its steps.
-STEP_COLUMNS: list[Column[tuple[str, CapacityStep]]] = [
-    Column("Search", lambda x: x[0]),
-    Column("Step", lambda x: x[1].index),
-    Column("Rate (req/s)", lambda x: x[1].rate, digits(2)),
-    Column("Outcome", lambda x: x[1].outcome.upper() + (f" (retry {x[1].retry})" if x[1].retry else "")),
-    Column("Requests", lambda x: x[1].requests),
-    Column("Meeting the SLO", lambda x: x[1].share_meeting, _share),
-    Column("TTFT at percentile (ms)", lambda x: x[1].at_percentile_ms.get("ttft")),
-    Column("TPOT at percentile (ms)", lambda x: x[1].at_percentile_ms.get("tpot"), digits(2)),
-    Column("Why", lambda x: x[1].stopped_early or "; ".join(x[1].invalid_reasons)),
+STEP_COLUMNS: list[Column[Named[CapacityStep]]] = [
+    Column("Search", lambda x: x.name),
+    Column("Step", lambda x: x.of.index),
+    Column("Rate (req/s)", lambda x: x.of.rate, digits(2)),
+    Column("Outcome", lambda x: x.of.outcome.upper() + (f" (retry {x.of.retry})" if x.of.retry else "")),
+    Column("Requests", lambda x: x.of.requests),
+    Column("Meeting the SLO", lambda x: x.of.share_meeting, _share),
+    Column("TTFT at percentile (ms)", lambda x: x.of.at_percentile_ms.get("ttft")),
+    Column("TPOT at percentile (ms)", lambda x: x.of.at_percentile_ms.get("tpot"), digits(2)),
+    Column("Why", lambda x: x.of.stopped_early or "; ".join(x.of.invalid_reasons)),
 ]
 
 
@@ -64,5 +63,5 @@ def capacity_section(results: list[CapacityResult]) -> list[Block]:
         ),
         table(SEARCH_COLUMNS, results),
         Paragraph("Every step (records and summary in capacity/<search>/steps/):"),
-        table(STEP_COLUMNS, [(r.name, s) for r in results for s in r.steps]),
+        table(STEP_COLUMNS, [Named(r.name, s) for r in results for s in r.steps]),
     ]

@@ -9,10 +9,8 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from distinfer.bench.availability import Availability, ReplicaCourse
-from distinfer.bench.metrics import Distribution
 from distinfer.bench.scenario import ScenarioSpec, write_json_atomic
 from distinfer.report.blocks import (
     Block,
@@ -21,6 +19,7 @@ from distinfer.report.blocks import (
     Figures,
     Heading,
     Image,
+    Named,
     Paragraph,
     Table,
     digits,
@@ -49,6 +48,10 @@ from distinfer.report.tables import (
     results_document,
     scenario_row,
 )
+
+if TYPE_CHECKING:
+    from distinfer.bench.availability import Availability, ReplicaCourse
+    from distinfer.bench.metrics import Distribution
 
 
 def _seconds(ms: float | None) -> float | None:
@@ -336,20 +339,18 @@ def _energy(f: ServerFigures) -> str:
     return "-" if f.energy_j is None else f"{_f(f.energy_j)} ({f.energy_source})"
 
 
-# Rows: a scenario's name and its figures.
-Figured = tuple[str, ServerFigures]
-SERVER_COLUMNS: list[Column[Figured]] = [
-    Column("Scenario", lambda x: x[0]),
-    Column("Serve queue wait avg / P95 (ms)", lambda x: x[1].serve_queue_wait_ms, lambda p: _pair_cell(p, 2)),
-    Column("Queued at handles avg / max", lambda x: x[1].queued_at_handles, _pair_cell),
-    Column("Ongoing per replica avg / max", lambda x: x[1].ongoing_per_replica, _pair_cell),
-    Column("Engine running avg / max", lambda x: x[1].engine_running, _pair_cell),
-    Column("Engine waiting avg / max", lambda x: x[1].engine_waiting, _pair_cell),
-    Column("KV cache avg / max (%)", lambda x: x[1].kv_cache_percent, _pair_cell),
-    Column("GPU util avg / max (%)", lambda x: x[1].gpu_util_percent, _pair_cell),
-    Column("GPU memory avg / max (%)", lambda x: x[1].gpu_mem_percent, _pair_cell),
-    Column("GPU energy (J)", lambda x: _energy(x[1])),
-    Column("Tokens per joule", lambda x: x[1].tokens_per_joule, digits(3)),
+SERVER_COLUMNS: list[Column[Named[ServerFigures]]] = [
+    Column("Scenario", lambda x: x.name),
+    Column("Serve queue wait avg / P95 (ms)", lambda x: x.of.serve_queue_wait_ms, lambda p: _pair_cell(p, 2)),
+    Column("Queued at handles avg / max", lambda x: x.of.queued_at_handles, _pair_cell),
+    Column("Ongoing per replica avg / max", lambda x: x.of.ongoing_per_replica, _pair_cell),
+    Column("Engine running avg / max", lambda x: x.of.engine_running, _pair_cell),
+    Column("Engine waiting avg / max", lambda x: x.of.engine_waiting, _pair_cell),
+    Column("KV cache avg / max (%)", lambda x: x.of.kv_cache_percent, _pair_cell),
+    Column("GPU util avg / max (%)", lambda x: x.of.gpu_util_percent, _pair_cell),
+    Column("GPU memory avg / max (%)", lambda x: x.of.gpu_mem_percent, _pair_cell),
+    Column("GPU energy (J)", lambda x: _energy(x.of)),
+    Column("Tokens per joule", lambda x: x.of.tokens_per_joule, digits(3)),
 ]
 
 
@@ -358,7 +359,7 @@ def server_section(run: Run, server: ServerSection) -> list[Block]:
     blocks: list[Block] = [Heading("Server-side figures (Prometheus, steady window)")]
     if server.missing:
         return [*blocks, Paragraph(server.missing)]
-    rows = [(s.name, f) for s in ordered(run) if (f := server.figures.get(s.name)) is not None]
+    rows = [Named(s.name, f) for s in ordered(run) if (f := server.figures.get(s.name)) is not None]
     url = next(iter(server.figures.values())).prometheus if server.figures else "-"
     return [
         *blocks,
@@ -374,15 +375,23 @@ def server_section(run: Run, server: ServerSection) -> list[Block]:
     ]
 
 
-# Rows: a scenario's name, its figures and the client's TTFT.
-ENGINE_LATENCY_COLUMNS: list[Column[tuple[str, ServerFigures, Distribution]]] = [
-    Column("Scenario", lambda x: x[0]),
+@dataclass(frozen=True)
+class EngineTtft:
+    """A scenario's server figures beside the client's TTFT."""
+
+    scenario: str
+    server: ServerFigures
+    client: Distribution
+
+
+ENGINE_LATENCY_COLUMNS: list[Column[EngineTtft]] = [
+    Column("Scenario", lambda x: x.scenario),
     Column(
         "Engine TTFT P50 / P99 (ms)",
-        lambda x: f"{_f(x[1].engine_ttft_p50_ms)} / {_f(x[1].engine_ttft_p99_ms)}",
+        lambda x: f"{_f(x.server.engine_ttft_p50_ms)} / {_f(x.server.engine_ttft_p99_ms)}",
     ),
-    Column("Client TTFT P50 / P99 (ms)", lambda x: f"{_f(x[2].p50)} / {_f(x[2].p99)}"),
-    Column("Prefix cache hit (%)", lambda x: x[1].prefix_cache_hit_percent),
+    Column("Client TTFT P50 / P99 (ms)", lambda x: f"{_f(x.client.p50)} / {_f(x.client.p99)}"),
+    Column("Prefix cache hit (%)", lambda x: x.server.prefix_cache_hit_percent),
 ]
 
 
@@ -397,7 +406,7 @@ def engine_latency_section(run: Run, server: ServerSection) -> list[Block]:
             or (f.engine_ttft_p50_ms is None and f.prefix_cache_hit_percent is None)
         ):
             continue
-        rows.append((s.name, f, s.summary.metrics.ttft_ms))
+        rows.append(EngineTtft(s.name, f, s.summary.metrics.ttft_ms))
     if not rows:
         return []
     return [
@@ -455,21 +464,20 @@ def node_section(run: Run) -> list[Block]:
     return blocks
 
 
-# Rows: a scenario's name and its path cost.
-PATH_COST_COLUMNS: list[Column[tuple[str, PathCost]]] = [
-    Column("Scenario", lambda x: x[0]),
-    Column("Output tokens", lambda x: x[1].output_tokens_in_window),
-    Column("Proxy / HAProxy", lambda x: x[1].cpu_s_per_1k_tokens["proxy"], digits(3)),
-    Column("Ingress (router)", lambda x: x[1].cpu_s_per_1k_tokens["ingress"], digits(3)),
-    Column("Serving path", lambda x: x[1].serving_path_cpu_s_per_1k_tokens, digits(3)),
-    Column("Model replicas", lambda x: x[1].cpu_s_per_1k_tokens["replicas"], digits(3)),
-    Column("All nodes", lambda x: x[1].nodes_cpu_s_per_1k_tokens, digits(3)),
+PATH_COST_COLUMNS: list[Column[Named[PathCost]]] = [
+    Column("Scenario", lambda x: x.name),
+    Column("Output tokens", lambda x: x.of.output_tokens_in_window),
+    Column("Proxy / HAProxy", lambda x: x.of.cpu_s_per_1k_tokens["proxy"], digits(3)),
+    Column("Ingress (router)", lambda x: x.of.cpu_s_per_1k_tokens["ingress"], digits(3)),
+    Column("Serving path", lambda x: x.of.serving_path_cpu_s_per_1k_tokens, digits(3)),
+    Column("Model replicas", lambda x: x.of.cpu_s_per_1k_tokens["replicas"], digits(3)),
+    Column("All nodes", lambda x: x.of.nodes_cpu_s_per_1k_tokens, digits(3)),
 ]
 
 
 def path_cost_section(run: Run) -> list[Block]:
     """CPU seconds per 1,000 output tokens: the serving path beside the replicas running the engine."""
-    rows = [(s.name, cost) for s in ordered(run) if (cost := path_cost(s)) is not None]
+    rows = [Named(s.name, cost) for s in ordered(run) if (cost := path_cost(s)) is not None]
     if not rows:
         return []
     return [

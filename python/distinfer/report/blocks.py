@@ -1,6 +1,8 @@
 """The report as a list of blocks (headings, paragraphs, tables, figures), written out twice:
 `to_markdown` for report.md here, `html.to_html` for report.html. The table rows are built once
-(render.py) and both formats print the same cells.
+(render.py) and both formats print the same cells. A table is a list of `Column`s, each its header
+beside how its value is got from a row and printed, so a header never drifts from its cells; `table`
+makes the block.
 
 Text may use the little Markdown the report needs inline: `**strong**`, `*emphasis*`, `` `code` ``,
 and `<br>` inside a table cell.

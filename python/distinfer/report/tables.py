@@ -1,5 +1,7 @@
-"""The rows of every table, from a loaded run. Field names follow vLLM's benchmark result JSON
-(`request_throughput`, `median_ttft_ms`, `p99_e2el_ms`, ...) wherever the meaning is the same."""
+"""The rows of every table, from a loaded run: typed (`ScenarioRow`, `NodeRow`, `PathCost`), read
+by attribute in the report and the charts. Each row's `flat()` is the one form results.json, results.csv
+and nodes.csv hold: field names follow vLLM's benchmark result JSON (`request_throughput`,
+`median_ttft_ms`, `p99_e2el_ms`, ...) wherever the meaning is the same."""
 
 from __future__ import annotations
 

@@ -51,18 +51,19 @@ class Table:
     empty: str = ""
 
 
-def cell(value: Any, digits: int = 1) -> str:
-    """A figure as the tables print it: thousands separated, `digits` after the point, None as -."""
+def cell(value: Any, places: int = 1) -> str:
+    """A figure as the tables print it: thousands separated, `places` digits after the point, None
+    as -."""
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:,.{digits}f}"
+        return f"{value:,.{places}f}"
     return str(value)
 
 
-def digits(n: int) -> Callable[[Any], str]:
-    """`cell` with `n` digits after the point, as a column's format."""
-    return lambda value: cell(value, n)
+def digits(places: int) -> Callable[[Any], str]:
+    """`cell` with `places` digits after the point, as a column's format."""
+    return lambda value: cell(value, places)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ page on the local platform): `distinfer chat` started as a pidfile process again
 (`distinfer serve --bare`, synthetic engine), answering /health with that app's URL and serving the
 Gradio page; a second run changes nothing; with an API key in the inventory (distinfer_api_key), the
 page reads it from the app's own 0600 file (token.yml writes it), named on its command line (never the
-key itself); process.yml stops exactly that process.
+key itself); the `process` role stops exactly that process.
 """
 
 from __future__ import annotations
@@ -31,9 +31,13 @@ PLAY = """
       ansible.builtin.file: {path: "{{ ray_local_state_dir }}", state: directory, mode: "0755"}
     - name: The token and API key files, as site.yml writes them first
       ansible.builtin.include_role: {name: ray_local, tasks_from: token.yml}
-      when: chat_tasks is not defined
+      when: process_state is not defined
     - name: Chat page
-      ansible.builtin.include_role: {name: ray_local, tasks_from: "{{ chat_tasks | default('chat.yml') }}"}
+      ansible.builtin.include_role: {name: ray_local, tasks_from: chat.yml}
+      when: process_state is not defined
+    - name: Stop the chat page
+      ansible.builtin.include_role: {name: process}
+      when: process_state is defined
 """
 
 
@@ -92,15 +96,15 @@ def test_chat_tasks_start_the_page_once_hand_over_the_key_as_a_file_and_stop(tmp
         finally:
             stop = run(str(playbook), inventory, extra_vars=_stop_vars(), timeout=120)
         assert stop.returncode == 0, stop.output[-3000:]
-        assert _closed(chat_port), "the chat page still answers after process.yml stopped it"
+        assert _closed(chat_port), "the chat page still answers after the process role stopped it"
 
 
 def _stop_vars() -> dict[str, Any]:
     return {
-        "chat_tasks": "process.yml",
-        "ray_local_process_name": "distinfer-chat",
-        "ray_local_process_state": "stopped",
-        "ray_local_process_dir": "{{ ray_local_state_dir }}",
+        "process_name": "distinfer-chat",
+        "process_state": "stopped",
+        "process_dir": "{{ ray_local_state_dir }}",
+        "process_supervisor": "{{ ray_local_supervisor }}",
     }
 
 

@@ -3,7 +3,7 @@ on the local platform): Debian's prometheus and node exporter (installed by scri
 so the role's apt step finds them at the pinned versions) run as pidfile processes on free ports;
 Prometheus answers at the plan's URL and scrapes the node exporter and a Ray-style metrics endpoint
 (job `ray`, label `host`); a second run changes nothing; a changed config is reloaded by the handler
-(same process, new scrape interval); process.yml stops both.
+(same process, new scrape interval); the `process` role stops both.
 """
 
 from __future__ import annotations
@@ -106,14 +106,14 @@ PROCESS_PLAY = """
   gather_facts: false
   tasks:
     - name: Stop it
-      ansible.builtin.include_role: {name: ray_local, tasks_from: process.yml}
+      ansible.builtin.include_role: {name: process}
 """
 
 
 def _stop_vars(name: str, tmp_path: Path) -> dict[str, Any]:
     return {
-        "ray_local_process_name": name,
-        "ray_local_process_state": "stopped",
-        "ray_local_process_dir": str(tmp_path / "state"),
-        "ray_local_supervisor": "process",
+        "process_name": name,
+        "process_state": "stopped",
+        "process_dir": str(tmp_path / "state"),
+        "process_supervisor": "process",
     }

@@ -1,8 +1,8 @@
 """The real roles render the cluster's objects (render-only mode) and those objects are valid.
 
-`ray_service_render_dir` / `gpu_operator_render_dir` / `kuberay_operator_render_dir` /
-`amd_device_plugin_render_dir` / `kube_prometheus_render_dir` make the roles write what they would
-apply to a directory on the control machine. Checks: Kubernetes schemas of the pinned K3s minor
+`ray_service_render_dir` / `helm_releases_render_dir` (the GPU Operator, the AMD device plugin,
+KubeRay, kube-prometheus-stack) make the roles write what they would apply to a directory on the
+control machine. Checks: Kubernetes schemas of the pinned K3s minor
 (kubernetes-validate), the RayService against the KubeRay CRD fields we use, the PodMonitors and the
 ServiceMonitor against the Prometheus Operator CRD fields we use, golden files, and a second render
 changes nothing.
@@ -37,19 +37,10 @@ MASKED = "MASKED-depends-on-the-code"
 
 
 def _render(tmp_path: Path, inventory: dict[str, Any], monitoring: bool = False) -> tuple[Path, str]:
-    """The roles' rendered objects; with `monitoring`, kube_prometheus's too (only the module's shared
-    render needs them: each playbook run costs tens of seconds here)."""
+    """The roles' rendered objects; with `monitoring`, kube-prometheus-stack's too (only the module's
+    shared render needs them: each playbook run costs tens of seconds here)."""
     out = tmp_path / "render"
-    extra = {
-        f"{role}_render_dir": str(out)
-        for role in (
-            "ray_service",
-            "gpu_operator",
-            "kuberay_operator",
-            "amd_device_plugin",
-            "kube_prometheus",
-        )
-    }
+    extra = {f"{role}_render_dir": str(out) for role in ("ray_service", "helm_releases")}
     inv = write_inventory(tmp_path / "inv", inventory)
     outputs = []
     for playbook, tags in (

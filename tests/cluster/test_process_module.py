@@ -1,4 +1,4 @@
-"""roles/ray_local/library/distinfer_process.py on a real systemd host: a command whose environment
+"""library/distinfer_process.py on a real systemd host: a command whose environment
 changes is restarted under the same transient unit name at once, again and again (systemd keeps a
 just-stopped unit loaded for a moment; the module must wait for it, not fail), and stopped cleanly;
 with `restart: on-failure` systemd brings a failed command back, never a stopped one."""
@@ -18,7 +18,7 @@ from testhosts import REPO_ROOT, TestHosts
 
 pytestmark = pytest.mark.cluster
 
-LIBRARY = REPO_ROOT / "roles" / "ray_local" / "library"
+LIBRARY = REPO_ROOT / "library"
 UNIT = "distinfer-proctest"
 
 

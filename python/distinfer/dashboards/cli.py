@@ -19,8 +19,9 @@ def dashboards_command(
 ) -> None:
     """The guide's node views and the serving views as Grafana dashboards (generated, never hand-edited).
 
-    The kube_prometheus role turns them into ConfigMaps for kube-prometheus-stack's Grafana sidecar;
-    elsewhere import the files into any Grafana with a Prometheus data source.
+    The helm_releases role (release kube_prometheus) turns them into ConfigMaps for
+    kube-prometheus-stack's Grafana sidecar; elsewhere import the files into any Grafana with a
+    Prometheus data source.
     """
     from distinfer.config import ConfigError
     from distinfer.dashboards.build import all_dashboards

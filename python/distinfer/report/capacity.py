@@ -2,25 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from distinfer.report.blocks import Block, Heading, Image, Paragraph, Table
+from distinfer.report.blocks import Block, Column, Heading, Named, Paragraph, digits, table
 from distinfer.results.capacity import CapacityResult, CapacityStep
-
-SEARCH_COLUMNS = (
-    "Search", "Configuration", "SLO", "Capacity (req/s)", "Lowest failing (req/s)",
-    "Goodput at capacity (req/s)", "Goodput at capacity (output tok/s)", "Steps", "Verdict",
-)  # fmt: skip
-STEP_COLUMNS = (
-    "Search", "Step", "Rate (req/s)", "Outcome", "Requests", "Meeting the SLO", "TTFT at percentile (ms)",
-    "TPOT at percentile (ms)", "Why",
-)  # fmt: skip
-
-
-def _f(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.{digits}f}" if isinstance(value, float) else str(value)
 
 
 def configuration(result: CapacityResult) -> str:
@@ -29,26 +12,42 @@ def configuration(result: CapacityResult) -> str:
     return f"{result.replicas} replica(s)" if result.replicas else "-"
 
 
-def search_cells(result: CapacityResult) -> list[str | Image]:
-    at = result.at_capacity
-    verdict = result.note
+def _verdict(result: CapacityResult) -> str:
     if result.limited_by_load_generator:
-        verdict += "; **bounded by the load generator** (INVALID steps)"
-    return [
-        result.name, configuration(result), result.slo.label(), _f(result.capacity_rate),
-        _f(result.lowest_failing_rate), _f(at.request_goodput if at else None),
-        _f(at.output_goodput if at else None, 1), str(len(result.steps)), verdict,
-    ]  # fmt: skip
+        return result.note + "; **bounded by the load generator** (INVALID steps)"
+    return result.note
 
 
-def step_cells(result: CapacityResult, step: CapacityStep) -> list[str | Image]:
-    share = "-" if step.share_meeting is None else f"{100 * step.share_meeting:.2f} %"
-    why = step.stopped_early or "; ".join(step.invalid_reasons) or ""
-    outcome = step.outcome.upper() + (f" (retry {step.retry})" if step.retry else "")
-    return [
-        result.name, str(step.index), _f(step.rate), outcome, str(step.requests), share,
-        _f(step.at_percentile_ms.get("ttft"), 1), _f(step.at_percentile_ms.get("tpot"), 2), why,
-    ]  # fmt: skip
+SEARCH_COLUMNS: list[Column[CapacityResult]] = [
+    Column("Search", lambda r: r.name),
+    Column("Configuration", configuration),
+    Column("SLO", lambda r: r.slo.label()),
+    Column("Capacity (req/s)", lambda r: r.capacity_rate, digits(2)),
+    Column("Lowest failing (req/s)", lambda r: r.lowest_failing_rate, digits(2)),
+    Column(
+        "Goodput at capacity (req/s)", lambda r: r.at_capacity and r.at_capacity.request_goodput, digits(2)
+    ),
+    Column("Goodput at capacity (output tok/s)", lambda r: r.at_capacity and r.at_capacity.output_goodput),
+    Column("Steps", lambda r: len(r.steps)),
+    Column("Verdict", _verdict),
+]
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f} %"
+
+
+STEP_COLUMNS: list[Column[Named[CapacityStep]]] = [
+    Column("Search", lambda x: x.name),
+    Column("Step", lambda x: x.of.index),
+    Column("Rate (req/s)", lambda x: x.of.rate, digits(2)),
+    Column("Outcome", lambda x: x.of.outcome.upper() + (f" (retry {x.of.retry})" if x.of.retry else "")),
+    Column("Requests", lambda x: x.of.requests),
+    Column("Meeting the SLO", lambda x: x.of.share_meeting, _share),
+    Column("TTFT at percentile (ms)", lambda x: x.of.at_percentile_ms.get("ttft")),
+    Column("TPOT at percentile (ms)", lambda x: x.of.at_percentile_ms.get("tpot"), digits(2)),
+    Column("Why", lambda x: x.of.stopped_early or "; ".join(x.of.invalid_reasons)),
+]
 
 
 def capacity_section(results: list[CapacityResult]) -> list[Block]:
@@ -62,7 +61,7 @@ def capacity_section(results: list[CapacityResult]) -> list[Block]:
             "over a steady window after its warm-up; a step the saturation guard marked INVALID is not a "
             "pass). The capacity is the highest passing rate; the true one lies below the lowest failing."
         ),
-        Table(SEARCH_COLUMNS, [search_cells(r) for r in results]),
+        table(SEARCH_COLUMNS, results),
         Paragraph("Every step (records and summary in capacity/<search>/steps/):"),
-        Table(STEP_COLUMNS, [step_cells(r, s) for r in results for s in r.steps]),
+        table(STEP_COLUMNS, [Named(r.name, s) for r in results for s in r.steps]),
     ]

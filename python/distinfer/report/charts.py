@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from distinfer.report.tables import _physical_rates, ordered, scenario_row
+from distinfer.report.tables import Latency, ScenarioRow, _physical_rates, ordered, scenario_row
 from distinfer.results.load import Run, Scenario
 from distinfer.results.metrics import steady_population, tpot_ms, ttft_ms
 from distinfer.results.nodes import NodeSample
@@ -33,12 +33,12 @@ def _save(fig: Any, path: Path, title: str) -> Path:
     return path
 
 
-def _by_batch(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    groups: dict[str, list[dict[str, Any]]] = {}
+def _by_batch(rows: list[ScenarioRow]) -> dict[str, list[ScenarioRow]]:
+    groups: dict[str, list[ScenarioRow]] = {}
     for row in rows:
-        if row.get("request_throughput") is None:
+        if row.request_throughput is None:
             continue
-        label = f"{row['users_per_replica']} per replica" if row.get("users_per_replica") else "unspecified"
+        label = f"{row.users_per_replica} per replica" if row.users_per_replica else "unspecified"
         groups.setdefault(label, []).append(row)
     return groups
 
@@ -50,14 +50,14 @@ def throughput_vs_replicas(run: Run, out: Path) -> Path:
     rows = [scenario_row(s) for s in ordered(run)]
     fig, (ax_tok, ax_rps) = plt.subplots(1, 2, figsize=(10, 4))
     for label, group in _by_batch(rows).items():
-        group = sorted(group, key=lambda r: r.get("replicas") or r["max_concurrency"])
-        x = [r.get("replicas") or r["max_concurrency"] for r in group]
-        ax_tok.plot(x, [r["output_throughput"] for r in group], marker="o", label=f"output, {label}")
+        group = sorted(group, key=lambda r: r.replicas or r.max_concurrency or 0)
+        x = [r.replicas or r.max_concurrency for r in group]
+        ax_tok.plot(x, [r.output_throughput for r in group], marker="o", label=f"output, {label}")
         ax_tok.plot(
-            x, [r["total_token_throughput"] for r in group], marker=".", ls="--", label=f"total, {label}"
+            x, [r.total_token_throughput for r in group], marker=".", ls="--", label=f"total, {label}"
         )
-        ax_rps.plot(x, [r["request_throughput"] for r in group], marker="o", label=label)
-    has_replicas = any(r.get("replicas") for r in rows)
+        ax_rps.plot(x, [r.request_throughput for r in group], marker="o", label=label)
+    has_replicas = any(r.replicas for r in rows)
     for ax, title, ylabel in (
         (ax_tok, "Token throughput", "tokens/s"),
         (ax_rps, "Request throughput", "requests/s"),
@@ -75,14 +75,19 @@ def latency_vs_concurrency(run: Run, out: Path) -> Path:
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    rows = [r for r in (scenario_row(s) for s in ordered(run)) if r.get("median_e2el_ms") is not None]
-    rows.sort(key=lambda r: r["max_concurrency"])
-    x = [r["max_concurrency"] for r in rows]
+    rows = [r for r in (scenario_row(s) for s in ordered(run)) if r.e2el.median is not None]
+    rows.sort(key=lambda r: r.max_concurrency or 0)
+    x = [r.max_concurrency or 0 for r in rows]
     fig, (ax_e2e, ax_tok) = plt.subplots(1, 2, figsize=(10, 4))
-    for p, style in (("median", "-"), ("p95", "--"), ("p99", ":")):
-        ax_e2e.plot(x, [r[f"{p}_e2el_ms"] / 1000 for r in rows], ls=style, marker="o", label=f"e2e {p}")
-        ax_tok.plot(x, [r[f"{p}_ttft_ms"] for r in rows], ls=style, marker="o", color="C1", label=f"TTFT {p}")
-        ax_tok.plot(x, [r[f"{p}_tpot_ms"] for r in rows], ls=style, marker="s", color="C2", label=f"TPOT {p}")
+    percentiles: tuple[tuple[str, str, Callable[[Latency], Any]], ...] = (
+        ("median", "-", lambda d: d.median),
+        ("p95", "--", lambda d: d.p95),
+        ("p99", ":", lambda d: d.p99),
+    )
+    for p, style, at in percentiles:
+        ax_e2e.plot(x, [at(r.e2el) / 1000 for r in rows], ls=style, marker="o", label=f"e2e {p}")
+        ax_tok.plot(x, [at(r.ttft) for r in rows], ls=style, marker="o", color="C1", label=f"TTFT {p}")
+        ax_tok.plot(x, [at(r.tpot) for r in rows], ls=style, marker="s", color="C2", label=f"TPOT {p}")
     ax_e2e.set_title("Request latency")
     ax_e2e.set_ylabel("seconds")
     ax_tok.set_title("Time to first token and per output token")
@@ -157,16 +162,16 @@ def pareto_chart(run: Run, out: Path) -> Path | None:
     front = pareto_front(rows)
     # For each interactivity, the most throughput reached at it or faster: a falling staircase.
     xs = [tokens_per_user(r) or 0.0 for r in front]
-    ys = [r["output_throughput"] for r in front]
+    ys = [r.output_throughput or 0.0 for r in front]
     ax.step([0.0, *xs], [ys[0], *ys], where="pre", color="C0", lw=1.5, label="Pareto front")
     ax.plot([xs[-1], xs[-1]], [ys[-1], 0], color="C0", lw=1.5)
     for row in rows:
-        x, y = tokens_per_user(row), row["output_throughput"]
-        marker, color, _ = SLO_MARKERS[row.get("slo_met")]
+        x, y = tokens_per_user(row), row.output_throughput
+        marker, color, _ = SLO_MARKERS[row.slo_met]
         ax.scatter([x], [y], marker=marker, color=color, s=40, zorder=3)
         ax.annotate(configuration(row), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     for meets, (marker, color, label) in SLO_MARKERS.items():
-        if any(r.get("slo_met") is meets for r in rows):
+        if any(r.slo_met is meets for r in rows):
             ax.scatter([], [], marker=marker, color=color, label=label)
     ax.set_xlabel("tokens/s per user (1000 / P90 TPOT)")
     ax.set_ylabel("system output tokens/s")

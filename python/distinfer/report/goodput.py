@@ -8,19 +8,13 @@ step (for each interactivity, the most throughput any configuration reached at i
 
 from __future__ import annotations
 
-from typing import Any
-
-from distinfer.report.blocks import Block, Heading, Image, Paragraph, Table
+from distinfer.report.blocks import Block, Column, Heading, Paragraph, digits, table
+from distinfer.report.blocks import cell as _f
+from distinfer.report.tables import ScenarioRow
 from distinfer.results.load import Run
 from distinfer.results.metrics import judge_slo, steady_population
 from distinfer.results.records import RECORDS_FILE, load_records
 from distinfer.results.slo import Slo
-
-SLO_COLUMNS = (
-    "Scenario", "Configuration", "SLO", "TTFT at the SLO's percentile (ms)",
-    "TPOT at the SLO's percentile (ms)", "Meeting the SLO", "Goodput (req/s)", "Goodput (output tok/s)",
-    "Output tok/s", "SLO met",
-)  # fmt: skip
 
 
 def rejudge(run: Run, slo: Slo) -> None:
@@ -33,25 +27,25 @@ def rejudge(run: Run, slo: Slo) -> None:
         s.slo_override = (slo, verdict)
 
 
-def configuration(row: dict[str, Any]) -> str:
+def configuration(row: ScenarioRow) -> str:
     """`2 x 8`: replicas x per-replica cap, the guide's deployment knobs."""
-    if row.get("replicas") and row.get("users_per_replica"):
-        return f"{row['replicas']} x {row['users_per_replica']}"
-    return f"{row.get('max_concurrency')} users"
+    if row.replicas and row.users_per_replica:
+        return f"{row.replicas} x {row.users_per_replica}"
+    return f"{row.max_concurrency} users"
 
 
-def tokens_per_user(row: dict[str, Any]) -> float | None:
+def tokens_per_user(row: ScenarioRow) -> float | None:
     """MLPerf Endpoints' interactivity: 1000 / P90 TPOT."""
-    p90 = row.get("p90_tpot_ms")
+    p90 = row.tpot.p90
     return 1000.0 / p90 if p90 else None
 
 
-def pareto_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def pareto_front(rows: list[ScenarioRow]) -> list[ScenarioRow]:
     """The rows no other row beats on both tokens/s per user and output tokens/s, by interactivity."""
     points = [
-        (x, float(r["output_throughput"]), r)
+        (x, float(r.output_throughput), r)
         for r in rows
-        if (x := tokens_per_user(r)) is not None and r.get("output_throughput") is not None
+        if (x := tokens_per_user(r)) is not None and r.output_throughput is not None
     ]
     front = [
         (x, row)
@@ -61,35 +55,40 @@ def pareto_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [row for _, row in sorted(front, key=lambda item: item[0])]
 
 
-def best_within_slo(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    meeting = [r for r in rows if r.get("slo_met") and r.get("output_throughput") is not None]
-    return max(meeting, key=lambda r: r["output_throughput"]) if meeting else None
-
-
-def _f(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.{digits}f}" if isinstance(value, float) else str(value)
+def best_within_slo(rows: list[ScenarioRow]) -> ScenarioRow | None:
+    meeting = [r for r in rows if r.slo_met and r.output_throughput is not None]
+    return max(meeting, key=lambda r: r.output_throughput or 0.0) if meeting else None
 
 
 def _share(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f} %"
 
 
-def slo_cells(row: dict[str, Any]) -> list[str | Image]:
-    met = {True: "yes", False: "NO", None: "-"}[row.get("slo_met")]
-    return [
-        row["scenario"], configuration(row), row.get("slo") or "none set",
-        _f(row.get("slo_ttft_at_percentile_ms")) if row.get("slo_ttft_limit_ms") else "-",
-        _f(row.get("slo_tpot_at_percentile_ms"), 2) if row.get("slo_tpot_limit_ms") else "-",
-        _share(row.get("slo_share_meeting")), _f(row.get("request_goodput"), 2),
-        _f(row.get("output_goodput")), _f(row.get("output_throughput")), met,
-    ]  # fmt: skip
+def _at_percentile(key: str, n: int) -> Column[ScenarioRow]:
+    """The latency at the SLO's percentile, where the SLO limits it."""
+    return Column(
+        f"{key.upper()} at the SLO's percentile (ms)",
+        lambda r: _f(r.slo_at_percentile_ms.get(key), n) if r.slo_limit_ms.get(key) else "-",
+    )
 
 
-def slo_section(rows: list[dict[str, Any]]) -> list[Block]:
+SLO_COLUMNS: list[Column[ScenarioRow]] = [
+    Column("Scenario", lambda r: r.scenario),
+    Column("Configuration", configuration),
+    Column("SLO", lambda r: r.slo or "none set"),
+    _at_percentile("ttft", 1),
+    _at_percentile("tpot", 2),
+    Column("Meeting the SLO", lambda r: r.slo_share_meeting, _share),
+    Column("Goodput (req/s)", lambda r: r.request_goodput, digits(2)),
+    Column("Goodput (output tok/s)", lambda r: r.output_goodput),
+    Column("Output tok/s", lambda r: r.output_throughput),
+    Column("SLO met", lambda r: {True: "yes", False: "NO", None: "-"}[r.slo_met]),
+]
+
+
+def slo_section(rows: list[ScenarioRow]) -> list[Block]:
     """Goodput per scenario, then the Pareto front's verdict: which configuration serves most."""
-    finished = [r for r in rows if r.get("finished")]
+    finished = [r for r in rows if r.finished]
     blocks: list[Block] = [
         Heading("SLO and goodput"),
         Paragraph(
@@ -98,9 +97,9 @@ def slo_section(rows: list[dict[str, Any]]) -> list[Block]:
             "percentile falls on one); *Meeting the SLO* is the share of requests within every limit at "
             "once, and goodput their requests/s and output tokens/s (DistServe's goodput)."
         ),
-        Table(SLO_COLUMNS, [slo_cells(r) for r in finished], empty="No finished scenario."),
+        table(SLO_COLUMNS, finished, empty="No finished scenario."),
     ]
-    if not any(r.get("slo") for r in finished):
+    if not any(r.slo for r in finished):
         blocks.append(
             Paragraph(
                 "No SLO was set: add `slo:` to the scenarios file (a preset such as `mlperf-llama2-70b`, or "
@@ -110,19 +109,19 @@ def slo_section(rows: list[dict[str, Any]]) -> list[Block]:
     return [*blocks, *pareto_section(finished)]
 
 
-def pareto_section(rows: list[dict[str, Any]]) -> list[Block]:
+def pareto_section(rows: list[ScenarioRow]) -> list[Block]:
     front = pareto_front(rows)
     if not front:
         return []
-    names = ", ".join(f"{r['scenario']} ({configuration(r)})" for r in front)
+    names = ", ".join(f"{r.scenario} ({configuration(r)})" for r in front)
     best = best_within_slo(rows)
     if best is not None:
         verdict = (
             f"**Most output tokens/s within the SLO: {configuration(best)}** (replicas x per-replica cap; "
-            f"scenario {best['scenario']}): {_f(best['output_throughput'])} tokens/s at "
+            f"scenario {best.scenario}): {_f(best.output_throughput)} tokens/s at "
             f"{_f(tokens_per_user(best))} tokens/s per user."
         )
-    elif any(r.get("slo") for r in rows):
+    elif any(r.slo for r in rows):
         verdict = "**No configuration met its SLO.**"
     else:
         verdict = "No SLO set, so no configuration is named as best within it."

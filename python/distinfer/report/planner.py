@@ -4,40 +4,43 @@ check of leaving the largest measured count out and predicting it from the other
 
 from __future__ import annotations
 
-from distinfer.capacity_plan import Series, fit, holdout, predictions, series_from
-from distinfer.report.blocks import Block, Heading, Image, Paragraph, Table
+from dataclasses import dataclass
+
+from distinfer.capacity_plan import Fit, Prediction, Series, fit, holdout, predictions, series_from
+from distinfer.report.blocks import Block, Column, Heading, Paragraph, digits, table
 from distinfer.results.load import Run
 
-COLUMNS = ("Quantity", "Replicas", "Predicted", "Measured", "Error", "Fit")
+
+@dataclass(frozen=True)
+class PlanLine:
+    """One replica count of a series: predicted by `model`, beside what was measured."""
+
+    label: str
+    replicas: str
+    p: Prediction
+    model: Fit
 
 
-def _f(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.2f}"
+COLUMNS: list[Column[PlanLine]] = [
+    Column("Quantity", lambda x: x.label),
+    Column("Replicas", lambda x: x.replicas),
+    Column("Predicted", lambda x: x.p.predicted, digits(2)),
+    Column("Measured", lambda x: x.p.measured, digits(2)),
+    Column("Error", lambda x: "-" if x.p.error is None else f"{x.p.error:+.1%}"),
+    Column("Fit", lambda x: x.model.describe()),
+]
 
 
-def series_rows(series: Series) -> list[list[str | Image]]:
+def series_rows(series: Series) -> list[PlanLine]:
     model = fit(series.points)
     counts = sorted({p.replicas for p in series.points})
     asked = [*counts, counts[-1] + 1, counts[-1] + 2]
     label = f"{series.quantity}: {series.label} ({series.unit})"
-    rows: list[list[str | Image]] = []
-    for p in predictions(model, asked, series.points):
-        error = "-" if p.error is None else f"{p.error:+.1%}"
-        rows.append([label, str(p.replicas), _f(p.predicted), _f(p.measured), error, model.describe()])
+    lines = [PlanLine(label, str(p.replicas), p, model) for p in predictions(model, asked, series.points)]
     if len(counts) >= 3:  # the check: leave the largest out, predict it from the rest
         held, (check,) = holdout(series.points, set(counts[:-1]))
-        error = "-" if check.error is None else f"{check.error:+.1%}"
-        rows.append(
-            [
-                label,
-                f"{check.replicas} (left out)",
-                _f(check.predicted),
-                _f(check.measured),
-                error,
-                held.describe(),
-            ]
-        )
-    return rows
+        lines.append(PlanLine(label, f"{check.replicas} (left out)", check, held))
+    return lines
 
 
 def planner_section(run: Run) -> list[Block]:
@@ -53,5 +56,5 @@ def planner_section(run: Run) -> list[Block]:
             "out and predicted from the others. `distinfer capacity-plan RUN...` plans across runs and "
             "for a target load (`--target`, `--replicas-per-node`)."
         ),
-        Table(COLUMNS, [row for s in scaling for row in series_rows(s)]),
+        table(COLUMNS, [line for s in scaling for line in series_rows(s)]),
     ]

@@ -6,21 +6,27 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distinfer.report.blocks import (
     Block,
     Bullets,
+    Column,
     Figures,
     Heading,
     Image,
+    Named,
     Paragraph,
     Table,
+    digits,
     image,
+    table,
     to_markdown,
 )
+from distinfer.report.blocks import cell as _f
 from distinfer.report.capacity import capacity_section
 from distinfer.report.charts import all_charts
 from distinfer.report.fidelity import above_certified, fidelity_section
@@ -31,6 +37,9 @@ from distinfer.report.prometheus import Pair, ServerFigures, figures_for_run
 from distinfer.report.repeats import noise_comparison, noise_section, repeats_document, repeats_section
 from distinfer.report.tables import (
     GUIDE_P95_TOKEN_LABEL,
+    NodeRow,
+    PathCost,
+    ScenarioRow,
     node_rows,
     ordered,
     path_cost,
@@ -41,80 +50,86 @@ from distinfer.results.base import write_json_atomic
 from distinfer.results.load import Run, Scenario
 from distinfer.results.scenario import ScenarioSpec
 
-GUIDE_COLUMNS = (
-    "Inference Nodes", "Devices", "GPUs", "Concurrent Requests", "RPS", "Tokens/s (output)",
-    "Tokens/s (total)", "P95 Latency (s)", GUIDE_P95_TOKEN_LABEL, "TTFT P50 (ms)", "TTFT P95 (ms)",
-    "TPOT P50 (ms)", "TPOT P95 (ms)", "Errors", "Valid", "Scenario",
-)  # fmt: skip
-NODE_COLUMNS = (
-    "Scenario", "Node", "Avg CPU %", "Avg Memory %", "Avg GPU Util %", "Avg GPU Memory %",
-    "Net rx avg (MB/s)", "Net rx max (MB/s)", "Net tx avg (MB/s)", "Net tx max (MB/s)", "Samples", "Note",
-)  # fmt: skip
-DETAIL_COLUMNS = (
-    "Scenario", "Replicas", "Users", "Completed", "Achieved concurrency", "E2E P50/P95/P99 (s)",
-    "ITL P99 (ms)",
-)  # fmt: skip
-E2E_KEYS = ("median_e2el_ms", "p95_e2el_ms", "p99_e2el_ms")
-CONFIG_COLUMNS = (
-    "Scenario", "Model", "URL", "API", "Users", "Rate (req/s)", "Duration (s)", "Warm-up (s)",
-    "Ramp (s)", "Max tokens", "Temperature", "Seed", "Prompts", "Workers",
-)  # fmt: skip
-COMPARED = (
-    ("request_throughput", "RPS"),
-    ("output_throughput", "output tok/s"),
-    ("p95_e2el_ms", "P95 latency ms"),
-    ("median_ttft_ms", "TTFT P50 ms"),
-    ("median_tpot_ms", "TPOT P50 ms"),
-    ("failed", "errors"),
-)
+if TYPE_CHECKING:
+    from distinfer.results.availability import Availability, ReplicaCourse
+    from distinfer.results.metrics import Distribution
 
 
-def _f(value: Any, digits: int = 1) -> str:
-    if value is None:
+def _seconds(ms: float | None) -> float | None:
+    return None if ms is None else ms / 1000
+
+
+def _mb(value: float | None) -> float | None:
+    return None if value is None else value / 1e6
+
+
+def _errors(r: ScenarioRow) -> str:
+    if not r.finished:
         return "-"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    return str(value)
+    return ", ".join(f"{k}: {v}" for k, v in sorted(r.errors_by_kind.items())) or "0"
 
 
-def guide_cells(row: dict[str, Any]) -> list[str]:
-    errors = row.get("errors_by_kind") or {}
-    p95 = row.get("p95_e2el_ms")
-    valid = {True: "yes", False: "NO", None: "unfinished"}[row.get("valid")]
-    return [
-        row["inference_nodes"],
-        str(row["devices"]).replace(",", "<br>"),
-        str(row["gpus"]),
-        _f(row["max_concurrency"]),
-        _f(row.get("request_throughput"), 2),
-        _f(row.get("output_throughput")),
-        _f(row.get("total_token_throughput")),
-        _f(None if p95 is None else p95 / 1000, 2),
-        _f(row.get("guide_p95_token_latency_ms"), 2),
-        _f(row.get("median_ttft_ms")),
-        _f(row.get("p95_ttft_ms")),
-        _f(row.get("median_tpot_ms"), 2),
-        _f(row.get("p95_tpot_ms"), 2),
-        (", ".join(f"{k}: {v}" for k, v in sorted(errors.items())) or "0") if row.get("finished") else "-",
-        valid,
-        row["scenario"],
-    ]
+VALID = {True: "yes", False: "NO", None: "unfinished"}
+GUIDE_COLUMNS: list[Column[ScenarioRow]] = [
+    Column("Inference Nodes", lambda r: r.inference_nodes),
+    Column("Devices", lambda r: r.devices.replace(",", "<br>")),
+    Column("GPUs", lambda r: r.gpus),
+    Column("Concurrent Requests", lambda r: r.max_concurrency),
+    Column("RPS", lambda r: r.request_throughput, digits(2)),
+    Column("Tokens/s (output)", lambda r: r.output_throughput),
+    Column("Tokens/s (total)", lambda r: r.total_token_throughput),
+    Column("P95 Latency (s)", lambda r: _seconds(r.e2el.p95), digits(2)),
+    Column(GUIDE_P95_TOKEN_LABEL, lambda r: r.guide_p95_token_latency_ms, digits(2)),
+    Column("TTFT P50 (ms)", lambda r: r.ttft.median),
+    Column("TTFT P95 (ms)", lambda r: r.ttft.p95),
+    Column("TPOT P50 (ms)", lambda r: r.tpot.median, digits(2)),
+    Column("TPOT P95 (ms)", lambda r: r.tpot.p95, digits(2)),
+    Column("Errors", _errors),
+    Column("Valid", lambda r: VALID[r.valid]),
+    Column("Scenario", lambda r: r.scenario),
+]
 
 
-def node_cells(row: dict[str, Any]) -> list[str]:
-    mb = 1e6
+def _gpu(value: Callable[[NodeRow], float | None]) -> Callable[[NodeRow], str]:
+    """A GPU figure, or n/a on a node without GPUs."""
+    return lambda n: _f(value(n)) if n.gpu_count else "n/a"
 
-    def rate(key: str) -> str:
-        value = row.get(key)
-        return _f(None if value is None else value / mb, 2)
 
-    return [
-        row["scenario"], row["host"], _f(row.get("avg_cpu_percent")), _f(row.get("avg_mem_percent")),
-        _f(row.get("avg_gpu_util_percent")) if row.get("gpu_count") else "n/a",
-        _f(row.get("avg_gpu_mem_percent")) if row.get("gpu_count") else "n/a",
-        rate("net_rx_avg_bytes_per_s"), rate("net_rx_max_bytes_per_s"),
-        rate("net_tx_avg_bytes_per_s"), rate("net_tx_max_bytes_per_s"), str(row["samples"]), row["note"],
-    ]  # fmt: skip
+NODE_COLUMNS: list[Column[NodeRow]] = [
+    Column("Scenario", lambda n: n.scenario),
+    Column("Node", lambda n: n.host),
+    Column("Avg CPU %", lambda n: n.avg_cpu_percent),
+    Column("Avg Memory %", lambda n: n.avg_mem_percent),
+    Column("Avg GPU Util %", _gpu(lambda n: n.avg_gpu_util_percent)),
+    Column("Avg GPU Memory %", _gpu(lambda n: n.avg_gpu_mem_percent)),
+    Column("Net rx avg (MB/s)", lambda n: _mb(n.net_rx_avg_bytes_per_s), digits(2)),
+    Column("Net rx max (MB/s)", lambda n: _mb(n.net_rx_max_bytes_per_s), digits(2)),
+    Column("Net tx avg (MB/s)", lambda n: _mb(n.net_tx_avg_bytes_per_s), digits(2)),
+    Column("Net tx max (MB/s)", lambda n: _mb(n.net_tx_max_bytes_per_s), digits(2)),
+    Column("Samples", lambda n: n.samples),
+    Column("Note", lambda n: n.note),
+]
+DETAIL_COLUMNS: list[Column[ScenarioRow]] = [
+    Column("Scenario", lambda r: r.scenario),
+    Column("Replicas", lambda r: r.replicas),
+    Column("Users", lambda r: r.max_concurrency),
+    Column("Completed", lambda r: r.completed),
+    Column("Achieved concurrency", lambda r: r.achieved_concurrency),
+    Column(
+        "E2E P50/P95/P99 (s)",
+        lambda r: "/".join(_f(_seconds(ms), 2) for ms in (r.e2el.median, r.e2el.p95, r.e2el.p99)),
+    ),
+    Column("ITL P99 (ms)", lambda r: r.itl.p99, digits(2)),
+]
+# (results.json's key, the comparison table's header, the figure)
+COMPARED: tuple[tuple[str, str, Callable[[ScenarioRow], float | int | None]], ...] = (
+    ("request_throughput", "RPS", lambda r: r.request_throughput),
+    ("output_throughput", "output tok/s", lambda r: r.output_throughput),
+    ("p95_e2el_ms", "P95 latency ms", lambda r: r.e2el.p95),
+    ("median_ttft_ms", "TTFT P50 ms", lambda r: r.ttft.median),
+    ("median_tpot_ms", "TPOT P50 ms", lambda r: r.tpot.median),
+    ("failed", "errors", lambda r: r.failed),
+)
 
 
 def report_blocks(
@@ -144,7 +159,7 @@ def report_blocks(
     ]
     blocks += served_by(run)
     blocks += fidelity_section(run, run.certificate)
-    stand_ins = [s.name for s in ordered(run) if s.deployment.engine_stand_in]
+    stand_ins = [r.scenario for r in rows if r.engine_stand_in]
     if stand_ins:
         blocks.append(
             Paragraph(
@@ -158,13 +173,13 @@ def report_blocks(
     blocks += slo_section(rows) if rows else []
     blocks += capacity_section(run.capacity)
     blocks += planner_section(run)
-    invalid = [r for r in rows if r.get("valid") is False]
+    invalid = [r for r in rows if r.valid is False]
     if invalid:
         blocks += [
             Heading("Invalid scenarios (the load generator could not keep up)"),
-            Bullets([f"**{r['scenario']}**: " + "; ".join(r["invalid_reasons"]) for r in invalid]),
+            Bullets([f"**{r.scenario}**: " + "; ".join(r.invalid_reasons) for r in invalid]),
         ]
-    unfinished = [r["scenario"] for r in rows if not r["finished"]]
+    unfinished = [r.scenario for r in rows if not r.finished]
     if unfinished:
         blocks.append(Paragraph(f"Unfinished scenarios (no summary.json): {', '.join(unfinished)}"))
     blocks += availability_section(run)
@@ -172,21 +187,7 @@ def report_blocks(
     blocks += server_section(run, server or ServerSection({}, "Server-side figures: not asked for."))
     blocks += node_section(run)
     blocks += path_cost_section(run)
-    blocks += [
-        Heading("Scenario details"),
-        Table(
-            DETAIL_COLUMNS,
-            [
-                [
-                    r["scenario"], _f(r.get("replicas")), _f(r["max_concurrency"]), _f(r.get("completed")),
-                    _f(r.get("achieved_concurrency")),
-                    "/".join(_f(None if r.get(k) is None else r[k] / 1000, 2) for k in E2E_KEYS),
-                    _f(r.get("p99_itl_ms"), 2),
-                ]
-                for r in rows
-            ],
-        ),
-    ]  # fmt: skip
+    blocks += [Heading("Scenario details"), table(DETAIL_COLUMNS, rows)]
     blocks += provenance_section(run)
     blocks += [Heading("Charts"), Figures(charts)]
     if compare is not None:
@@ -194,32 +195,56 @@ def report_blocks(
     return blocks
 
 
-def guide_tables(rows: list[dict[str, Any]]) -> list[Block]:
+def guide_tables(rows: list[ScenarioRow]) -> list[Block]:
     """The guide's scalability table, one per batch size per replica."""
-    batches: dict[str, list[dict[str, Any]]] = {}
+    batches: dict[str, list[ScenarioRow]] = {}
     for row in rows:
-        key = str(row["users_per_replica"]) if row.get("users_per_replica") else "unspecified"
+        key = str(row.users_per_replica) if row.users_per_replica else "unspecified"
         batches.setdefault(key, []).append(row)
     blocks: list[Block] = []
     for number, (batch, group) in enumerate(batches.items(), start=1):
         blocks += [
             Heading(f"{number}. Scalability results for batch size of {batch} per replica"),
-            Table(GUIDE_COLUMNS, [list(guide_cells(r)) for r in group]),
+            table(GUIDE_COLUMNS, group),
         ]
     return blocks
 
 
-AVAILABILITY_COLUMNS = (
-    "Scenario", "Failed", "Errors began (s)", "Errors ended (s)", "Seconds with errors",
-    "SLO violated (s)", "Replicas at start -> lowest", "Replica lost at (s)", "Back at (s)",
-    "Server lost at (s)",
-)  # fmt: skip
+@dataclass(frozen=True)
+class Faults:
+    """A scenario's faults, with the course of the replicas that dropped first (else the first's)."""
+
+    scenario: str
+    a: Availability
+    course: ReplicaCourse | None
+
+    @property
+    def back(self) -> str:
+        if self.course is None or self.course.dropped_at_s is None:
+            return "-"
+        return "not back" if self.course.back_at_s is None else _f(self.course.back_at_s)
+
+
+AVAILABILITY_COLUMNS: list[Column[Faults]] = [
+    Column("Scenario", lambda f: f.scenario),
+    Column("Failed", lambda f: f.a.failed),
+    Column("Errors began (s)", lambda f: f.a.first_error_s),
+    Column("Errors ended (s)", lambda f: f.a.last_error_s),
+    Column("Seconds with errors", lambda f: f.a.error_seconds),
+    Column("SLO violated (s)", lambda f: f.a.slo_violated_seconds),
+    Column(
+        "Replicas at start -> lowest",
+        lambda f: "-" if f.course is None else f"{f.course.at_start} -> {f.course.lowest}",
+    ),
+    Column("Replica lost at (s)", lambda f: None if f.course is None else f.course.dropped_at_s),
+    Column("Back at (s)", lambda f: f.back),
+    Column("Server lost at (s)", lambda f: f.a.endpoint_lost_at_s),
+]
 
 
 def availability_section(run: Run) -> list[Block]:
     """Faults during a scenario (seconds after its load began): shown only when something happened."""
-    rows: list[list[str | Image]] = []
-    stories: list[str] = []
+    faults: list[Faults] = []
     for s in ordered(run):
         a = s.summary.availability if s.summary else None
         if a is None:
@@ -227,31 +252,34 @@ def availability_section(run: Run) -> list[Block]:
         dropped = [c for c in a.replicas if c.dropped_at_s is not None]
         if not a.failed and not dropped and a.endpoint_lost_at_s is None:
             continue
-        course = dropped[0] if dropped else (a.replicas[0] if a.replicas else None)
-        back = "-" if course is None or course.dropped_at_s is None else _f(course.back_at_s)
-        if course is not None and course.dropped_at_s is not None and course.back_at_s is None:
-            back = "not back"
-        rows.append(
-            [
-                s.name, str(a.failed), _f(a.first_error_s), _f(a.last_error_s),
-                str(a.error_seconds), _f(a.slo_violated_seconds),
-                "-" if course is None else f"{course.at_start} -> {course.lowest}",
-                "-" if course is None else _f(course.dropped_at_s), back, _f(a.endpoint_lost_at_s),
-            ]
-        )  # fmt: skip
-        stories.append(f"**{s.name}**: {a.summary}")
-    if not rows:
+        faults.append(Faults(s.name, a, dropped[0] if dropped else (a.replicas[0] if a.replicas else None)))
+    if not faults:
         return []
     return [
         Heading("Faults during the load (seconds after each scenario's load began)"),
-        Table(AVAILABILITY_COLUMNS, rows),
-        Bullets(stories),
+        table(AVAILABILITY_COLUMNS, faults),
+        Bullets([f"**{f.scenario}**: {f.a.summary}" for f in faults]),
     ]
 
 
-LEG_COLUMNS = (
-    "Leg", "Its share of the TTFT P50 (ms)", "Share", "Leg's own P50 (ms)", "Own P95 (ms)", "Own mean (ms)",
-)  # fmt: skip
+@dataclass(frozen=True)
+class LegLine:
+    """One line of a TTFT split: a leg, or the TTFT they add up to (bold)."""
+
+    label: str
+    share_of_p50: str
+    share: str
+    own: Distribution
+
+
+LEG_COLUMNS: list[Column[LegLine]] = [
+    Column("Leg", lambda x: x.label),
+    Column("Its share of the TTFT P50 (ms)", lambda x: x.share_of_p50),
+    Column("Share", lambda x: x.share),
+    Column("Leg's own P50 (ms)", lambda x: x.own.p50, digits(2)),
+    Column("Own P95 (ms)", lambda x: x.own.p95, digits(2)),
+    Column("Own mean (ms)", lambda x: x.own.mean, digits(2)),
+]
 
 
 def where_the_time_goes(run: Run) -> list[Block]:
@@ -273,19 +301,12 @@ def where_the_time_goes(run: Run) -> list[Block]:
             blocks.append(Paragraph(f"**{s.name}**: no split ({reason})."))
             continue
         total = sum(leg.at_median_ms for leg in split.legs)
-        rows: list[list[str | Image]] = [
-            [
-                leg.label, _f(leg.at_median_ms, 2), _share(leg.at_median_ms, total), _f(leg.own_ms.p50, 2),
-                _f(leg.own_ms.p95, 2), _f(leg.own_ms.mean, 2),
-            ]
+        lines = [
+            LegLine(leg.label, _f(leg.at_median_ms, 2), _share(leg.at_median_ms, total), leg.own_ms)
             for leg in split.legs
-        ]  # fmt: skip
-        rows.append(
-            [
-                "**TTFT (client)**", f"**{_f(total, 2)}** (TTFT P50 {_f(split.ttft_ms.p50, 2)})", "100%",
-                _f(split.ttft_ms.p50, 2), _f(split.ttft_ms.p95, 2), _f(split.ttft_ms.mean, 2),
-            ]
-        )  # fmt: skip
+        ]
+        p50 = f"**{_f(total, 2)}** (TTFT P50 {_f(split.ttft_ms.p50, 2)})"
+        lines.append(LegLine("**TTFT (client)**", p50, "100%", split.ttft_ms))
         clocks = (
             "one host, one clock"
             if split.one_clock
@@ -293,7 +314,7 @@ def where_the_time_goes(run: Run) -> list[Block]:
         )
         blocks += [
             Heading(s.name, 3),
-            Table(LEG_COLUMNS, rows),
+            table(LEG_COLUMNS, lines),
             Paragraph(
                 f"{split.requests} requests with server timing ({split.without_timing} without); "
                 f"clocks: {clocks}; requests with times out of order: {split.out_of_order}; engine "
@@ -301,14 +322,6 @@ def where_the_time_goes(run: Run) -> list[Block]:
             ),
         ]
     return blocks
-
-
-SERVER_COLUMNS = (
-    "Scenario", "Serve queue wait avg / P95 (ms)", "Queued at handles avg / max",
-    "Ongoing per replica avg / max", "Engine running avg / max", "Engine waiting avg / max",
-    "KV cache avg / max (%)", "GPU util avg / max (%)", "GPU memory avg / max (%)", "GPU energy (J)",
-    "Tokens per joule",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -323,25 +336,31 @@ def _pair_cell(pair: Pair, digits: int = 1) -> str:
     return f"{_f(pair.avg, digits)} / {_f(pair.max, digits)}"
 
 
+def _energy(f: ServerFigures) -> str:
+    return "-" if f.energy_j is None else f"{_f(f.energy_j)} ({f.energy_source})"
+
+
+SERVER_COLUMNS: list[Column[Named[ServerFigures]]] = [
+    Column("Scenario", lambda x: x.name),
+    Column("Serve queue wait avg / P95 (ms)", lambda x: x.of.serve_queue_wait_ms, lambda p: _pair_cell(p, 2)),
+    Column("Queued at handles avg / max", lambda x: x.of.queued_at_handles, _pair_cell),
+    Column("Ongoing per replica avg / max", lambda x: x.of.ongoing_per_replica, _pair_cell),
+    Column("Engine running avg / max", lambda x: x.of.engine_running, _pair_cell),
+    Column("Engine waiting avg / max", lambda x: x.of.engine_waiting, _pair_cell),
+    Column("KV cache avg / max (%)", lambda x: x.of.kv_cache_percent, _pair_cell),
+    Column("GPU util avg / max (%)", lambda x: x.of.gpu_util_percent, _pair_cell),
+    Column("GPU memory avg / max (%)", lambda x: x.of.gpu_mem_percent, _pair_cell),
+    Column("GPU energy (J)", lambda x: _energy(x.of)),
+    Column("Tokens per joule", lambda x: x.of.tokens_per_joule, digits(3)),
+]
+
+
 def server_section(run: Run, server: ServerSection) -> list[Block]:
     """Per scenario, the serving path's and the engines' own figures over its window (Prometheus)."""
     blocks: list[Block] = [Heading("Server-side figures (Prometheus, steady window)")]
     if server.missing:
         return [*blocks, Paragraph(server.missing)]
-    rows: list[list[str | Image]] = []
-    for s in ordered(run):
-        f = server.figures.get(s.name)
-        if f is None:
-            continue
-        energy = "-" if f.energy_j is None else f"{_f(f.energy_j)} ({f.energy_source})"
-        rows.append(
-            [
-                s.name, _pair_cell(f.serve_queue_wait_ms, 2), _pair_cell(f.queued_at_handles),
-                _pair_cell(f.ongoing_per_replica), _pair_cell(f.engine_running), _pair_cell(f.engine_waiting),
-                _pair_cell(f.kv_cache_percent), _pair_cell(f.gpu_util_percent), _pair_cell(f.gpu_mem_percent),
-                energy, _f(f.tokens_per_joule, 3),
-            ]
-        )  # fmt: skip
+    rows = [Named(s.name, f) for s in ordered(run) if (f := server.figures.get(s.name)) is not None]
     url = next(iter(server.figures.values())).prometheus if server.figures else "-"
     return [
         *blocks,
@@ -352,14 +371,34 @@ def server_section(run: Run, server: ServerSection) -> list[Block]:
             "from a DCGM exporter where one is scraped (else the node recorder's NVML energy). "
             '"-" means Prometheus had no such series for the window.'
         ),
-        Table(SERVER_COLUMNS, rows, empty="No finished scenario to ask about."),
+        table(SERVER_COLUMNS, rows, empty="No finished scenario to ask about."),
         *engine_latency_section(run, server),
     ]
 
 
+@dataclass(frozen=True)
+class EngineTtft:
+    """A scenario's server figures beside the client's TTFT."""
+
+    scenario: str
+    server: ServerFigures
+    client: Distribution
+
+
+ENGINE_LATENCY_COLUMNS: list[Column[EngineTtft]] = [
+    Column("Scenario", lambda x: x.scenario),
+    Column(
+        "Engine TTFT P50 / P99 (ms)",
+        lambda x: f"{_f(x.server.engine_ttft_p50_ms)} / {_f(x.server.engine_ttft_p99_ms)}",
+    ),
+    Column("Client TTFT P50 / P99 (ms)", lambda x: f"{_f(x.client.p50)} / {_f(x.client.p99)}"),
+    Column("Prefix cache hit (%)", lambda x: x.server.prefix_cache_hit_percent),
+]
+
+
 def engine_latency_section(run: Run, server: ServerSection) -> list[Block]:
     """The engine's own TTFT histogram beside the client's exact TTFT, and vLLM's prefix-cache hits."""
-    rows: list[list[str | Image]] = []
+    rows = []
     for s in ordered(run):
         f = server.figures.get(s.name)
         if (
@@ -368,14 +407,7 @@ def engine_latency_section(run: Run, server: ServerSection) -> list[Block]:
             or (f.engine_ttft_p50_ms is None and f.prefix_cache_hit_percent is None)
         ):
             continue
-        ttft = s.summary.metrics.ttft_ms
-        rows.append(
-            [
-                s.name, f"{_f(f.engine_ttft_p50_ms)} / {_f(f.engine_ttft_p99_ms)}",
-                f"{_f(ttft.p50 if ttft else None)} / {_f(ttft.p99 if ttft else None)}",
-                _f(f.prefix_cache_hit_percent),
-            ]
-        )  # fmt: skip
+        rows.append(EngineTtft(s.name, f, s.summary.metrics.ttft_ms))
     if not rows:
         return []
     return [
@@ -385,10 +417,7 @@ def engine_latency_section(run: Run, server: ServerSection) -> list[Block]:
             "percentiles interpolated within the histogram's buckets) beside the client's (exact, from "
             "every record, from the send), and the share of prompt tokens vLLM found in its prefix cache."
         ),
-        Table(
-            ["Scenario", "Engine TTFT P50 / P99 (ms)", "Client TTFT P50 / P99 (ms)", "Prefix cache hit (%)"],
-            rows,
-        ),
+        table(ENGINE_LATENCY_COLUMNS, rows),
     ]
 
 
@@ -426,9 +455,9 @@ def node_section(run: Run) -> list[Block]:
     nodes = [n for s in ordered(run) for n in node_rows(s)]
     blocks: list[Block] = [
         Heading("Resource utilisation per node (steady window)"),
-        Table(NODE_COLUMNS, [list(node_cells(n)) for n in nodes], empty="No node samples in this run."),
+        table(NODE_COLUMNS, nodes, empty="No node samples in this run."),
     ]
-    missing = [f"{n['host']} ({n['scenario']})" for n in nodes if n["note"].startswith("MISSING")]
+    missing = [f"{n.host} ({n.scenario})" for n in nodes if n.note.startswith("MISSING")]
     if missing:
         blocks.append(
             Paragraph(f"**Nodes listed in the scenarios but without samples:** {', '.join(missing)}")
@@ -436,27 +465,20 @@ def node_section(run: Run) -> list[Block]:
     return blocks
 
 
-PATH_COST_COLUMNS = (
-    "Scenario", "Output tokens", "Proxy / HAProxy", "Ingress (router)", "Serving path", "Model replicas",
-    "All nodes",
-)  # fmt: skip
+PATH_COST_COLUMNS: list[Column[Named[PathCost]]] = [
+    Column("Scenario", lambda x: x.name),
+    Column("Output tokens", lambda x: x.of.output_tokens_in_window),
+    Column("Proxy / HAProxy", lambda x: x.of.cpu_s_per_1k_tokens["proxy"], digits(3)),
+    Column("Ingress (router)", lambda x: x.of.cpu_s_per_1k_tokens["ingress"], digits(3)),
+    Column("Serving path", lambda x: x.of.serving_path_cpu_s_per_1k_tokens, digits(3)),
+    Column("Model replicas", lambda x: x.of.cpu_s_per_1k_tokens["replicas"], digits(3)),
+    Column("All nodes", lambda x: x.of.nodes_cpu_s_per_1k_tokens, digits(3)),
+]
 
 
 def path_cost_section(run: Run) -> list[Block]:
     """CPU seconds per 1,000 output tokens: the serving path beside the replicas running the engine."""
-    rows: list[list[str | Image]] = []
-    for s in ordered(run):
-        cost = path_cost(s)
-        if cost is None:
-            continue
-        per = cost["cpu_s_per_1k_tokens"]
-        rows.append(
-            [
-                s.name, str(cost["output_tokens_in_window"]), _f(per["proxy"], 3), _f(per["ingress"], 3),
-                _f(cost["serving_path_cpu_s_per_1k_tokens"], 3), _f(per["replicas"], 3),
-                _f(cost["nodes_cpu_s_per_1k_tokens"], 3),
-            ]
-        )  # fmt: skip
+    rows = [Named(s.name, cost) for s in ordered(run) if (cost := path_cost(s)) is not None]
     if not rows:
         return []
     return [
@@ -468,25 +490,36 @@ def path_cost_section(run: Run) -> list[Block]:
             "process on the nodes, Ray's own daemons and a load generator sharing a node included. "
             "benchmarks/serve_overhead.md has the same figure for the bare engine."
         ),
-        Table(PATH_COST_COLUMNS, rows),
+        table(PATH_COST_COLUMNS, rows),
     ]
-
-
-def config_cells(s: Scenario) -> list[str]:
-    spec = s.spec
-    workers = _f(s.summary.client.workers) if s.summary else "-"
-    if spec is None:
-        return [s.name, *["-"] * 12, workers]
-    return [
-        s.name, spec.model, spec.url, spec.api, _f(spec.users), _f(spec.rate), _f(spec.duration_s),
-        _f(spec.warmup_s), _ramp(spec), _f(spec.max_tokens), _f(spec.temperature), _f(spec.seed),
-        spec.prompts or "files/prompts/prompts.jsonl", workers,
-    ]  # fmt: skip
 
 
 def _ramp(spec: ScenarioSpec) -> str:
     """Seconds over which closed-loop users started (the warm-up unless set; none in open loop)."""
     return "-" if spec.rate is not None else _f(spec.ramp)
+
+
+def _spec(value: Callable[[ScenarioSpec], Any]) -> Callable[[Scenario], Any]:
+    """A figure of the scenario's scenario.json; None (-) when it has none."""
+    return lambda s: None if s.spec is None else value(s.spec)
+
+
+CONFIG_COLUMNS: list[Column[Scenario]] = [
+    Column("Scenario", lambda s: s.name),
+    Column("Model", _spec(lambda spec: spec.model)),
+    Column("URL", _spec(lambda spec: spec.url)),
+    Column("API", _spec(lambda spec: spec.api)),
+    Column("Users", _spec(lambda spec: spec.users)),
+    Column("Rate (req/s)", _spec(lambda spec: spec.rate)),
+    Column("Duration (s)", _spec(lambda spec: spec.duration_s)),
+    Column("Warm-up (s)", _spec(lambda spec: spec.warmup_s)),
+    Column("Ramp (s)", _spec(_ramp)),
+    Column("Max tokens", _spec(lambda spec: spec.max_tokens)),
+    Column("Temperature", _spec(lambda spec: spec.temperature)),
+    Column("Seed", _spec(lambda spec: spec.seed)),
+    Column("Prompts", _spec(lambda spec: spec.prompts or "files/prompts/prompts.jsonl")),
+    Column("Workers", lambda s: s.summary.client.workers if s.summary else None),
+]
 
 
 def provenance_section(run: Run) -> list[Block]:
@@ -513,7 +546,7 @@ def provenance_section(run: Run) -> list[Block]:
     return [
         *blocks,
         Paragraph("Configuration of each scenario (scenario.json):"),
-        Table(CONFIG_COLUMNS, [list(config_cells(s)) for s in ordered(run)]),
+        table(CONFIG_COLUMNS, ordered(run)),
     ]
 
 
@@ -523,8 +556,8 @@ def comparison(run: Run, other: Run) -> list[dict[str, Any]]:
     for s in ordered(run):
         mine, base = scenario_row(s), theirs.get(s.name)
         entry: dict[str, Any] = {"scenario": s.name, "in_other": base is not None}
-        for key, _ in COMPARED:
-            a, b = mine.get(key), (base or {}).get(key)
+        for key, _, figure in COMPARED:
+            a, b = figure(mine), None if base is None else figure(base)
             entry[key] = {"this": a, "other": b, "delta": None, "delta_percent": None}
             if isinstance(a, int | float) and isinstance(b, int | float):
                 entry[key]["delta"] = a - b
@@ -541,23 +574,30 @@ class Comparison:
     charts: list[Image]
 
 
+def _compared(key: str) -> Callable[[dict[str, Any]], str]:
+    """A comparison entry's figure: this run (other run, change)."""
+
+    def cell(entry: dict[str, Any]) -> str:
+        c = entry[key]
+        if not entry["in_other"]:
+            return _f(c["this"], 2)
+        change = "-" if c["delta_percent"] is None else f"{c['delta_percent']:+.1f}%"
+        return f"{_f(c['this'], 2)} ({_f(c['other'], 2)}, {change})"
+
+    return cell
+
+
+COMPARE_COLUMNS: list[Column[dict[str, Any]]] = [
+    Column("Scenario", lambda entry: entry["scenario"]),
+    *(Column(label, _compared(key)) for key, label, _ in COMPARED),
+]
+
+
 def compare_section(run: Run, charts: list[Image], other: Comparison) -> list[Block]:
-    table = []
-    for entry in comparison(run, other.run):
-        cells = [entry["scenario"]]
-        for key, _ in COMPARED:
-            c = entry[key]
-            change = "-" if c["delta_percent"] is None else f"{c['delta_percent']:+.1f}%"
-            cells.append(
-                f"{_f(c['this'], 2)} ({_f(c['other'], 2)}, {change})"
-                if entry["in_other"]
-                else _f(c["this"], 2)
-            )
-        table.append(cells)
     blocks: list[Block] = [
         Heading(f"Compared with {other.run.path}"),
         Paragraph("Cells: this run (other run, change)."),
-        Table(["Scenario", *(label for _, label in COMPARED)], table),
+        table(COMPARE_COLUMNS, comparison(run, other.run)),
         *noise_section(noise_comparison(_rows(run), _rows(other.run))),
     ]
     # The two runs side by side: their guide tables, then each chart of one beside the other's.
@@ -569,7 +609,7 @@ def compare_section(run: Run, charts: list[Image], other: Comparison) -> list[Bl
     return blocks
 
 
-def _rows(run: Run) -> list[dict[str, Any]]:
+def _rows(run: Run) -> list[ScenarioRow]:
     return [scenario_row(s) for s in ordered(run)]
 
 
@@ -620,8 +660,8 @@ def write_report(
             "noise": [row.document() for row in noise_comparison(_rows(run), _rows(compare))],
         }
     write_json_atomic(out / "results.json", document)
-    write_csv(out / "results.csv", [scenario_row(s) for s in ordered(run)])
-    write_csv(out / "nodes.csv", [n for s in ordered(run) for n in node_rows(s)])
+    write_csv(out / "results.csv", [r.flat() for r in _rows(run)])
+    write_csv(out / "nodes.csv", [n.flat() for s in ordered(run) for n in node_rows(s)])
     blocks = report_blocks(run, [image(p, out) for p in charts], other, server)
     (out / "report.md").write_text(to_markdown(blocks))
     (out / "report.html").write_text(to_html(f"Benchmark report: {run.path.name}", blocks))

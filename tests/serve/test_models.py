@@ -61,17 +61,18 @@ def test_smollm2_loads_offline_fast_and_answers(smollm2_dir: Path) -> None:
     assert result["new_tokens"] >= 1
     # A real instruct model answers this question in readable English.
     assert "Paris" in str(result["text"]), result
-    # The GGUF conversion takes 20-30s; the saved folder loads in about a second (first load includes
-    # transformers' lazy imports) on a quiet machine; bounds leave room for a shared, loaded one.
-    assert float(result["reload_s"]) < 1.0, result
-    assert float(result["load_s"]) < 10.0, result
+    # What the bounds tell apart: the saved folder loaded (about a second on a quiet machine, the first
+    # load with transformers' lazy imports) from the GGUF converted again (20-30 s). Not a speed goal:
+    # the room is for a shared, loaded machine (a reload took 1.09 s beside two test runs).
+    assert float(result["reload_s"]) < 5.0, result
+    assert float(result["load_s"]) < 15.0, result
 
 
 def test_smollm2_export_is_idempotent(smollm2_dir: Path) -> None:
     before = (smollm2_dir / "model.safetensors").stat().st_mtime_ns
     started = time.monotonic()
     export_smollm2(smollm2_dir)
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 5.0  # the conversion again would take 20-30 s
     assert (smollm2_dir / "model.safetensors").stat().st_mtime_ns == before
 
 

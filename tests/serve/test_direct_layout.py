@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.parse
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,7 +22,8 @@ import pytest
 import yaml
 from test_token_timing import ITL_S, assert_paced, token_arrivals
 
-from distinfer.config import parse_models
+from distinfer.config import deployment_name, parse_models
+from distinfer.serve.edge import Edge, EdgeLimits, edge_limits
 from distinfer.serve.launch import free_port, served
 
 pytestmark = pytest.mark.ray
@@ -57,9 +60,9 @@ def direct_app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     (folder / "models.yaml").write_text(yaml.safe_dump(paced_models()))
     port = free_port()
     with served(folder / "models.yaml", port, folder / "serve.log", bare=False) as proc:
-        # HAProxy, not a Serve proxy actor, answers on the port.
-        names = {p.name() for p in psutil.Process(proc.pid).children(recursive=True)}
-        assert "haproxy" in names, names
+        # HAProxy, not a Serve proxy actor, answers on the port: the edge, and Serve's own behind it.
+        names = [p.name() for p in psutil.Process(proc.pid).children(recursive=True)]
+        assert names.count("haproxy") >= 2, names
         yield f"http://127.0.0.1:{port}"
 
 
@@ -112,12 +115,16 @@ def test_routes_answer(direct_app: str) -> None:
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
 
 
-def test_past_cap_and_queue_the_replica_answers_the_openai_503(direct_app: str) -> None:
-    # Cap 2, queue 1: of 5 long requests at once, 2 stream, 1 waits, 2 are refused at once.
-    async def one(client: httpx.AsyncClient) -> tuple[int, dict[str, Any], str | None, float]:
+Answer = tuple[int, dict[str, Any], str | None, float]  # status, JSON body, Retry-After, seconds
+
+
+def burst(url: str, count: int) -> list[Answer]:
+    """`count` long requests sent together, each answered in full."""
+
+    async def one(client: httpx.AsyncClient) -> Answer:
         body = {"model": "paced", "prompt": "x", "max_tokens": 20}
         start = time.monotonic()
-        response = await client.post(f"{direct_app}/v1/completions", json=body, timeout=60)
+        response = await client.post(f"{url}/v1/completions", json=body, timeout=60)
         took = time.monotonic() - start
         try:
             data = response.json()
@@ -125,14 +132,49 @@ def test_past_cap_and_queue_the_replica_answers_the_openai_503(direct_app: str) 
             data = {"raw": response.text[:300]}
         return response.status_code, data, response.headers.get("retry-after"), took
 
-    async def burst() -> list[tuple[int, dict[str, Any], str | None, float]]:
+    async def together() -> list[Answer]:
         async with httpx.AsyncClient() as client:
-            return await asyncio.gather(*(one(client) for _ in range(5)))
+            return await asyncio.gather(*(one(client) for _ in range(count)))
 
-    results = asyncio.run(burst())
+    return asyncio.run(together())
+
+
+def assert_cap_and_queue_held(results: list[Answer], refusal_within_s: float) -> None:
+    """Cap 2, queue 1: 2 stream, 1 waits, the rest are refused at once with the OpenAI 503."""
     codes = sorted(code for code, *_ in results)
-    assert codes == [200, 200, 200, 503, 503], results
+    assert codes == [200, 200, 200] + [503] * (len(results) - 3), results
     for code, body, retry_after, took in results:
         if code == 503:
-            assert body["error"]["code"] == "overloaded" and retry_after is not None
-            assert took < 2.0, took
+            assert body["error"]["code"] == "overloaded" and retry_after is not None, body
+            assert took < refusal_within_s, took
+
+
+def test_past_cap_and_queue_the_openai_503(direct_app: str) -> None:
+    # Through Serve's proxy the replica's gate refuses; through `distinfer serve` the edge does.
+    assert_cap_and_queue_held(burst(direct_app, 5), refusal_within_s=2.0)
+
+
+def replica_gate() -> dict[str, int]:
+    from ray import serve
+
+    handle = serve.get_deployment_handle(deployment_name("paced"), app_name="direct")
+    return dict(handle.stats.remote().result(timeout_s=30)["gate"])
+
+
+def test_past_cap_and_queue_the_edge_refuses_and_the_replica_never_sees_it(
+    ray_serve: Any, tmp_path: Path
+) -> None:
+    """The edge (serve/edge.py) in front of the session's Serve: the replica's own gate counts the
+    requests that reached it, and none of the refused ones did."""
+    url = ray_serve.deploy(parse_models(paced_models()), "direct")
+    upstream = urllib.parse.urlsplit(url)
+    port = free_port()
+    limits = edge_limits(parse_models(paced_models()))
+    assert limits == EdgeLimits(model="paced", slots=2, queue=1)
+    before = replica_gate()
+    with Edge.running(limits, ("127.0.0.1", port), (upstream.hostname, upstream.port), tmp_path / "edge"):
+        results = burst(f"http://127.0.0.1:{port}{upstream.path}", 8)
+    after = replica_gate()
+    assert_cap_and_queue_held(results, refusal_within_s=0.5)
+    assert after["refused"] == before["refused"], (before, after)  # not one refusal reached the replica
+    assert after["admitted"] - before["admitted"] == 3, (before, after)  # only the 3 answered did

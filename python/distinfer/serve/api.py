@@ -61,6 +61,7 @@ from distinfer.serve.protocol import (
     Usage,
     drop_neutral_unsupported,
     find_unsupported,
+    overloaded_body,
 )
 
 log = logging.getLogger(__name__)
@@ -256,11 +257,9 @@ class _Exchange:
             first, *ready = await stream.__anext__()
         except Overloaded as err:
             await stream.aclose()
-            return error_response(
-                503,
-                f"model {err.model!r} is at capacity (every replica busy, queue full); retry later",
-                kind="overloaded",
-                code="overloaded",
+            return JSONResponse(
+                overloaded_body(err.model).model_dump(),
+                status_code=503,
                 headers={"Retry-After": str(max(1, round(err.retry_after_s)))},
             )
         if isinstance(first, Rejected):

@@ -276,8 +276,11 @@ class DirectModel:
         await self._backend.health()
 
     async def stats(self, count_objects: bool = False) -> dict[str, Any]:
-        """This replica's process and its engine's activity (as ModelDeployment.stats)."""
-        return replica_stats(self._backend.server(self._name).engine, count_objects)
+        """This replica's process and its engine's activity (as ModelDeployment.stats), and what its
+        admission gate let in and refused since it started."""
+        gate = self._backend.gate(self._name)
+        stats = replica_stats(self._backend.server(self._name).engine, count_objects)
+        return stats | {"gate": {"admitted": gate.admitted, "refused": gate.refused}}
 
     async def __del__(self) -> None:
         await self._backend.stop()

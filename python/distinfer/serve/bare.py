@@ -32,10 +32,15 @@ class AdmissionGate:
         self._slots = asyncio.Semaphore(ongoing)
         self._queued_cap = queued
         self._waiting = 0
+        # Requests that reached this gate, since start: let in, and refused (the replica's own count,
+        # beside the edge's in front of it).
+        self.admitted = 0
+        self.refused = 0
 
     async def enter(self) -> None:
         if self._slots.locked():
             if self._waiting >= self._queued_cap:
+                self.refused += 1
                 raise Overloaded(self.name)
             self._waiting += 1
             try:
@@ -44,6 +49,7 @@ class AdmissionGate:
                 self._waiting -= 1
         else:
             await self._slots.acquire()
+        self.admitted += 1
 
     def leave(self) -> None:
         self._slots.release()
@@ -67,6 +73,9 @@ class LocalBackend:
 
     def server(self, model: str) -> ModelServer:
         return self._servers[model]
+
+    def gate(self, model: str) -> AdmissionGate:
+        return self._gates[model]
 
     async def start(self) -> None:
         for server in self._servers.values():

@@ -48,6 +48,15 @@ def serve(
             "on a request's path; benchmarks/README.md). With --ray-address that Ray's own settings decide.",
         ),
     ] = HAPROXY_DEFAULT,
+    edge: Annotated[
+        bool,
+        typer.Option(
+            "--edge/--no-edge",
+            help="On the Ray this command starts: an HAProxy in front of Serve on the listen port that "
+            "holds the model's slots and queue and answers 503 past them without a replica doing any "
+            "work (serve/edge.py). With --ray-address there is no edge.",
+        ),
+    ] = True,
 ) -> None:
     """Serve the models file's models over an OpenAI-compatible HTTP API; blocks until Ctrl-C."""
     spec = load_models_file(models)
@@ -62,7 +71,9 @@ def serve(
         return
     from distinfer.serve.runner import run_on_ray
 
-    run_on_ray(spec, listen_host, listen_port, ray_address=ray_address, app_name=app_name, haproxy=haproxy)
+    run_on_ray(
+        spec, listen_host, listen_port, ray_address=ray_address, app_name=app_name, haproxy=haproxy, edge=edge
+    )
 
 
 def check_local_model_folders(spec: ModelsFile, source: Path) -> None:

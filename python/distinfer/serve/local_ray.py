@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 
 
-def _term_when_parent_dies(parent: int) -> Callable[[], None]:
+def term_when_parent_dies(parent: int) -> Callable[[], None]:
     """A `preexec_fn`: the child gets SIGTERM when `parent` dies (Linux prctl PR_SET_PDEATHSIG), and
     ends at once if `parent` is already gone. The signal follows the starting thread, so start from a
     thread that lives as long as the process (the main thread)."""
@@ -80,10 +80,10 @@ def _ray_bin() -> str:
     return str(beside) if beside.exists() else "ray"
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with contextlib.closing(socket.socket()) as sock:
         sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        return sock.connect_ex((host, port)) == 0
 
 
 def haproxy_env(state_dir: Path) -> dict[str, str]:
@@ -174,7 +174,7 @@ class LocalRay:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_term_when_parent_dies(os.getpid()),
+                preexec_fn=term_when_parent_dies(os.getpid()),
             )
         try:
             ray._wait_ready(timeout_s)
@@ -190,7 +190,7 @@ class LocalRay:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"`ray start` exited early; its log:\n{self.log_tail()}")
-            if _port_open(self.ports["--port"]) and _port_open(self.ports["--dashboard-port"]):
+            if port_open(self.ports["--port"]) and port_open(self.ports["--dashboard-port"]):
                 return
             time.sleep(0.5)
         raise TimeoutError(f"local Ray not up after {timeout_s}s; its log:\n{self.log_tail()}")

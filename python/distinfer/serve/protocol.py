@@ -256,6 +256,17 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+def overloaded_body(model: str) -> ErrorBody:
+    """The 503 past a model's cap and queue, the same from a replica's gate and from the edge."""
+    return ErrorBody(
+        error=ErrorDetail(
+            message=f"model {model!r} is at capacity (every replica busy, queue full); retry later",
+            type="overloaded",
+            code="overloaded",
+        )
+    )
+
+
 class HealthStatus(BaseModel):
     status: Literal["ok"] = "ok"
     models: list[str]

@@ -59,8 +59,16 @@ def deploy(models: ModelsFile, host: str, port: int, app_name: str) -> str:
 
 
 def run_on_ray(
-    models: ModelsFile, host: str, port: int, ray_address: str | None, app_name: str, haproxy: bool = False
+    models: ModelsFile,
+    host: str,
+    port: int,
+    ray_address: str | None,
+    app_name: str,
+    haproxy: bool = False,
+    edge: bool = False,
 ) -> None:
+    """`edge` (on the private Ray only): the edge HAProxy (serve/edge.py) listens on host:port and
+    sheds overload there; Serve itself listens on a private port of 127.0.0.1 behind it."""
     resolve_api_key(models)  # refuse to start before Ray comes up if the key is missing
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -68,17 +76,30 @@ def run_on_ray(
     # Ray's CPUs are a reservation, not cores: a private Ray declares at least what the replicas reserve
     # (two CPU models of one CPU each and the router's 0.1 would not fit the 2 a 2-core host has).
     cpus = max(os.cpu_count() or 1, math.ceil(cpus_reserved(models)))
-    with connected_ray(ray_address, num_cpus=cpus, haproxy=haproxy):
+    with connected_ray(ray_address, num_cpus=cpus, haproxy=haproxy) as local:
         from ray import serve
 
-        url = deploy(models, host, port, app_name)
-        log.info("serving %s at %s/v1 (Ctrl-C stops)", [m.name for m in models.models], url)
-        try:
-            stop.wait()
-        finally:
-            log.info("removing application %s", app_name)
-            with contextlib.suppress(Exception):
-                serve.delete(app_name)
-            if ray_address is None:
+        with contextlib.ExitStack() as front:
+            if edge and local is not None:
+                from distinfer.serve.edge import Edge, edge_files_dir, edge_limits
+                from distinfer.serve.local_ray import free_ports
+
+                (serve_port,) = free_ports(1)
+                deploy(models, "127.0.0.1", serve_port, app_name)
+                files = edge_files_dir(local.temp_dir)
+                front.enter_context(
+                    Edge.running(edge_limits(models), (host, port), ("127.0.0.1", serve_port), files)
+                )
+                url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+            else:
+                url = deploy(models, host, port, app_name)
+            log.info("serving %s at %s/v1 (Ctrl-C stops)", [m.name for m in models.models], url)
+            try:
+                stop.wait()
+            finally:
+                log.info("removing application %s", app_name)
                 with contextlib.suppress(Exception):
-                    serve.shutdown()
+                    serve.delete(app_name)
+                if ray_address is None:
+                    with contextlib.suppress(Exception):
+                        serve.shutdown()

@@ -172,7 +172,7 @@ def test_past_cap_and_queue_the_edge_refuses_and_the_replica_never_sees_it(
     limits = edge_limits(parse_models(paced_models()))
     assert limits == EdgeLimits(model="paced", slots=2, queue=1)
     before = replica_gate()
-    with Edge.running(limits, ("127.0.0.1", port), (upstream.hostname, upstream.port), tmp_path / "edge"):
+    with Edge.start(limits, ("127.0.0.1", port), (upstream.hostname, upstream.port), tmp_path / "edge"):
         results = burst(f"http://127.0.0.1:{port}{upstream.path}", 8)
     after = replica_gate()
     assert_cap_and_queue_held(results, refusal_within_s=0.5)

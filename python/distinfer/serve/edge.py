@@ -29,7 +29,6 @@ private one) and by the local platform's role (`distinfer edge`, one process per
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -37,7 +36,6 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from distinfer.config import ModelsFile
@@ -140,8 +138,8 @@ def render_config(
         f"    bind {listen[0]}:{listen[1]}",
     ]
     if limits is not None:
-        body = json.dumps(overloaded_body(limits.model).model_dump(), separators=(",", ":"))
-        (files / "full.json").write_text(body)
+        full = json.dumps(overloaded_body(limits.model).model_dump(), separators=(",", ":"))
+        (files / "full.json").write_text(full)
         lines += [
             f"    acl inference path_end {' '.join(INFERENCE_PATHS)}",
             # Every slot is taken (else the queue would be empty) and the queue is full: refuse here.
@@ -172,27 +170,11 @@ def haproxy_binary() -> str:
 
 @dataclasses.dataclass
 class Edge:
-    """One HAProxy process serving `render_config` until stopped."""
+    """One HAProxy process serving `render_config` until stopped (`with Edge.start(...)` stops it)."""
 
     config: Path
     listen: tuple[str, int]
     process: subprocess.Popen[bytes] | None = None
-
-    @classmethod
-    @contextlib.contextmanager
-    def running(
-        cls,
-        limits: EdgeLimits | None,
-        listen: tuple[str, int],
-        upstream: tuple[str, int],
-        files: Path,
-        timeout_s: float = 30.0,
-    ) -> Iterator[Edge]:
-        edge = cls.start(limits, listen, upstream, files, timeout_s)
-        try:
-            yield edge
-        finally:
-            edge.stop()
 
     @classmethod
     def start(
@@ -232,6 +214,12 @@ class Edge:
             time.sleep(0.05)
         log.info("edge (HAProxy) on %s:%d in front of %s:%d", *listen, *upstream)
         return edge
+
+    def __enter__(self) -> Edge:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         proc = self.process

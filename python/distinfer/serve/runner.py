@@ -88,7 +88,7 @@ def run_on_ray(
                 deploy(models, "127.0.0.1", serve_port, app_name)
                 files = edge_files_dir(local.temp_dir)
                 front.enter_context(
-                    Edge.running(edge_limits(models), (host, port), ("127.0.0.1", serve_port), files)
+                    Edge.start(edge_limits(models), (host, port), ("127.0.0.1", serve_port), files)
                 )
                 url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
             else:

@@ -1,27 +1,37 @@
-"""Overload, measured: the same deployment at its capacity, then offered 4x its capacity.
+"""Overload, measured: each server at its capacity, then offered 8x its capacity, in one run.
 
-One `distinfer serve` (Ray Serve by default, `--bare` for the one-process server), synthetic engine
-(ttft 50 ms, itl 20 ms, `--tokens` 32 with ignore_eos: ~0.67 s a request), one replica holding
-`--slots` requests in flight and a queue of one (Ray Serve's smallest). In one run, one after the
-other on the same server:
+Each server in turn, on a fresh `distinfer serve` for the same deployment: the synthetic engine
+(ttft 50 ms, itl 20 ms, `--tokens` 32 with ignore_eos: ~0.67 s a request), one replica with
+`--slots` (8) requests in flight and `--queue` (8) waiting. The servers (`--servers`):
+
+  default   `distinfer serve` as shipped: the edge HAProxy (serve/edge.py) in front of Serve's
+            direct ingress behind its HAProxy; the edge holds the slots and the queue;
+  no-edge   the same without the edge (`--no-edge`): the replica's own gate refuses (the path
+            before issue 20);
+  bare      `distinfer serve --bare`: one uvicorn process, the engine in it, its gate refusing.
+
+On each, one after the other:
 
   capacity  `--slots` closed-loop streams: every slot busy, none refused; its completed requests
             per second are the deployment's capacity;
-  overload  open-loop Poisson arrivals at `--factor` (4) x that capacity, each request sent once
-            (no retry): the excess is shed with 503 + Retry-After.
+  overload  `--factor` x `--slots` closed-loop streams (64), each sending its next request as soon
+            as the last is answered, refused or not (no back-off: the most refusals a second these
+            users can ask for); with `--poisson`, open-loop Poisson arrivals at `--factor` x the
+            capacity instead, each request sent once.
 
 Measured by this script's asyncio client (httpx, every request timed with perf_counter): how long a
 shed request takes to get its 503 (P50 / P99 / max; aim P99 < 50 ms), and the admitted requests'
-TTFT and TPOT P50 / P99 in both phases with the overload / capacity ratio (aim: within 10 %). The
+TTFT and TPOT P50 / P99 in both phases (aims: admitted TTFT P99 within one request's service time
+of the capacity phase's; the TPOT ratio is what the refusals cost the admitted streams). The
 engine's truth log (joined by X-Request-Id) gives the server's own TTFT, from the model replica's
 receipt to the first token: the client's TTFT minus it is the time spent before the model server,
-in the one-place queue. Requests sent in the first `--warmup` seconds of a phase are left out.
+in the queue.
 
 Client and server share the machine: run the whole script under `nice` on a shared machine. The
 client is one asyncio process; with `--pin` (2+ CPUs) the server and all its Ray processes are
 pinned to CPU 0 and the client to CPU 1.
 
-    nice -n 10 .venv/bin/python benchmarks/overload.py --out /tmp/overload/serve.json
+    nice -n 10 .venv/bin/python benchmarks/overload.py --out /tmp/overload/overload.json
 """
 
 from __future__ import annotations
@@ -177,13 +187,80 @@ def read_truth(path: Path) -> dict[str, Any]:
     return {row["request_id"]: row for row in rows if row.get("first_token_unix")}
 
 
-def models_file(directory: Path, slots: int) -> Path:
+def models_file(directory: Path, slots: int, queue: int) -> Path:
     path = directory / "overload-models.yaml"
     entry = {"name": "synthetic", "engine": "synthetic", "ttft_ms": TTFT_MS, "itl_ms": ITL_MS,
-             "max_ongoing_requests": slots, "max_queued_requests": 1,
+             "max_ongoing_requests": slots, "max_queued_requests": queue,
              "truth_log": str(directory / "truth.jsonl")}  # fmt: skip
     path.write_text(yaml.safe_dump({"models": [entry]}))
     return path
+
+
+SERVERS = {"default": (False, ()), "no-edge": (False, ("--no-edge",)), "bare": (True, ())}
+
+
+def measure(server: str, args: argparse.Namespace, pin: bool) -> dict[str, Any]:
+    """Both phases on a fresh server; the summary of each and their ratios."""
+    bare, flags = SERVERS[server]
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="di-overload-") as tmp:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        if pin:
+            os.sched_setaffinity(0, {0})  # the server (and every Ray process it starts) inherits CPU 0
+        models = models_file(Path(tmp), args.slots, args.queue)
+        with served(models, port, Path(tmp) / "serve.log", bare=bare, args=flags):
+            if pin:
+                os.sched_setaffinity(0, {1})  # and this client keeps to CPU 1
+            print(f"{server}: capacity, {args.slots} streams", file=sys.stderr, flush=True)
+            full = asyncio.run(closed_loop(url, args.slots, args.duration, args.warmup))
+            capacity = summarise("capacity", args.slots, args.duration, full, {})
+            if args.poisson:
+                rate = args.factor * capacity.completed_per_s
+                name, users = f"overload {args.factor:g}x ({rate:.1f}/s)", 0
+                print(f"{server}: {name}", file=sys.stderr, flush=True)
+                flood = asyncio.run(open_loop(url, rate, args.duration, args.warmup, args.seed))
+            else:
+                users = round(args.factor * args.slots)
+                name = f"overload {args.factor:g}x ({users} streams)"
+                print(f"{server}: {name}", file=sys.stderr, flush=True)
+                flood = asyncio.run(closed_loop(url, users, args.duration, args.warmup))
+            truth = read_truth(Path(tmp) / "truth.jsonl")
+        if pin:
+            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+        capacity = summarise("capacity", args.slots, args.duration, full, truth)
+        overload = summarise(name, users, args.duration, flood, truth)
+
+    def ratio(kind: str, pct: str) -> float | None:
+        a, b = getattr(capacity, kind)[pct], getattr(overload, kind)[pct]
+        return b / a if a and b else None
+
+    service_ms = TTFT_MS + (TOKENS - 1) * ITL_MS
+    ttft_cap, ttft_over = capacity.ttft_ms["p99"], overload.ttft_ms["p99"]
+    shed_p99 = overload.shed_ms["p99"]
+    return {
+        "server": server,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "phases": [asdict(capacity), asdict(overload)],
+        "overload_over_capacity": {
+            "offered_per_s": overload.attempts_per_s / capacity.completed_per_s
+            if capacity.completed_per_s
+            else None,
+            "ttft_p99": ratio("ttft_ms", "p99"),
+            "tpot_p50": ratio("tpot_ms", "p50"),
+            "tpot_p99": ratio("tpot_ms", "p99"),
+            "server_ttft_p99": ratio("server_ttft_ms", "p99"),
+        },
+        "aims": {
+            "shed_p99_under_50_ms": shed_p99 is not None and shed_p99 < 50,
+            "service_time_ms": service_ms,
+            "admitted_ttft_p99_over_capacity_ms": ttft_over - ttft_cap if ttft_cap and ttft_over else None,
+            "admitted_ttft_within_one_service_time": bool(
+                ttft_cap and ttft_over and ttft_over - ttft_cap <= service_ms
+            ),
+        },
+    }
 
 
 def main() -> int:
@@ -191,67 +268,42 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--bare", action="store_true", help="the one-process server instead of Ray Serve")
+    parser.add_argument(
+        "--servers", default="default,bare", help=f"comma-separated, in order, of: {', '.join(SERVERS)}"
+    )
     parser.add_argument("--slots", type=int, default=8, help="requests in flight the deployment holds")
-    parser.add_argument("--factor", type=float, default=4.0, help="overload: this many times the capacity")
-    parser.add_argument("--duration", type=float, default=40.0, help="measured seconds per phase")
+    parser.add_argument("--queue", type=int, default=8, help="requests the deployment lets wait")
+    parser.add_argument("--factor", type=float, default=8.0, help="overload: this many times the capacity")
+    parser.add_argument("--poisson", action="store_true", help="overload as open-loop Poisson arrivals")
+    parser.add_argument("--duration", type=float, default=30.0, help="measured seconds per phase")
     parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds before each phase")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the overload's arrival times")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the Poisson arrival times")
     parser.add_argument("--tokens", type=int, default=TOKENS, help="tokens per request (ignore_eos)")
     parser.add_argument("--pin", action="store_true", help="server on CPU 0, client on CPU 1")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
+    servers = [name.strip() for name in args.servers.split(",") if name.strip()]
+    unknown = [name for name in servers if name not in SERVERS]
+    if unknown or not servers:
+        parser.error(f"--servers: unknown {unknown or 'none given'}; choose from {', '.join(SERVERS)}")
     TOKENS = args.tokens
     pin = args.pin and (os.cpu_count() or 1) >= 2
-    load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="di-overload-") as tmp:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        if pin:
-            os.sched_setaffinity(0, {0})  # the server (and every Ray process it starts) inherits CPU 0
-        with served(models_file(Path(tmp), args.slots), port, Path(tmp) / "serve.log", bare=args.bare):
-            if pin:
-                os.sched_setaffinity(0, {1})  # and this client keeps to CPU 1
-            full = asyncio.run(closed_loop(url, args.slots, args.duration, args.warmup))
-            capacity = summarise("capacity", args.slots, args.duration, full, {})
-            rate = args.factor * capacity.completed_per_s
-            flood = asyncio.run(open_loop(url, rate, args.duration, args.warmup, args.seed))
-            truth = read_truth(Path(tmp) / "truth.jsonl")
-        phases = [
-            summarise("capacity", args.slots, args.duration, full, truth),
-            summarise(f"overload {args.factor:g}x ({rate:.1f}/s)", 0, args.duration, flood, truth),
-        ]
-    capacity, overload = phases
-
-    def ratio(kind: str, pct: str) -> float | None:
-        a, b = getattr(capacity, kind)[pct], getattr(overload, kind)[pct]
-        return b / a if a and b else None
-
     report: dict[str, Any] = {
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
         },
-        "server": "bare" if args.bare else "ray-serve",
         "pinned": pin,
-        "load_average_before": load_before,
-        "load_average_after": os.getloadavg(),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "engine": {"ttft_ms": TTFT_MS, "itl_ms": ITL_MS, "tokens": TOKENS},
-        "phases": [asdict(p) for p in phases],
-        "overload_over_capacity": {
-            "offered_per_s": overload.attempts_per_s / capacity.completed_per_s
-            if capacity.completed_per_s
-            else None,
-            "ttft_p99": ratio("ttft_ms", "p99"),
-            "tpot_p99": ratio("tpot_ms", "p99"),
-            "server_ttft_p99": ratio("server_ttft_ms", "p99"),
-        },
+        "servers": [],
     }
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    for server in servers:
+        report["servers"].append(measure(server, args, pin))
+        if args.out:  # after each server: a later crash keeps what is measured
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return 0
 

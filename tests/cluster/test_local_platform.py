@@ -183,7 +183,8 @@ def cluster(test_hosts: TestHosts, workdir: Path) -> Iterator[dict[str, Any]]:
     for host in test_hosts.hosts:  # stop what the role started (only its unit), also after a failure
         command = (
             "systemctl stop --no-block distinfer-ray.service distinfer-nodemetrics.service"
-            " distinfer-chat.service distinfer-prometheus.service distinfer-node-exporter.service || true"
+            " distinfer-chat.service distinfer-edge.service distinfer-prometheus.service"
+            " distinfer-node-exporter.service || true"
         )
         test_hosts.ssh(host.name, command, check=False, timeout=60)
 
@@ -212,6 +213,13 @@ def test_two_hosts_make_a_cluster_with_two_replicas(cluster: dict[str, Any], wor
     )
     private = hosts.ssh("node1", f"{files} && ! test -e /tmp/haproxy-serve && echo private", check=False)
     assert private.stdout.strip() == "private", private.stdout + private.stderr
+    # The edge (roles/ray_local/tasks/edge.yml) holds the endpoint port on the head, sized from the
+    # scenario just deployed: 2 replicas x 4 slots, the models file's queue of 64.
+    edge_cfg = "/var/lib/distinfer/ray/edge/edge.cfg"
+    edge = hosts.ssh("node1", f"systemctl is-active distinfer-edge.service; cat {edge_cfg}", check=False)
+    assert edge.stdout.startswith("active\n"), edge.stdout + edge.stderr
+    assert f"maxconn {2 * USERS_PER_REPLICA}" in edge.stdout, edge.stdout
+    assert "queue(model) ge 64" in edge.stdout, edge.stdout
     cluster["before"] = {
         "replicas": placed,
         "ray": {name: ray_node_process(hosts, name) for name in ("node1", "node2")},

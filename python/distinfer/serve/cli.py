@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -112,6 +115,89 @@ def serve_config_command(
         typer.echo(yaml.safe_dump(config, sort_keys=False), nl=False)
 
 
+def _address(value: str, option: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{option} takes HOST:PORT (e.g. 0.0.0.0:8000), got {value!r}")
+    return host, int(port)
+
+
+def edge_config_command(
+    listen: Annotated[str, typer.Option("--listen", help="Where the edge listens: HOST:PORT.")],
+    upstream: Annotated[str, typer.Option("--upstream", help="Serve's HTTP address behind it: HOST:PORT.")],
+    models: Annotated[
+        Path | None, typer.Option("--models", help="A models file (one model: its slots are held).")
+    ] = None,
+    serve_config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--serve-config", help="Or a Serve config (YAML/JSON, `distinfer serve-config`'s; - for stdin)."
+        ),
+    ] = None,
+    app_name: AppNameOpt = DEFAULT_APP_NAME,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write the files into this folder; prints whether any changed."),
+    ] = None,
+    at: Annotated[
+        Path | None,
+        typer.Option("--at", help="The folder's path where HAProxy reads it (default: --out)."),
+    ] = None,
+    admin_socket: Annotated[
+        Path | None, typer.Option("--admin-socket", help="HAProxy's admin socket (default: in the folder).")
+    ] = None,
+) -> None:
+    """The edge's HAProxy files (serve/edge.py) for a deployment: written into --out, else printed as
+    JSON (name -> content, e.g. for a ConfigMap)."""
+    from distinfer.serve.edge import edge_files, edge_limits, serve_config_limits, write_edge_files
+
+    if (models is None) == (serve_config_file is None):
+        raise ConfigError("give one of --models (a models file) or --serve-config (a Serve config)")
+    if out is None and at is None:
+        raise ConfigError("give --out (write the files there) or --at (their folder where HAProxy runs)")
+    if serve_config_file is not None:
+        try:
+            text = sys.stdin.read() if str(serve_config_file) == "-" else serve_config_file.read_text()
+            config = yaml.safe_load(text)
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"--serve-config {serve_config_file}: cannot read it: {err}") from err
+        if not isinstance(config, dict):
+            raise ConfigError(f"--serve-config {serve_config_file}: not a Serve config (a mapping)")
+        limits = serve_config_limits(config, app_name)
+    else:
+        assert models is not None
+        limits = edge_limits(load_models_file(models))
+    folder = at or out
+    assert folder is not None
+    files = edge_files(
+        limits, _address(listen, "--listen"), _address(upstream, "--upstream"), folder, admin_socket
+    )
+    shown = dataclasses.asdict(limits) if limits else None
+    if out is None:
+        typer.echo(json.dumps(files, indent=2))
+        return
+    changed = write_edge_files(files, out)
+    typer.echo(json.dumps({"changed": changed, "folder": str(out), "limits": shown}))
+
+
+def edge_command(
+    folder: Annotated[Path, typer.Option("--folder", help="The folder `distinfer edge-config --out` wrote.")],
+) -> None:
+    """Run the edge's HAProxy on FOLDER/edge.cfg in the foreground (what the local platform's role
+    keeps running on the head); ends with it."""
+    from distinfer.serve.edge import haproxy_binary
+
+    config = folder / "edge.cfg"
+    if not config.is_file():
+        raise ConfigError(
+            f"{config} does not exist: write it first with `distinfer edge-config --out {folder}`"
+        )
+    binary = haproxy_binary()
+    os.execv(binary, [binary, "-db", "-f", str(config)])
+
+
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
     app.command("serve-config")(serve_config_command)
+    app.command("edge-config")(edge_config_command)
+    app.command("edge")(edge_command)

@@ -37,8 +37,9 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
-from distinfer.config import ModelsFile
+from distinfer.config import ConfigError, ModelsFile, deployment_name, parse_models
 from distinfer.serve.local_ray import port_open, term_when_parent_dies
 from distinfer.serve.protocol import ErrorBody, ErrorDetail, overloaded_body
 
@@ -70,6 +71,26 @@ def edge_limits(models: ModelsFile) -> EdgeLimits | None:
     return EdgeLimits(
         model=spec.name, slots=spec.max_ongoing_requests * spec.replicas, queue=spec.max_queued_requests
     )
+
+
+def serve_config_limits(config: dict[str, Any], app_name: str) -> EdgeLimits | None:
+    """The edge's limits for application `app_name` of a Serve config (`distinfer serve-config`'s):
+    its args are the models file, its deployments say the replicas."""
+    apps = {app.get("name"): app for app in config.get("applications") or []}
+    if app_name not in apps:
+        raise ConfigError(
+            f"the Serve config has no application {app_name!r} (it has {sorted(map(str, apps))}); "
+            "pass --app-name with one of them"
+        )
+    app = apps[app_name]
+    models = parse_models(app.get("args"), f"application {app_name!r}'s args")
+    replicas = {
+        spec.name: deployment["num_replicas"]
+        for spec in models.models
+        for deployment in app.get("deployments") or []
+        if deployment.get("name") == deployment_name(spec.name) and "num_replicas" in deployment
+    }
+    return edge_limits(models.with_replicas(replicas))
 
 
 def _http_response(status: int, reason: str, body: ErrorBody, retry_after: bool) -> str:
@@ -110,19 +131,27 @@ def _server_error(message: str) -> ErrorBody:
     return ErrorBody(error=ErrorDetail(message=message, type="server_error", code="upstream_error"))
 
 
-def render_config(
-    limits: EdgeLimits | None, listen: tuple[str, int], upstream: tuple[str, int], files: Path
-) -> str:
-    """HAProxy's configuration for the edge; its error bodies are written under `files`."""
-    files.mkdir(parents=True, exist_ok=True)
-    for status, (reason, body, retry_after) in _error_files(limits).items():
-        (files / f"{status}.http").write_text(_http_response(status, reason, body, retry_after))
+def edge_files(
+    limits: EdgeLimits | None,
+    listen: tuple[str, int],
+    upstream: tuple[str, int],
+    at: Path,
+    admin_socket: Path | None = None,
+) -> dict[str, str]:
+    """The edge's files by name: HAProxy's configuration (`edge.cfg`) and the error bodies it sends,
+    for a folder that is at `at` where HAProxy runs (a ConfigMap's mount on Kubernetes). Its admin
+    socket (`show stat`, `show servers conn`) goes in `at` unless given: a read-only mount needs one
+    elsewhere."""
+    files = {
+        f"{status}.http": _http_response(status, reason, body, retry_after)
+        for status, (reason, body, retry_after) in _error_files(limits).items()
+    }
     lines = [
         "global",
         # One thread: the queue check and the queue itself are seen by one thread, so the count the
         # check reads is never behind a request another thread is adding.
         "    nbthread 1",
-        f"    stats socket {files / 'admin.sock'} mode 600 level admin",
+        f"    stats socket {admin_socket or at / 'admin.sock'} mode 600 level admin",
         "defaults",
         "    mode http",
         "    timeout connect 5s",
@@ -133,19 +162,18 @@ def render_config(
         "    option http-no-delay",
         # A client that hangs up while queued leaves the queue instead of taking a slot later.
         "    option abortonclose",
-        *(f"    errorfile {status} {files / f'{status}.http'}" for status in (502, 503, 504)),
+        *(f"    errorfile {status} {at / f'{status}.http'}" for status in (502, 503, 504)),
         "frontend edge",
         f"    bind {listen[0]}:{listen[1]}",
     ]
     if limits is not None:
-        full = json.dumps(overloaded_body(limits.model).model_dump(), separators=(",", ":"))
-        (files / "full.json").write_text(full)
+        files["full.json"] = json.dumps(overloaded_body(limits.model).model_dump(), separators=(",", ":"))
         lines += [
             f"    acl inference path_end {' '.join(INFERENCE_PATHS)}",
             # Every slot is taken (else the queue would be empty) and the queue is full: refuse here.
             f"    acl full queue(model) ge {limits.queue}",
             "    http-request return status 503 content-type application/json hdr Retry-After 1 "
-            f"file {files / 'full.json'} if METH_POST inference full",
+            f"file {at / 'full.json'} if METH_POST inference full",
             "    use_backend model if METH_POST inference",
         ]
     lines += [
@@ -158,7 +186,20 @@ def render_config(
             "backend model",
             f"    server serve {upstream[0]}:{upstream[1]} maxconn {limits.slots}",
         ]
-    return "\n".join(lines) + "\n"
+    files["edge.cfg"] = "\n".join(lines) + "\n"
+    return files
+
+
+def write_edge_files(files: dict[str, str], folder: Path) -> bool:
+    """Write the edge's files into `folder`; whether any was new or different (the rest stay)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    changed = False
+    for name, content in files.items():
+        path, data = folder / name, content.encode()  # bytes: the HTTP responses' CRLFs stay
+        if not path.is_file() or path.read_bytes() != data:
+            path.write_bytes(data)
+            changed = True
+    return changed
 
 
 def haproxy_binary() -> str:
@@ -186,8 +227,7 @@ class Edge:
         timeout_s: float = 30.0,
     ) -> Edge:
         config = files / "edge.cfg"
-        files.mkdir(parents=True, exist_ok=True)
-        config.write_text(render_config(limits, listen, upstream, files))
+        write_edge_files(edge_files(limits, listen, upstream, files), files)
         binary = haproxy_binary()
         check = subprocess.run([binary, "-c", "-q", "-f", str(config)], capture_output=True, text=True)
         if check.returncode != 0:

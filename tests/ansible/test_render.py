@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import yaml
 from helpers import REPO_ROOT, poweredge_inventory, run_playbook, write_inventory
 
 from distinfer.config import deployment_name
+from distinfer.serve.edge import haproxy_binary
 
 HERE = Path(__file__).parent
 GOLDEN = HERE / "golden"
@@ -132,15 +134,38 @@ def test_rayservice_carries_the_guide_cluster(rendered: Path) -> None:
     assert serve["http_options"]["port"] == 8000
 
 
-def test_the_endpoint_is_a_pinned_nodeport_on_the_ready_serve_pods(rendered: Path) -> None:
-    """What the benchmark loads from the control machine: http://<first server>:30800/v1."""
+def test_the_endpoint_is_a_pinned_nodeport_on_the_edge_in_front_of_the_serve_service(
+    rendered: Path, tmp_path: Path
+) -> None:
+    """What the benchmark loads from the control machine: http://<first server>:30800/v1, through the
+    edge (templates/edge.yaml.j2): one HAProxy pod holding the deployment's slots and queue, its files
+    from `distinfer edge-config` for the plan's Serve config, asking KubeRay's Serve service."""
     service = _load(rendered / "service-openai.yaml")
     assert service["spec"]["type"] == "NodePort"
     (port,) = service["spec"]["ports"]
-    assert (port["port"], port["targetPort"], port["nodePort"]) == (8000, 8000, 30800)
-    assert service["spec"]["selector"] == {"distinfer.io/rayservice": "distinfer", "ray.io/serve": "true"}
-    for template in _pod_templates(_load(rendered / "rayservice.yaml")):  # every Ray pod can be selected
-        assert template["metadata"]["labels"]["distinfer.io/rayservice"] == "distinfer"
+    assert (port["port"], port["targetPort"], port["nodePort"]) == (8000, "serve", 30800)
+    configmap, deployment = _all(rendered / "edge.yaml")
+    for obj in (configmap, deployment):
+        kubernetes_validate.validate(obj, KUBE_MINOR, strict=True)
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert deployment["spec"]["replicas"] == 1  # two would each hold the whole count
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["volumes"] == [{"name": "edge", "configMap": {"name": configmap["metadata"]["name"]}}]
+    assert "-db -f /etc/distinfer-edge/edge.cfg" in pod["containers"][0]["args"][0]
+    # The plan's Serve config: the Llama 2 70B deployment, 4 replicas of the models file's cap.
+    serve = _load(rendered / "serve-config.yaml")
+    (app,) = serve["applications"]
+    (model,) = app["args"]["models"]
+    (spec,) = [d for d in app["deployments"] if d["name"] == deployment_name(model["name"])]
+    cfg = configmap["data"]["edge.cfg"]
+    upstream = "distinfer-serve-svc.distinfer.svc:8000 resolvers default init-addr last,libc,none"
+    assert f"server serve {upstream} maxconn {model['max_ongoing_requests'] * spec['num_replicas']}" in cfg
+    assert f"queue(model) ge {model['max_queued_requests']}" in cfg and "bind 0.0.0.0:8000" in cfg
+    # The real HAProxy accepts it, with the mount's files where the pod has them.
+    for name, content in configmap["data"].items():
+        (tmp_path / name).write_bytes(content.replace("/etc/distinfer-edge", str(tmp_path)).encode())
+    check = subprocess.run([haproxy_binary(), "-c", "-f", str(tmp_path / "edge.cfg")], capture_output=True)
+    assert check.returncode == 0, check.stderr
 
 
 def test_an_api_key_reaches_the_pods_only_through_the_secret(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ private one) and by the local platform's role (`distinfer edge`, one process per
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import logging
 import os
@@ -176,18 +177,24 @@ def edge_files(
             f"file {at / 'full.json'} if METH_POST inference full",
             "    use_backend model if METH_POST inference",
         ]
-    lines += [
-        "    default_backend passthrough",
-        "backend passthrough",
-        f"    server serve {upstream[0]}:{upstream[1]}",
-    ]
+    server = f"server serve {upstream[0]}:{upstream[1]}"
+    if not _is_ip(upstream[0]):
+        # A name (Kubernetes' Serve service): HAProxy starts before it resolves and keeps asking the
+        # system's resolvers (its built-in `default` section), so the Service may come later or move.
+        server += " resolvers default init-addr last,libc,none"
+    lines += ["    default_backend passthrough", "backend passthrough", f"    {server}"]
     if limits is not None:
-        lines += [
-            "backend model",
-            f"    server serve {upstream[0]}:{upstream[1]} maxconn {limits.slots}",
-        ]
+        lines += ["backend model", f"    {server} maxconn {limits.slots}"]
     files["edge.cfg"] = "\n".join(lines) + "\n"
     return files
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def write_edge_files(files: dict[str, str], folder: Path) -> bool:

@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from distinfer.capacity_plan import Point, holdout
+from distinfer.capacity_plan import Point, holdout, markdown_table
 
 REPO = Path(__file__).resolve().parent.parent
 GUIDE = REPO / "docs" / "guide.md"
@@ -95,18 +95,25 @@ def evaluate(tables: dict[int, list[dict[str, str]]]) -> list[dict[str, Any]]:
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    lines = [
-        "| per-replica cap | quantity | fitted on replicas | fit (one replica, sigma) | replicas | predicted "
-        "| published | error | linear from 1 replica (error) |",
-        "|---:|---|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for r in results:
-        lines.append(
-            f"| {r['cap']} | {r['quantity']} | {', '.join(map(str, r['fitted_on']))} "
-            f"| {r['law']}: {r['one_replica']:,.4g}, {r['sigma']:.3f} | {r['replicas']} "
-            f"| {r['predicted']:,.1f} | {r['published']:,.1f} | {r['error']:+.1%} "
-            f"| {r['linear']:,.1f} ({r['linear_error']:+.1%}) |"
+    header = (
+        "per-replica cap", "quantity", "fitted on replicas", "fit (one replica, sigma)", "replicas",
+        "predicted", "published", "error", "linear from 1 replica (error)",
+    )  # fmt: skip
+    rows = [
+        (
+            r["cap"],
+            r["quantity"],
+            ", ".join(map(str, r["fitted_on"])),
+            f"{r['law']}: {r['one_replica']:,.4g}, {r['sigma']:.3f}",
+            r["replicas"],
+            f"{r['predicted']:,.1f}",
+            f"{r['published']:,.1f}",
+            f"{r['error']:+.1%}",
+            f"{r['linear']:,.1f} ({r['linear_error']:+.1%})",
         )
+        for r in results
+    ]
+    lines = markdown_table(header, "|---:|---|---|---|---:|---:|---:|---:|---:|", rows)
     for key, label in (("error", "planner"), ("linear_error", "linear from 1 replica")):
         errors = [abs(r[key]) for r in results]
         lines.append(

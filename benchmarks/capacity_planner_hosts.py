@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO / "tests" / "cluster"))
 from playbook_runs import run_playbook  # noqa: E402
 from testhosts import TestHosts, prune_stale_runs  # noqa: E402
 
-from distinfer.capacity_plan import fit, predictions, series_from_runs  # noqa: E402
+from distinfer.capacity_plan import fit, markdown_table, predictions, series_from_runs  # noqa: E402
 
 log = logging.getLogger("capacity_planner_hosts")
 
@@ -164,18 +164,20 @@ def evaluate(results: Path) -> dict[str, Any]:
 
 
 def table(evaluation: dict[str, Any]) -> str:
-    lines = [
-        "| quantity | 1 host | 2 hosts | fit | predicted 3 hosts | measured 3 hosts | error |",
-        "|---|---:|---:|---|---:|---:|---:|",
-    ]
-    for label, e in evaluation.items():
-        fitted = e["fit"]
-        lines.append(
-            f"| {label} ({e['unit']}) | {e['measured'][1]:,.2f} | {e['measured'][2]:,.2f} "
-            f"| {fitted['law']}, sigma {fitted['sigma']:.3f} | {e['predicted_3']:,.2f} "
-            f"| {e['measured_3']:,.2f} | {e['error']:+.1%} |"
+    header = ("quantity", "1 host", "2 hosts", "fit", "predicted 3 hosts", "measured 3 hosts", "error")
+    rows = [
+        (
+            f"{label} ({e['unit']})",
+            f"{e['measured'][1]:,.2f}",
+            f"{e['measured'][2]:,.2f}",
+            f"{e['fit']['law']}, sigma {e['fit']['sigma']:.3f}",
+            f"{e['predicted_3']:,.2f}",
+            f"{e['measured_3']:,.2f}",
+            f"{e['error']:+.1%}",
         )
-    return "\n".join(lines)
+        for label, e in evaluation.items()
+    ]
+    return "\n".join(markdown_table(header, "|---|---:|---:|---|---:|---:|---:|", rows))
 
 
 def main() -> None:

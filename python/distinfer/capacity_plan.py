@@ -225,18 +225,31 @@ def series_from(runs: Sequence[Run]) -> list[Series]:
 # ---- the command ------------------------------------------------------------------------------------
 
 
+def markdown_table(header: Sequence[str], align: str, rows: Iterable[Sequence[object]]) -> list[str]:
+    """A Markdown table's lines: the `header` cells, the `align` line as given (`|---|---:|`), then
+    one line per row, each cell as str() prints it. The planner's tables and its benchmarks' tables."""
+
+    def line(cells: Iterable[object]) -> str:
+        return "| " + " | ".join(map(str, cells)) + " |"
+
+    return [line(header), align, *map(line, rows)]
+
+
 def _table(series: Series, model: Fit, replicas: list[int]) -> list[str]:
-    lines = [
+    rows = [
+        (
+            p.replicas,
+            f"{p.predicted:,.4g}",
+            "-" if p.measured is None else f"{p.measured:,.4g}",
+            "-" if p.error is None else f"{p.error:+.1%}",
+        )
+        for p in predictions(model, replicas, series.points)
+    ]
+    return [
         f"## {series.quantity}: {series.label} ({series.unit})",
         f"fit ({len({p.replicas for p in series.points})} replica count(s)): {model.describe()}",
-        "| replicas | predicted | measured | error |",
-        "|---:|---:|---:|---:|",
+        *markdown_table(("replicas", "predicted", "measured", "error"), "|---:|---:|---:|---:|", rows),
     ]
-    for p in predictions(model, replicas, series.points):
-        measured = "-" if p.measured is None else f"{p.measured:,.4g}"
-        error = "-" if p.error is None else f"{p.error:+.1%}"
-        lines.append(f"| {p.replicas} | {p.predicted:,.4g} | {measured} | {error} |")
-    return lines
 
 
 def capacity_plan_command(

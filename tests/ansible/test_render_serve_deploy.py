@@ -25,11 +25,11 @@ import yaml
 from helpers import REPO_ROOT, poweredge_inventory
 from test_render import _render
 
-from distinfer.serve.local_ray import LocalRay, free_ports
+from distinfer.serve.local_ray import free_ports
+from ownray import BIN, ray_of_its_own
 
 pytestmark = pytest.mark.ray
 
-BIN = Path(sys.executable).parent
 MODELS_FILE = REPO_ROOT / "files/models/synthetic.yaml"
 MODEL = "synthetic"  # the one model that file declares
 
@@ -73,27 +73,16 @@ def test_rendered_serve_config_deployed_with_serve_deploy_answers(tmp_path: Path
     config_file = tmp_path / "serve.yaml"
     config_file.write_text(yaml.safe_dump(config))
 
-    own_ray = LocalRay.start(num_cpus=4, extra_env={"PYTHONPATH": str(wheel)})
-    env = {**os.environ, **own_ray.env}
-    try:
+    with ray_of_its_own(num_cpus=4, extra_env={"PYTHONPATH": str(wheel)}) as own_ray:
         done = subprocess.run(
             [str(BIN / "serve"), "deploy", str(config_file), "-a", own_ray.dashboard_url],
-            env=env,
+            env={**os.environ, **own_ray.env},
             capture_output=True,
             text=True,
             timeout=120,
         )
         assert done.returncode == 0, done.stderr[-3000:]
         _answers(f"http://127.0.0.1:{port}")
-    finally:
-        subprocess.run(
-            [str(BIN / "serve"), "shutdown", "-y", "-a", own_ray.dashboard_url],
-            env=env,
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-        own_ray.stop()
 
 
 def _answers(base: str) -> None:

@@ -24,9 +24,16 @@ from distinfer.bench.stream import RequestSpec, StreamResult, make_client, strea
 from distinfer.results.records import load_records
 
 
+def bench_run(
+    url: str, model: str, out: Path, *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`distinfer bench run` against `url` into `out`, with `args` after."""
+    cmd = [DISTINFER, "bench", "run", "--url", url, "--model", model, "--out", str(out), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
 def first_sends(server: SyntheticServer, out: Path, *args: str) -> list[float]:
-    cmd = [DISTINFER, "bench", "run", "--url", server.url, "--model", server.model, "--out", str(out)]
-    result = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=120)
+    result = bench_run(server.url, server.model, out, *args)
     assert result.returncode in FINISHED, result.stderr
     first: dict[tuple[int, int], float] = {}
     for r in sorted(load_records(out / "records.jsonl"), key=lambda r: r.sent):
@@ -34,32 +41,40 @@ def first_sends(server: SyntheticServer, out: Path, *args: str) -> list[float]:
     return sorted(first.values())
 
 
-def test_closed_loop_users_start_evenly_over_the_ramp(server, tmp_path):
+def _evenly_over_the_warmup(sends: list[float]) -> None:
     # 8 users over 2 workers, ramped over the 2 s warm-up: one first request every 0.25 s.
-    sends = first_sends(
-        server, tmp_path / "ramped", "--users", "8", "--workers", "2", "--duration", "4", "--warmup", "2",
-        "--max-tokens", "4",
-    )  # fmt: skip
-    assert len(sends) == 8
     gaps = [b - a for a, b in itertools.pairwise(sends)]
     assert all(0.15 <= g <= 0.40 for g in gaps), gaps
     assert 1.5 <= sends[-1] - sends[0] <= 2.0
 
 
-def test_ramp_zero_starts_every_user_at_once(server, tmp_path):
-    sends = first_sends(
-        server, tmp_path / "burst", "--users", "8", "--duration", "3", "--warmup", "1", "--ramp", "0",
-        "--max-tokens", "4",
-    )  # fmt: skip
-    assert len(sends) == 8
+def _all_at_once(sends: list[float]) -> None:
     assert sends[-1] - sends[0] < 0.15
+
+
+@pytest.mark.parametrize(
+    ("args", "check"),
+    [
+        pytest.param(
+            ["--workers", "2", "--duration", "4", "--warmup", "2"], _evenly_over_the_warmup,
+            id="closed-loop-users-start-evenly-over-the-ramp",
+        ),
+        pytest.param(
+            ["--duration", "3", "--warmup", "1", "--ramp", "0"], _all_at_once,
+            id="ramp-zero-starts-every-user-at-once",
+        ),
+    ],
+)  # fmt: skip
+def test_how_closed_loop_users_start(server, tmp_path, args, check):
+    sends = first_sends(server, tmp_path / "out", "--users", "8", *args, "--max-tokens", "4")
+    assert len(sends) == 8
+    check(sends)
 
 
 def test_ramp_longer_than_the_run_is_refused_before_any_load(server, tmp_path):
     out = tmp_path / "bad"
-    cmd = [DISTINFER, "bench", "run", "--url", server.url, "--model", server.model, "--out", str(out)]
-    result = subprocess.run(
-        [*cmd, "--users", "2", "--duration", "3", "--ramp", "5"], capture_output=True, text=True, timeout=60
+    result = bench_run(
+        server.url, server.model, out, "--users", "2", "--duration", "3", "--ramp", "5", timeout=60
     )
     assert result.returncode != 0
     assert "ramp" in result.stderr and "shorter than duration" in result.stderr
@@ -130,27 +145,10 @@ def test_one_user_keeps_one_connection_when_the_body_ends_late():
 def test_a_request_ends_when_done_arrives_not_when_the_body_does(tmp_path):
     server = LateEndServer()
     out = tmp_path / "late"
-    cmd = [DISTINFER, "bench", "run", "--url", f"http://127.0.0.1:{server.port}", "--model", "m"]
+    load = ["--users", "1", "--duration", "1", "--api", "completions", "--max-tokens", "1"]
     try:
-        result = subprocess.run(
-            [
-                *cmd,
-                "--out",
-                str(out),
-                "--users",
-                "1",
-                "--duration",
-                "1",
-                "--api",
-                "completions",
-                "--max-tokens",
-                "1",
-                "--no-watch-status",  # this server counts connections; the status sampler would add some
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        # --no-watch-status: this server counts connections; the status sampler would add some
+        result = bench_run(f"http://127.0.0.1:{server.port}", "m", out, *load, "--no-watch-status")
     finally:
         server.close()
     # Exit 4 (INVALID) is expected: the user spends 100 ms of each ~110 ms waiting for the late body

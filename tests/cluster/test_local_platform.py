@@ -385,26 +385,36 @@ def test_a_killed_replica_is_recorded_and_the_next_scenario_runs_clean(
     assert "killed" in report and "after" in report
 
 
+def three_hosts_in_turn(
+    hosts: TestHosts,
+    workdir: Path,
+    durations: dict[str, int],
+    defaults: dict[str, Any] | None = None,
+    **extra: Any,
+) -> Path:
+    """The three hosts' inventory with scenarios run in turn, by name and duration, each at
+    USERS_PER_REPLICA, a 4 s warm-up and 16 tokens unless `defaults` says more; no self-test of the load
+    generator (the scaling run's); `extra` more group vars."""
+    entries = [
+        {"name": n, "users_per_replica": USERS_PER_REPLICA, "duration_s": d} for n, d in durations.items()
+    ]
+    return write_inventory(
+        hosts,
+        workdir,
+        ["node1", "node2", "node3"],
+        loadtest_certify=False,
+        distinfer_scenarios=scenarios(entries, **{"warmup_s": 4, "max_tokens": 16, **(defaults or {})}),
+        **extra,
+    )
+
+
 def test_an_interrupted_benchmark_resumes_where_it_stopped(cluster: dict[str, Any], workdir: Path) -> None:
     """Ctrl-C during the second scenario, then the same command again: the run resumes under the same
     id, the finished scenario is not run again, the interrupted attempt's records are kept aside, and
     the report covers both scenarios."""
     hosts: TestHosts = cluster["hosts"]
     assert cluster.get("inventory"), "the three-host run did not complete"
-    inventory = write_inventory(
-        hosts,
-        workdir,
-        ["node1", "node2", "node3"],
-        loadtest_certify=False,
-        distinfer_scenarios=scenarios(
-            [
-                {"name": "first", "users_per_replica": USERS_PER_REPLICA, "duration_s": 10},
-                {"name": "second", "users_per_replica": USERS_PER_REPLICA, "duration_s": 20},
-            ],
-            warmup_s=4,
-            max_tokens=16,
-        ),
-    )
+    inventory = three_hosts_in_turn(hosts, workdir, {"first": 10, "second": 20})
     results = workdir / "results"
     argv = ["ansible-playbook", "-i", str(inventory), str(SITE), "--tags", "benchmark"]
     log = (workdir / "logs" / "interrupted.log").open("w")
@@ -481,26 +491,15 @@ def test_a_lost_host_is_recorded_its_replica_comes_back_and_the_sweep_goes_on(
     assert cluster.get("inventory"), "the three-host run did not complete"
     movable = {**MODELS, "models": [{**MODELS["models"][0], "num_cpus": 0.5}]}  # room left on 2 hosts
     (workdir / "models-movable.yaml").write_text(yaml.safe_dump(movable, sort_keys=False))
-    inventory = write_inventory(
+    inventory = three_hosts_in_turn(
         hosts,
         workdir,
-        ["node1", "node2", "node3"],
+        # Powered off ~10 s in; Serve had the replica back ~5 s later (2026-12-07): 40 s leaves room for
+        # a slower recovery.
+        {"lost": 40, "after": 10},
+        {"timeout_s": 30, "drain_timeout_s": 30, "slo": {"ttft_ms": 2000}},
         distinfer_run_id="lost",
         distinfer_models_file=str(workdir / "models-movable.yaml"),
-        loadtest_certify=False,
-        distinfer_scenarios=scenarios(
-            [
-                # Powered off ~10 s in; Serve had the replica back ~5 s later (2026-12-07): 40 s leaves
-                # room for a slower recovery.
-                {"name": "lost", "users_per_replica": USERS_PER_REPLICA, "duration_s": 40},
-                {"name": "after", "users_per_replica": USERS_PER_REPLICA, "duration_s": 10},
-            ],
-            warmup_s=4,
-            max_tokens=16,
-            timeout_s=30,
-            drain_timeout_s=30,
-            slo={"ttft_ms": 2000},
-        ),
     )
     outcome: dict[str, Any] = {}
     give_up = threading.Event()

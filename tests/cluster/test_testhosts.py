@@ -26,35 +26,28 @@ def test_every_host_booted_systemd(test_hosts: TestHosts) -> None:
         assert test_hosts.ssh(host.name, "systemctl is-active ssh").stdout.strip() == "active"
 
 
+def ad_hoc(args: list[str], env: dict[str, str]) -> str:
+    """`ansible ARGS` from the repo root, which must succeed; its output."""
+    proc = subprocess.run(
+        ["ansible", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
 def test_ansible_pings_every_host_over_ssh(
     test_hosts: TestHosts, test_inventory: Path, ansible_env: dict[str, str]
 ) -> None:
-    proc = subprocess.run(
-        ["ansible", "-i", str(test_inventory), "testhosts", "-m", "ansible.builtin.ping", "-o"],
-        cwd=REPO_ROOT,
-        env=ansible_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    stdout = ad_hoc(["-i", str(test_inventory), "testhosts", "-m", "ansible.builtin.ping", "-o"], ansible_env)
     for host in test_hosts.hosts:
-        assert re.search(rf"^{host.name} \| SUCCESS => .*\"ping\": \"pong\"", proc.stdout, re.M), proc.stdout
+        assert re.search(rf"^{host.name} \| SUCCESS => .*\"ping\": \"pong\"", stdout, re.M), stdout
 
 
 def test_facts_say_container_guest(test_inventory: Path, ansible_env: dict[str, str]) -> None:
     # Roles skip what a container cannot do (sysctls, kernel modules) by these facts.
     setup = ["-m", "ansible.builtin.setup", "-a", "filter=ansible_virt*"]
-    proc = subprocess.run(
-        ["ansible", "-i", str(test_inventory), "node1", *setup],
-        cwd=REPO_ROOT,
-        env=ansible_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    facts = json.loads(proc.stdout.split("=>", 1)[1])["ansible_facts"]
+    stdout = ad_hoc(["-i", str(test_inventory), "node1", *setup], ansible_env)
+    facts = json.loads(stdout.split("=>", 1)[1])["ansible_facts"]
     assert facts["ansible_virtualization_type"] == "podman"
     assert facts["ansible_virtualization_role"] == "guest"
 
@@ -92,27 +85,9 @@ def test_connection_overlay_points_a_real_inventory_at_test_hosts(
         "all:\n  children:\n    servers:\n      hosts:\n        gpu-a: {ansible_host: 192.0.2.10, gpus: 8}\n"
     )
     overlay = test_hosts.write_connection_overlay(tmp_path / "overlay.yml", {"gpu-a": "node3"})
-    proc = subprocess.run(
-        [
-            "ansible",
-            "-i",
-            str(real),
-            "-i",
-            str(overlay),
-            "servers",
-            "-m",
-            "ansible.builtin.command",
-            "-a",
-            "hostname",
-        ],
-        cwd=REPO_ROOT,
-        env=ansible_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert re.search(r"^gpu-a \| CHANGED \| rc=0 >>\nnode3$", proc.stdout, re.M), proc.stdout
+    hostname = ["servers", "-m", "ansible.builtin.command", "-a", "hostname"]
+    stdout = ad_hoc(["-i", str(real), "-i", str(overlay), *hostname], ansible_env)
+    assert re.search(r"^gpu-a \| CHANGED \| rc=0 >>\nnode3$", stdout, re.M), stdout
 
 
 def test_host_keys_are_checked(test_hosts: TestHosts, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from distinfer.serve.local_ray import LocalRay, free_ports
+from ownray import ray_of_its_own
 
 pytestmark = pytest.mark.ray
 
@@ -28,19 +29,8 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="module")
 def own_ray() -> Iterator[LocalRay]:
-    local = LocalRay.start(num_cpus=4)
-    try:
+    with ray_of_its_own(num_cpus=4) as local:
         yield local
-    finally:
-        env = {**os.environ, **local.env}
-        subprocess.run(
-            [str(BIN / "serve"), "shutdown", "-y", "-a", local.dashboard_url],
-            env=env,
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-        local.stop()
 
 
 def _run(args: list[str], env: dict[str, str], timeout: float = 120) -> str:

@@ -288,14 +288,10 @@ class CapacityRun:
         return step
 
     def result(self, bracket: Bracket) -> CapacityResult:
-        base = self.base
         at = [s for s in self.steps if s.outcome == "pass" and s.rate == bracket.passing]
         return CapacityResult(
-            name=base.name,
-            model=base.model,
-            url=base.url,
-            replicas=base.replicas,
-            users_per_replica=base.users_per_replica,
+            # What was searched, as the base scenario names it.
+            **self.base.model_dump(include={"name", "model", "url", "replicas", "users_per_replica"}),
             slo=self.slo,
             search=self.settings,
             converged=bracket.converged,

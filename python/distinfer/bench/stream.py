@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import gevent
@@ -40,17 +40,10 @@ class RequestSpec:
 
     @classmethod
     def of(cls, scenario: ScenarioSpec, api_key: str | None) -> RequestSpec:
-        """What every request of `scenario` carries: its URL, model, API and sampling, and the key."""
-        return cls(
-            url=scenario.url,
-            model=scenario.model,
-            api=scenario.api,
-            max_tokens=scenario.max_tokens,
-            temperature=scenario.temperature,
-            ignore_eos=scenario.ignore_eos,
-            api_key=api_key,
-            timeout_s=scenario.timeout_s,
-        )
+        """What every request of `scenario` carries: its URL, model, API and sampling (each field but
+        the key is the scenario's own of that name), and the key."""
+        own = {f.name: getattr(scenario, f.name) for f in fields(cls) if f.name != "api_key"}
+        return cls(api_key=api_key, **own)
 
     @property
     def path(self) -> str:

@@ -5,14 +5,19 @@ are generated from the document's schemas (positive: what the document says is v
 that break them (negative: a wrong type, a value out of range, an unknown field, a missing one),
 sent over real HTTP, and each answer must hold these properties:
 
-- no 5xx (`not_a_server_error`);
-- the status and content type are ones the document lists, and a JSON body matches its schema
-  (`status_code_conformance`, `content_type_conformance`, `response_schema_conformance`);
-- a request that breaks the schema is refused with a 4xx (`negative_data_rejection`);
+- every check schemathesis 4.32.5 has (what `schemathesis run --checks all` runs, `ALL_CHECKS`):
+  no 5xx (`not_a_server_error`); the status, content type, headers and JSON body are as documented
+  (`status_code_conformance`, `content_type_conformance`, `response_headers_conformance`,
+  `response_schema_conformance`); a request that breaks the schema is refused with a 4xx
+  (`negative_data_rejection`) and one the document allows is accepted (`positive_data_acceptance`);
+  an undocumented method is 405 with `Allow` (`unsupported_method`, `allow_header_conformance`);
+  and the auth and resource checks, which have nothing to find here;
 - every 4xx is in the OpenAI error shape and, for a refused field, `param` names it and the message
-  says it (`openai_error_shape`);
+  says it (`openai_error_shape`, registered with schemathesis, so `--checks all` runs it too);
 - after all of them, every served model still answers a normal request.
 
+`schemathesis_cli` runs the schemathesis command itself as a user would (`schemathesis run --checks
+all`: its coverage phase's boundary values as well as generated cases) with this module as its hooks.
 Used by tests/serve/test_fuzz_api.py (bounded, deterministic cases in `make test`) and by
 benchmarks/fuzz_api.py (a larger run with a random seed).
 """
@@ -20,10 +25,14 @@ benchmarks/fuzz_api.py (a larger run with a random seed).
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,13 +41,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
-from schemathesis.checks import (
-    content_type_conformance,
-    negative_data_rejection,
-    not_a_server_error,
-    response_schema_conformance,
-    status_code_conformance,
-)
+from schemathesis.checks import CHECKS as REGISTERED_CHECKS
+from schemathesis.checks import load_all_checks
 from schemathesis.core.result import Ok
 
 # Answers about a field of the request: `param` must name it and the message must say it.
@@ -68,7 +72,8 @@ def openai_error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
     message, kind, param = error.get("message"), error.get("type"), error.get("param")
     if not (isinstance(message, str) and message and isinstance(kind, str) and kind):
         raise OpenAIErrorShapeViolation(f"{response.status_code} error lacks a message or type: {error}")
-    if response.status_code in _FIELD_STATUSES:
+    # A 404 names a field when it is about the model; an unknown path is OpenAI's "Invalid URL" (no param).
+    if response.status_code in _FIELD_STATUSES and error.get("code") != "unknown_url":
         if not param:
             raise OpenAIErrorShapeViolation(f"{response.status_code} error names no field (param): {error}")
         if not names_field(message, param):
@@ -76,14 +81,9 @@ def openai_error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
     return None
 
 
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_schema_conformance,
-    negative_data_rejection,
-    openai_error_shape,
-]
+load_all_checks()
+# Every registered check: schemathesis's own (`--checks all`) and openai_error_shape above.
+ALL_CHECKS = list(REGISTERED_CHECKS.get_all())
 
 
 @dataclass
@@ -128,7 +128,7 @@ def _run_operation(
         response = case.call(base_url=report.base_url, headers=headers, timeout=60)
         report.cases += 1
         report.statuses[f"{label}: {response.status_code}"] += 1
-        case.validate_response(response, checks=CHECKS, headers=headers)
+        case.validate_response(response, checks=ALL_CHECKS, headers=headers)
 
     test: Callable[[], None] = one if seed is None else hypothesis_seed(seed)(one)
     try:
@@ -137,6 +137,32 @@ def _run_operation(
         report.statuses[f"{label}: nothing to break (no parameters or body)"] += 0
     except Exception as err:  # one operation's failure is reported; the others still run
         report.failures.append(f"{label}: {type(err).__name__}: {err}"[:4000])
+
+
+@dataclass
+class CliRun:
+    command: list[str]
+    returncode: int
+    output: str
+
+    @property
+    def passed(self) -> bool:
+        return self.returncode == 0 and "No issues found" in self.output
+
+
+def schemathesis_cli(base_url: str, max_examples: int | None = None, deterministic: bool = False) -> CliRun:
+    """`schemathesis run --checks all` against the server's document, with openai_error_shape added
+    through SCHEMATHESIS_HOOKS; not `deterministic`: a random seed, as a user's run from scratch."""
+    command = [str(Path(sys.executable).with_name("schemathesis")), "run", "--checks", "all"]
+    command += ["--no-color"]
+    if max_examples is not None:
+        command += ["--max-examples", str(max_examples)]
+    if deterministic:
+        command.append("--generation-deterministic")
+    command.append(f"{base_url}/openapi.json")
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": __name__}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900, check=False)
+    return CliRun(command, done.returncode, done.stdout + done.stderr)
 
 
 def normal_requests(base_url: str, models: list[str], headers: dict[str, str]) -> dict[str, int]:

@@ -29,6 +29,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -161,7 +162,12 @@ def schemathesis_cli(base_url: str, max_examples: int | None = None, determinist
         command.append("--generation-deterministic")
     command.append(f"{base_url}/openapi.json")
     env = {**os.environ, "SCHEMATHESIS_HOOKS": __name__}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900, check=False)
+    # In a folder of its own: schemathesis keeps a crash cache under ./.schemathesis and replays it,
+    # so a run in the working tree would neither start from scratch nor leave the tree clean.
+    with tempfile.TemporaryDirectory(prefix="schemathesis-") as folder:
+        done = subprocess.run(
+            command, capture_output=True, text=True, env=env, timeout=900, check=False, cwd=folder
+        )
     return CliRun(command, done.returncode, done.stdout + done.stderr)
 
 

@@ -41,8 +41,9 @@ from distinfer.serve.protocol import (
 _REF = "#/components/schemas/{model}"
 
 _ERRORS = {
-    "400": "The body is not a JSON object, a field is out of its type or range (`param` names it), or "
-    "the prompt plus max_tokens exceeds the model's context (`code`: context_length_exceeded).",
+    "400": "The body is not a JSON object, a field is out of its type or range (`param` names it), "
+    "max_tokens is past the model's context, or the prompt's tokens leave no room in it (`code`: "
+    "context_length_exceeded).",
     "401": "Missing or wrong API key (`Authorization: Bearer <key>`), when the server asks for one.",
     "404": "The model is not served here (`code`: model_not_found); GET /v1/models lists them.",
     "413": "The body is over {max_body} bytes; refused before it is read or reaches an engine.",

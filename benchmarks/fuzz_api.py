@@ -48,14 +48,16 @@ def main() -> int:
     failed = False
     with tempfile.TemporaryDirectory(prefix="di-fuzz-") as tmp:
         work = Path(tmp)
-        tiny = make_tiny(work / "tiny")
+        # Contexts as tests/serve/test_fuzz_api.py's: well above the prompts the fuzzer makes (the
+        # one limit the document states in words), since every body it allows must now be answered.
+        tiny = make_tiny(work / "tiny", max_len=2048)
         models = work / "models.yaml"
         models.write_text(
             yaml.safe_dump(
                 {
                     "models": [
-                        {"name": "syn", "engine": "synthetic", "max_model_len": 64},
-                        {"name": "tiny", "engine": "hf", "model": str(tiny), "max_model_len": 128},
+                        {"name": "syn", "engine": "synthetic", "max_model_len": 2048},
+                        {"name": "tiny", "engine": "hf", "model": str(tiny)},
                     ]
                 }
             )

@@ -194,9 +194,68 @@ BAD_REQUESTS: list[tuple[str, str, bytes, int, str]] = [
         "completions",
         b'{"model": "syn", "prompt": "x", "max_tokens": 1e30}',
         400,
-        "max_tokens: Input should be a valid integer (got 1e+30)",
+        "max_tokens: Input should be less than or equal to 1000000",
     ),
-    ("empty prompt", "completions", b'{"model": "tiny", "prompt": ""}', 400, "prompt: the prompt is empty"),
+    # An integer is any integral JSON number (35.0 is one); these are not integers.
+    (
+        "fractional max_tokens",
+        "completions",
+        b'{"model": "syn", "prompt": "x", "max_tokens": 3.5}',
+        400,
+        "max_tokens: Input should be a valid integer (got 3.5)",
+    ),
+    (
+        "boolean max_tokens",
+        "completions",
+        b'{"model": "syn", "prompt": "x", "max_tokens": true}',
+        400,
+        "max_tokens: Input should be a valid integer (got True)",
+    ),
+    (
+        "string max_tokens",
+        "completions",
+        b'{"model": "syn", "prompt": "x", "max_tokens": "3"}',
+        400,
+        "max_tokens: Input should be a valid integer",
+    ),
+    # A boolean is true or false: not 0 or 1 (JSON Schema's `boolean`, `const: false`).
+    (
+        "numeric stream",
+        "completions",
+        b'{"model": "syn", "prompt": "x", "stream": 1}',
+        400,
+        "stream: Input should be a valid boolean",
+    ),
+    (
+        "numeric include_usage",
+        "completions",
+        b'{"model": "syn", "prompt": "x", "stream_options": {"include_usage": 0}}',
+        400,
+        "stream_options.include_usage: Input should be a valid boolean",
+    ),
+    ("numeric echo", "completions", b'{"model": "syn", "prompt": "x", "echo": 0}', 422, "echo=0 is not"),
+    # max_tokens past the context, on each engine of the app (vLLM: tests/serve/test_vllm_engine.py).
+    (
+        "max_tokens past the synthetic context",
+        "completions",
+        b'{"model": "syn", "prompt": "x", "max_tokens": 65}',
+        400,
+        "max_tokens=65 is past the 64-token limit of model 'syn'",
+    ),
+    (
+        "max_tokens past the hf context",
+        "chat/completions",
+        b'{"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": 129}',
+        400,
+        "max_tokens=129 is past the 128-token limit of model 'tiny'",
+    ),
+    (
+        "max_completion_tokens past the context",
+        "chat/completions",
+        b'{"model": "syn", "messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 99}',
+        400,
+        "max_completion_tokens=99 is past the 64-token limit",
+    ),
     ("n > 1", "completions", b'{"model": "syn", "prompt": "x", "n": 2}', 422, "n=2 is not supported"),
     (
         "logprobs",
@@ -260,6 +319,50 @@ def test_bad_input_is_a_clear_4xx_and_the_server_keeps_serving(
         assert error["code"] == "unsupported_parameter"
     ok = httpx.post(f"{main_app}/v1/completions", json={"model": "syn", "prompt": "x", "max_tokens": 1})
     assert ok.status_code == 200
+
+
+def test_a_huge_max_tokens_is_refused_at_once_on_a_model_without_a_configured_context(main_app: str) -> None:
+    """`slow` sets no max_model_len: the synthetic engine's default context (8192) bounds max_tokens, so
+    a non-streamed chat asking a million tokens is a 400 at once, not a slot held for 14 hours."""
+    body = {"model": "slow", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1_000_000}
+    started = time.monotonic()
+    answer = httpx.post(f"{main_app}/v1/chat/completions", json=body, timeout=30)
+    assert answer.status_code == 400, answer.text
+    assert time.monotonic() - started < 5
+    error = answer.json()["error"]
+    assert error["param"] == "max_tokens" and "8192-token limit" in error["message"], error
+
+
+def test_prompt_and_completion_share_the_context_as_in_vllm(main_app: str) -> None:
+    """max_tokens up to the context is valid; the answer stops where prompt + completion fill it."""
+    body = {"model": "syn", "prompt": "one two three", "max_tokens": 64, "ignore_eos": True}
+    answer = httpx.post(f"{main_app}/v1/completions", json=body, timeout=30).json()
+    assert answer["usage"] == {"prompt_tokens": 3, "completion_tokens": 61, "total_tokens": 64}
+    assert answer["choices"][0]["finish_reason"] == "length"
+    body = {"model": "tiny", "prompt": "x", "max_tokens": 128, "ignore_eos": True}
+    answer = httpx.post(f"{main_app}/v1/completions", json=body, timeout=60).json()
+    assert answer["usage"]["total_tokens"] == 128 and answer["choices"][0]["finish_reason"] == "length"
+
+
+def test_integral_numbers_are_integers(main_app: str) -> None:
+    """JSON Schema's integer: 3.0 is one, wherever an integer field is."""
+    body = {"model": "syn", "prompt": "x", "max_tokens": 3.0, "seed": 7.0, "n": 1.0, "ignore_eos": True}
+    answer = httpx.post(f"{main_app}/v1/completions", json=body, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["usage"]["completion_tokens"] == 3
+    chat = {"model": "syn", "messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 2.0,
+            "ignore_eos": True}  # fmt: skip
+    answer = httpx.post(f"{main_app}/v1/chat/completions", json=chat, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["usage"]["completion_tokens"] == 2
+
+
+def test_an_empty_prompt_is_a_prompt(client: openai.OpenAI) -> None:
+    """As OpenAI: the completion starts from the model's beginning of text (the tiny Llama's BOS)."""
+    tiny = client.completions.create(model="tiny", prompt="", max_tokens=3, extra_body={"ignore_eos": True})
+    assert tiny.usage is not None and (tiny.usage.prompt_tokens, tiny.usage.completion_tokens) == (1, 3)
+    syn = client.completions.create(model="syn", prompt="", max_tokens=2)
+    assert syn.usage is not None and syn.usage.prompt_tokens == 0 and syn.choices[0].text
 
 
 def test_neutral_values_of_unsupported_fields_are_accepted(main_app: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 FinishReason = Literal["stop", "length", "abort"]
 
@@ -143,6 +143,16 @@ class Engine(abc.ABC):
 
     def info(self) -> EngineInfo:
         return EngineInfo(engine=type(self).__name__, max_model_len=self.max_model_len)
+
+
+def start_of_text(tokenizer: Any) -> tuple[int, ...]:
+    """The tokens of an empty prompt: the model's beginning-of-text token (its BOS, else its EOS, as
+    OpenAI's own default prompt is `<|endoftext|>`), so the model has a first position to continue
+    from. An empty prompt is valid in the OpenAI API (protocol.CompletionRequest)."""
+    for token_id in (getattr(tokenizer, "bos_token_id", None), getattr(tokenizer, "eos_token_id", None)):
+        if isinstance(token_id, int):
+            return (token_id,)
+    raise EngineError("the tokenizer has neither a BOS nor an EOS token to start an empty prompt from")
 
 
 def simple_chat_prompt(messages: Sequence[ChatMessage]) -> str:

@@ -38,6 +38,7 @@ from distinfer.engines.base import (
     SamplingParams,
     TokenDelta,
     simple_chat_prompt,
+    start_of_text,
 )
 
 log = logging.getLogger(__name__)
@@ -227,7 +228,8 @@ class HfEngine(Engine):
     # ---- tokenizer helpers ----
 
     def tokenize(self, text: str) -> tuple[int, ...]:
-        return tuple(self._tokenizer(text, add_special_tokens=True)["input_ids"])
+        ids = tuple(self._tokenizer(text, add_special_tokens=True)["input_ids"])
+        return ids or start_of_text(self._tokenizer)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))
@@ -387,6 +389,9 @@ class HfEngine(Engine):
         if params.top_p < 1.0:
             sorted_probs, order = torch.sort(probs, descending=True)
             keep = sorted_probs.cumsum(-1) - sorted_probs < params.top_p
+            # The likeliest token always stays: a top_p under float32's least value (5e-324 is a
+            # valid top_p) kept none, and the empty distribution failed the whole batch loop.
+            keep[0] = True
             probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
         return int(torch.multinomial(probs, 1, generator=seq.generator))
 

@@ -40,7 +40,10 @@ from distinfer.engines.base import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_MODEL_LEN = 1_000_000
+# The context of a model file's synthetic entry without max_model_len: a common served model's
+# (SmolLM2's, Llama 3's 8k), so max_tokens is bounded as on a real engine; a request once held its
+# slot for 20 000 s (1e6 tokens at 20 ms) under the old default of a million.
+DEFAULT_MAX_MODEL_LEN = 8192
 
 
 # Overdue tokens emitted without giving the event loop a turn (see generate).

@@ -46,6 +46,7 @@ from distinfer.engines.base import (
     SamplingParams,
     TokenDelta,
     simple_chat_prompt,
+    start_of_text,
 )
 
 log = logging.getLogger(__name__)
@@ -263,7 +264,8 @@ class VllmEngine(Engine):
         bos = getattr(self._tokenizer, "bos_token", None)
         # A chat template already starts with BOS; adding it again would change the prompt.
         special = not (bos and text.startswith(bos))
-        return tuple(self._tokenizer.encode(text, add_special_tokens=special))
+        ids = tuple(self._tokenizer.encode(text, add_special_tokens=special))
+        return ids or start_of_text(self._tokenizer)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))

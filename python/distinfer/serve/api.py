@@ -38,6 +38,7 @@ from typing import Any, Protocol
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from distinfer.engines.base import TokenDelta
 from distinfer.serve.model_server import Accepted, Event, OpenAIRequest, Rejected, ReplicaTiming
@@ -97,6 +98,11 @@ class Overloaded(Exception):
 
 class Backend(Protocol):
     def model_cards(self) -> list[ModelCard]: ...
+
+    async def running_cards(self) -> list[ModelCard]:
+        """The model cards with what only the running engines know: each model's context
+        (max_model_len), which bounds max_tokens in the OpenAPI document."""
+        ...
 
     def stream(
         self, model: str, request_id: str, request: OpenAIRequest
@@ -399,6 +405,7 @@ def create_app(
         description="OpenAI-compatible LLM serving",
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,  # served by openapi.describe, from the running engines' model cards
         lifespan=lifespan,
     )
 
@@ -406,6 +413,17 @@ def create_app(
         return [card.id for card in backend.model_cards()]
 
     exchange = _Exchange(backend, known)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def routing_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own answers (an unknown path, a method a path does not take) in the OpenAI shape,
+        # as OpenAI answers them ("Invalid URL"); a 405 keeps its Allow header.
+        headers = dict(exc.headers or {})
+        message = f"{exc.detail}: {request.method} {request.url.path}"
+        if exc.status_code == 405:
+            message += f"; this path takes {headers.get('allow') or headers.get('Allow', '')}"
+        code = "unknown_url" if exc.status_code == 404 else None
+        return error_response(exc.status_code, message, code=code, headers=headers or None)
 
     def refuse_without_key(request: Request) -> JSONResponse | None:
         # A plain check, not middleware: BaseHTTPMiddleware would wrap every streamed chunk.
@@ -443,7 +461,7 @@ def create_app(
     async def list_models(request: Request) -> JSONResponse:
         if refused := refuse_without_key(request):
             return refused
-        return JSONResponse(ModelList(data=backend.model_cards()).model_dump())
+        return JSONResponse(ModelList(data=await backend.running_cards()).model_dump())
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
@@ -465,5 +483,5 @@ def create_app(
             return body
         return await exchange.handle(request, body, received)  # type: ignore[arg-type]
 
-    describe(app, models=known(), max_body=max_body, api_key=bool(api_key))
+    describe(app, backend.running_cards, max_body=max_body, api_key=bool(api_key))
     return app

@@ -83,6 +83,9 @@ from distinfer.serve.settings import resolve_api_key
 log = logging.getLogger(__name__)
 
 _SPEC = TypeAdapter(ModelSpec)
+# How long the ingress waits for the model replicas to say their context (they are up once the
+# application is RUNNING).
+_ASK_REPLICAS_S = 60.0
 
 
 def engine_metrics(name: str, engine: Engine, telemetry: TelemetryOptions) -> EngineMetrics | None:
@@ -123,6 +126,10 @@ class ModelDeployment:
 
     async def check_health(self) -> None:
         await self.server.engine.check_health()
+
+    async def max_model_len(self) -> int:
+        """The running engine's context (a models file may leave it to the model)."""
+        return self.server.engine.max_model_len
 
     async def stats(self, count_objects: bool = False) -> dict[str, Any]:
         """This replica's process and its engine's activity (tests: the disconnect storm).
@@ -168,10 +175,26 @@ class ServeBackend:
     def __init__(self, cards: list[ModelCard], handles: dict[str, DeploymentHandle], app_name: str) -> None:
         self._cards = cards
         self._app_name = app_name
+        self._plain = handles
         self._handles = {name: h.options(stream=True) for name, h in handles.items()}
+        self._running: list[ModelCard] | None = None
 
     def model_cards(self) -> list[ModelCard]:
         return self._cards
+
+    async def running_cards(self) -> list[ModelCard]:
+        """The cards with each model's context as its replica's engine reports it (asked once; a
+        models file may leave max_model_len to the model, and hf caps it at the model's own)."""
+        if self._running is None:
+            lengths = await asyncio.wait_for(
+                asyncio.gather(*(self._plain[card.id].max_model_len.remote() for card in self._cards)),
+                timeout=_ASK_REPLICAS_S,
+            )
+            self._running = [
+                card.model_copy(update={"max_model_len": length})
+                for card, length in zip(self._cards, lengths, strict=True)
+            ]
+        return self._running
 
     async def stream(
         self, model: str, request_id: str, request: OpenAIRequest

@@ -91,6 +91,9 @@ class LocalBackend:
             for name, server in self._servers.items()
         ]
 
+    async def running_cards(self) -> list[ModelCard]:
+        return self.model_cards()  # the engines run in this process: their context is known
+
     async def stream(
         self, model: str, request_id: str, request: OpenAIRequest
     ) -> AsyncGenerator[list[Event], None]:

@@ -100,7 +100,8 @@ class EngineMetrics:
     def finished(self, timing: ReplicaTiming, end: float) -> None:
         """Record one finished request (ModelServer's `on_finished`)."""
         tags = self._tags
-        self.prompt_tokens.inc(timing.prompt_tokens, tags=tags)
+        if timing.prompt_tokens:  # Ray's Counter refuses inc(0): the synthetic engine's empty prompt
+            self.prompt_tokens.inc(timing.prompt_tokens, tags=tags)
         if timing.completion_tokens:
             self.generation_tokens.inc(timing.completion_tokens, tags=tags)
         self.success.inc(1, tags=tags)

@@ -88,10 +88,13 @@ class ModelServer:
             )
 
     def _admit(self, prompt_tokens: int, request: OpenAIRequest) -> Accepted | Rejected:
+        """vLLM's rule (0.32, vllm/renderers/params.py and get_max_tokens in its OpenAI server): a
+        max_tokens past the context is refused, whatever the prompt; a prompt that leaves no room for
+        one token is refused; otherwise the completion gets at most the room the prompt leaves, and an
+        answer that fills the context stops with finish_reason "length". So any max_tokens up to
+        max_model_len is valid on its own, which the OpenAPI document states as each model's maximum."""
         limit = self.engine.max_model_len
         field = "messages" if isinstance(request, ChatCompletionRequest) else "prompt"
-        if prompt_tokens == 0:
-            return Rejected(400, f"{field}: the prompt is empty (0 tokens); send some text", param=field)
         if prompt_tokens >= limit:
             return Rejected(
                 400,
@@ -100,17 +103,19 @@ class ModelServer:
                 param=field,
                 code="context_length_exceeded",
             )
-        room = limit - prompt_tokens
-        max_tokens = request.max_tokens if request.max_tokens is not None else room
-        if max_tokens > room:
+        asked = request.max_tokens
+        if asked is not None and asked > limit:
+            chat_limit = isinstance(request, ChatCompletionRequest) and request.max_completion_tokens
+            sent = "max_completion_tokens" if chat_limit else "max_tokens"
             return Rejected(
                 400,
-                f"max_tokens={max_tokens} plus the {prompt_tokens}-token prompt exceeds the {limit}-token "
-                f"limit of model {self.name!r}; ask for at most {room} tokens",
-                param="max_tokens",
+                f"{sent}={asked} is past the {limit}-token limit of model {self.name!r} (max_model_len: its "
+                f"context, which prompt and completion share); ask for at most {limit}",
+                param=sent,
                 code="context_length_exceeded",
             )
-        return Accepted(prompt_tokens=prompt_tokens, max_tokens=max_tokens)
+        room = limit - prompt_tokens
+        return Accepted(prompt_tokens=prompt_tokens, max_tokens=min(asked or room, room))
 
     async def stream(self, request_id: str, request: OpenAIRequest) -> AsyncGenerator[Event, None]:
         received_unix = time.time()

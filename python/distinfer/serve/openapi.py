@@ -3,20 +3,29 @@
 The routes read their bodies themselves (serve/api.py: size limit, content type and OpenAI-shaped
 errors come before validation), so FastAPI cannot see them; this module writes into the document
 what the routes accept (the pydantic request models of serve/protocol.py, with `model` limited to
-the names served) and what they answer: 200 as JSON or as an SSE stream, and 400/401/404/413/415/
-422/503 in the OpenAI error shape. Clients and fuzzers generated from it (tests/serve/
-test_fuzz_api.py) learn the real contract.
+the names served and `max_tokens` to each model's context: one variant of the body per context
+length, `oneOf` when the models differ) and what they answer: 200 as JSON or as an SSE stream, and
+400/401/404/413/415/422/503 in the OpenAI error shape. Clients and fuzzers generated from it (tests/serve/
+test_fuzz_api.py) learn the real contract: every body the document allows is answered 200 (an
+integral number is an integer, an empty prompt a prompt), except what JSON Schema cannot count, a
+prompt's tokens past the model's context (400 `context_length_exceeded`, said in `prompt`'s and
+`messages`' descriptions).
 """
 
 from __future__ import annotations
 
+import copy
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from distinfer.serve.protocol import (
+    MAX_TOKENS_CEILING,
     UNSUPPORTED_FIELDS,
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -25,14 +34,16 @@ from distinfer.serve.protocol import (
     DeploymentStatus,
     ErrorBody,
     HealthStatus,
+    ModelCard,
     ModelList,
 )
 
 _REF = "#/components/schemas/{model}"
 
 _ERRORS = {
-    "400": "The body is not a JSON object, a field is out of its type or range (`param` names it), or "
-    "the prompt plus max_tokens exceeds the model's context (`code`: context_length_exceeded).",
+    "400": "The body is not a JSON object, a field is out of its type or range (`param` names it), "
+    "max_tokens is past the model's context, or the prompt's tokens leave no room in it (`code`: "
+    "context_length_exceeded).",
     "401": "Missing or wrong API key (`Authorization: Bearer <key>`), when the server asks for one.",
     "404": "The model is not served here (`code`: model_not_found); GET /v1/models lists them.",
     "413": "The body is over {max_body} bytes; refused before it is read or reaches an engine.",
@@ -64,6 +75,39 @@ def _schema(model: type[BaseModel], components: dict[str, Any], mode: str) -> di
     return {"$ref": _REF.format(model=model.__name__)}
 
 
+_LIMITED = ("max_tokens", "max_completion_tokens")
+
+
+def _limit_to(schema: dict[str, Any], names: list[str], limit: int) -> dict[str, Any]:
+    """The request schema for the models `names`, whose context is `limit` tokens."""
+    schema["properties"]["model"]["enum"] = names
+    for field in _LIMITED:
+        if field in schema["properties"]:
+            for member in schema["properties"][field].get("anyOf", [schema["properties"][field]]):
+                if member.get("type") == "integer":
+                    member["maximum"] = limit
+    return schema
+
+
+def _per_context(name: str, components: dict[str, Any], cards: list[ModelCard]) -> dict[str, Any]:
+    """The body's schema: `name`'s own with each model's max_tokens maximum, one variant per context."""
+    names_of: dict[int, list[str]] = defaultdict(list)
+    for card in cards:
+        names_of[card.max_model_len or MAX_TOKENS_CEILING].append(card.id)
+    if len(names_of) <= 1:
+        limit, names = next(iter(names_of.items()), (MAX_TOKENS_CEILING, []))
+        _limit_to(components[name], names, limit)
+        return {"$ref": _REF.format(model=name)}
+    variants = []
+    for limit, names in sorted(names_of.items()):
+        variant = _limit_to(copy.deepcopy(components[name]), names, limit)
+        variant["title"] = f"{name} for models of a {limit}-token context"
+        components[f"{name}Context{limit}"] = variant
+        variants.append({"$ref": _REF.format(model=f"{name}Context{limit}")})
+    del components[name]
+    return {"oneOf": variants}
+
+
 def _error(description: str) -> dict[str, Any]:
     return {
         "description": description,
@@ -71,14 +115,14 @@ def _error(description: str) -> dict[str, Any]:
     }
 
 
-def build_document(app: FastAPI, models: list[str], max_body: int, api_key: bool) -> dict[str, Any]:
+def build_document(app: FastAPI, cards: list[ModelCard], max_body: int, api_key: bool) -> dict[str, Any]:
     doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     components: dict[str, Any] = doc.setdefault("components", {}).setdefault("schemas", {})
     _schema(ErrorBody, components, "serialization")
     key_answers = {"401": _error(_ERRORS["401"])} if api_key else {}
     for path, (request_model, response_model, summary) in _POSTS.items():
-        request_ref = _schema(request_model, components, "validation")
-        components[request_model.__name__]["properties"]["model"]["enum"] = models
+        _schema(request_model, components, "validation")
+        request_ref = _per_context(request_model.__name__, components, cards)
         operation = doc["paths"][path]["post"]
         operation["summary"] = summary
         operation["requestBody"] = {
@@ -135,12 +179,19 @@ def build_document(app: FastAPI, models: list[str], max_body: int, api_key: bool
     return doc
 
 
-def describe(app: FastAPI, models: list[str], max_body: int, api_key: bool) -> None:
-    """Serve `build_document`'s document at /openapi.json (made once, on first request)."""
+def describe(
+    app: FastAPI, cards: Callable[[], Awaitable[list[ModelCard]]], max_body: int, api_key: bool
+) -> None:
+    """Serve `build_document`'s document at /openapi.json, made on its first request from `cards`,
+    the served models as their running engines report them (their context included)."""
 
-    def openapi() -> dict[str, Any]:
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> JSONResponse:
         if app.openapi_schema is None:
-            app.openapi_schema = build_document(app, models, max_body, api_key)
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+            document = build_document(app, await cards(), max_body, api_key)
+            # Under a route prefix (a Serve application at /<name>), the paths are below it: say so,
+            # as FastAPI's own document does, so a client built from the document finds them.
+            if root := request.scope.get("root_path"):
+                document["servers"] = [{"url": root}]
+            app.openapi_schema = document
+        return JSONResponse(app.openapi_schema)

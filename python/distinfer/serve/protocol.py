@@ -1,9 +1,12 @@
 """OpenAI-compatible HTTP bodies: requests validated strictly, responses and SSE chunks as OpenAI sends them.
 
 Unknown request fields are refused (a typo such as `max_token` must not silently fall back to a
-default and skew a benchmark). OpenAI fields this server does not implement (`n` > 1, `logprobs`,
-`tools`, penalties, ...) are listed in `UNSUPPORTED_FIELDS`: their neutral value is accepted, any
-other is refused as unsupported (HTTP 422) rather than ignored, since it would change the answer.
+default and skew a benchmark). Types are JSON Schema's, exactly as the OpenAPI document states them
+(serve/openapi.py): a boolean is `true` or `false` only (not 0, 1 or "true"), a string only a string,
+and an integer any integral JSON number (`35` and `35.0` alike; `true`, `"35"` and `35.5` are not).
+OpenAI fields this server does not implement (`n` > 1, `logprobs`, `tools`, penalties, ...) are
+listed in `UNSUPPORTED_FIELDS`: their neutral value is accepted, any other is refused as
+unsupported (HTTP 422) rather than ignored, since it would change the answer.
 """
 
 from __future__ import annotations
@@ -11,11 +14,18 @@ from __future__ import annotations
 import time
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, model_validator
 
 from distinfer.engines.base import ChatMessage, SamplingParams
 
 MAX_TOKENS_CEILING = 1_000_000
+# What the OpenAPI document says of max_tokens (serve/openapi.py sets each model's `maximum`), and
+# serve/model_server.py enforces, as vLLM 0.32's OpenAI server does.
+MAX_TOKENS_DOC = (
+    "At most the model's context (max_model_len; each model's maximum is in this document and GET "
+    "/v1/models); more is refused with 400 naming the limit. The prompt and the completion share the "
+    "context: past its end the answer stops with finish_reason `length`."
+)
 # Largest request body the HTTP layer reads (413 beyond it, before any engine sees the request).
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
@@ -68,8 +78,31 @@ def drop_neutral_unsupported(data: dict[str, object], keep: set[str]) -> dict[st
     return {k: v for k, v in data.items() if k in keep or k not in UNSUPPORTED_FIELDS}
 
 
+def _integral(value: object) -> object:
+    """JSON Schema's integer is any number with a zero fractional part: 35.0 is the integer 35."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _only_bool(value: object) -> object:
+    """A Literal[False] matches 0 in Python; JSON Schema's `const: false` does not."""
+    if not isinstance(value, bool):
+        raise ValueError("Input should be a valid boolean")
+    return value
+
+
+# An integer as JSON Schema counts them: 35 and 35.0; not true (strict), "35" or 35.5. (Bounds go
+# inside the Annotated, before the validator: on a `| None` field's Field they leave the schema.)
+JsonInt = Annotated[StrictInt, BeforeValidator(_integral)]
+_Tokens = Annotated[StrictInt, Field(ge=1, le=MAX_TOKENS_CEILING), BeforeValidator(_integral)]
+_Seed = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1), BeforeValidator(_integral)]
+_False = Annotated[Literal[False], BeforeValidator(_only_bool)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: JSON true/false is not a number, 1 is not a boolean, 1 is not a string.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class StreamOptions(_Strict):
@@ -81,19 +114,18 @@ _StopWord = Annotated[str, Field(min_length=1)]
 
 class _GenerationFields(_Strict):
     model: str = Field(min_length=1)
-    # strict: JSON true/false is not a number (lax pydantic would take it as 1/0).
-    max_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_TOKENS_CEILING)] | None = None
+    max_tokens: _Tokens | None = Field(None, description=MAX_TOKENS_DOC)
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     stop: _StopWord | Annotated[list[_StopWord], Field(max_length=4)] | None = Field(
         None, description="Up to 4 non-empty strings; generation ends before the first one."
     )
-    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1, strict=True, description="A 64-bit integer.")
+    seed: _Seed | None = Field(None, description="A 64-bit integer.")
     ignore_eos: bool = Field(False, description="Generate exactly max_tokens tokens (benchmarks).")
     stream: bool = False
     stream_options: StreamOptions | None = None
     # Accepted for client compatibility; only their neutral values (see UNSUPPORTED_FIELDS).
-    n: int = Field(1, ge=1, le=1, strict=True, description="Only 1: one choice per request.")
+    n: JsonInt = Field(1, ge=1, le=1, description="Only 1: one choice per request.")
     user: str | None = Field(None, description="Accepted and ignored (it does not change the answer).")
     presence_penalty: float = Field(0.0, ge=0.0, le=0.0, description="Only 0: penalties are not implemented.")
     frequency_penalty: float = Field(
@@ -121,9 +153,18 @@ class _GenerationFields(_Strict):
 
 
 class CompletionRequest(_GenerationFields):
-    prompt: str = Field(description="One prompt; lists (batched prompts) are not supported.")
-    max_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_TOKENS_CEILING)] | None = 16
-    echo: Literal[False] = Field(False, description="Only false: the prompt is not echoed.")
+    """A text completion. The empty prompt is accepted, as OpenAI accepts it (its own default prompt
+    is the document boundary `<|endoftext|>`): an engine with a tokenizer starts the answer from the
+    model's beginning-of-text token (its BOS, else its EOS), the synthetic engine from nothing. Refusing
+    it would refuse a request the OpenAI API and its clients take as valid."""
+
+    prompt: str = Field(
+        description="One prompt (may be empty); lists (batched prompts) are not supported. Its tokens "
+        "must leave room for one more in the model's context (max_model_len, GET /v1/models); a longer "
+        "one is refused with 400 `context_length_exceeded` (a token count JSON Schema cannot state)."
+    )
+    max_tokens: _Tokens | None = Field(16, description=MAX_TOKENS_DOC)
+    echo: _False = Field(False, description="Only false: the prompt is not echoed.")
     logprobs: None = Field(None, description="Only null: log-probabilities are not returned.")
 
 
@@ -143,15 +184,22 @@ class ChatMessageIn(_Strict):
 
 
 class ChatCompletionRequest(_GenerationFields):
-    messages: list[ChatMessageIn] = Field(min_length=1)
-    max_completion_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_TOKENS_CEILING)] | None = None
-    logprobs: Literal[False] = Field(False, description="Only false: log-probabilities are not returned.")
+    messages: list[ChatMessageIn] = Field(
+        min_length=1,
+        description="The conversation; with the chat template applied, its tokens must leave room for one "
+        "more in the model's context, else 400 `context_length_exceeded`.",
+    )
+    max_completion_tokens: _Tokens | None = Field(
+        None, description=MAX_TOKENS_DOC + " Sent with max_tokens, it is the one used (as in vLLM)."
+    )
+    logprobs: _False = Field(False, description="Only false: log-probabilities are not returned.")
 
     @model_validator(mode="after")
     def _one_limit(self) -> ChatCompletionRequest:
+        # OpenAI's newer name wins when both are sent, as in vLLM (ChatCompletionRequest.
+        # build_tok_params): the document allows both, so refusing a pair that differs would refuse
+        # a valid body.
         if self.max_completion_tokens is not None:
-            if self.max_tokens is not None and self.max_tokens != self.max_completion_tokens:
-                raise ValueError("max_tokens and max_completion_tokens disagree; send only one")
             self.max_tokens = self.max_completion_tokens
         return self
 

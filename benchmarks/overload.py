@@ -8,7 +8,12 @@ Each server in turn, on a fresh `distinfer serve` for the same deployment: the s
             direct ingress behind its HAProxy; the edge holds the slots and the queue;
   no-edge   the same without the edge (`--no-edge`): the replica's own gate refuses (the path
             before issue 20);
-  bare      `distinfer serve --bare`: one uvicorn process, the engine in it, its gate refusing.
+  bare      `distinfer serve --bare`: one uvicorn process, the engine in it, its gate refusing;
+  client-floor  no server: an edge that refuses every request, offered the same overload phase.
+            How long this client takes to see a 503 when nothing else runs: the least any server
+            can be measured at. A closed loop with no think time sends as fast as it is answered,
+            so once refusals are cheaper than the client's own work per request it measures the
+            client; the open loop (`--poisson`) does not.
 
 On each, one after the other:
 
@@ -54,6 +59,7 @@ import httpx
 import numpy as np
 import yaml
 
+from distinfer.serve.edge import Edge, EdgeLimits
 from distinfer.serve.launch import free_port, served
 
 TTFT_MS, ITL_MS = 50.0, 20.0
@@ -199,6 +205,37 @@ def models_file(directory: Path, slots: int, queue: int) -> Path:
 SERVERS = {"default": (False, ()), "no-edge": (False, ("--no-edge",)), "bare": (True, ())}
 
 
+def flood(url: str, args: argparse.Namespace, capacity_per_s: float) -> tuple[str, int, list[Outcome]]:
+    """The overload phase: its name, its users (0: open loop) and its outcomes."""
+    if args.poisson:
+        rate = args.factor * capacity_per_s
+        name, users = f"overload {args.factor:g}x ({rate:.1f}/s)", 0
+        print(f"  {name}", file=sys.stderr, flush=True)
+        return name, users, asyncio.run(open_loop(url, rate, args.duration, args.warmup, args.seed))
+    users = round(args.factor * args.slots)
+    name = f"overload {args.factor:g}x ({users} streams)"
+    print(f"  {name}", file=sys.stderr, flush=True)
+    return name, users, asyncio.run(closed_loop(url, users, args.duration, args.warmup))
+
+
+def client_floor(args: argparse.Namespace, capacity_per_s: float) -> dict[str, Any]:
+    """The same overload phase against an edge that refuses every request (no server behind it): how
+    long this client takes to see a 503 when nothing else runs, the least any server can measure at."""
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="di-overload-") as tmp:
+        port = free_port()
+        print("client-floor: an edge that refuses everything", file=sys.stderr, flush=True)
+        with Edge.start(EdgeLimits("synthetic", 1, 0), ("127.0.0.1", port), ("127.0.0.1", 9), Path(tmp)):
+            name, users, outcomes = flood(f"http://127.0.0.1:{port}", args, capacity_per_s)
+    phase = summarise(name, users, args.duration, outcomes, {})
+    return {
+        "server": "client-floor",
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "phases": [asdict(phase)],
+    }
+
+
 def measure(server: str, args: argparse.Namespace, pin: bool) -> dict[str, Any]:
     """Both phases on a fresh server; the summary of each and their ratios."""
     bare, flags = SERVERS[server]
@@ -215,21 +252,12 @@ def measure(server: str, args: argparse.Namespace, pin: bool) -> dict[str, Any]:
             print(f"{server}: capacity, {args.slots} streams", file=sys.stderr, flush=True)
             full = asyncio.run(closed_loop(url, args.slots, args.duration, args.warmup))
             capacity = summarise("capacity", args.slots, args.duration, full, {})
-            if args.poisson:
-                rate = args.factor * capacity.completed_per_s
-                name, users = f"overload {args.factor:g}x ({rate:.1f}/s)", 0
-                print(f"{server}: {name}", file=sys.stderr, flush=True)
-                flood = asyncio.run(open_loop(url, rate, args.duration, args.warmup, args.seed))
-            else:
-                users = round(args.factor * args.slots)
-                name = f"overload {args.factor:g}x ({users} streams)"
-                print(f"{server}: {name}", file=sys.stderr, flush=True)
-                flood = asyncio.run(closed_loop(url, users, args.duration, args.warmup))
+            name, users, flooded = flood(url, args, capacity.completed_per_s)
             truth = read_truth(Path(tmp) / "truth.jsonl")
         if pin:
             os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
         capacity = summarise("capacity", args.slots, args.duration, full, truth)
-        overload = summarise(name, users, args.duration, flood, truth)
+        overload = summarise(name, users, args.duration, flooded, truth)
 
     def ratio(kind: str, pct: str) -> float | None:
         a, b = getattr(capacity, kind)[pct], getattr(overload, kind)[pct]
@@ -269,7 +297,9 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--servers", default="default,bare", help=f"comma-separated, in order, of: {', '.join(SERVERS)}"
+        "--servers",
+        default="default,no-edge,bare,client-floor",
+        help=f"comma-separated, in order, of: {', '.join(SERVERS)}, client-floor",
     )
     parser.add_argument("--slots", type=int, default=8, help="requests in flight the deployment holds")
     parser.add_argument("--queue", type=int, default=8, help="requests the deployment lets wait")
@@ -283,7 +313,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
     servers = [name.strip() for name in args.servers.split(",") if name.strip()]
-    unknown = [name for name in servers if name not in SERVERS]
+    unknown = [name for name in servers if name not in SERVERS and name != "client-floor"]
     if unknown or not servers:
         parser.error(f"--servers: unknown {unknown or 'none given'}; choose from {', '.join(SERVERS)}")
     TOKENS = args.tokens
@@ -300,7 +330,13 @@ def main() -> int:
         "servers": [],
     }
     for server in servers:
-        report["servers"].append(measure(server, args, pin))
+        if server == "client-floor":
+            done = [p for entry in report["servers"] for p in entry["phases"] if p["name"] == "capacity"]
+            ideal = 1000 / (TTFT_MS + (TOKENS - 1) * ITL_MS) * args.slots  # when no server ran before
+            per_s = done[0]["completed_per_s"] if done else ideal
+            report["servers"].append(client_floor(args, per_s))
+        else:
+            report["servers"].append(measure(server, args, pin))
         if args.out:  # after each server: a later crash keeps what is measured
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -39,12 +39,8 @@ def ray_json(hosts: TestHosts, head: str, resource: str, *args: str) -> list[dic
     answer.raise_for_status()
     body = answer.json()
     assert body["result"], f"Ray's state API failed: {body.get('msg')}"
+    # Like the CLI (raise_on_missing_output=False): a partial answer is what there is, not an error.
     listed = body["data"]["result"]
-    # As the CLI does: a partial answer (a node not reached, output cut at the limit) is an error.
-    assert not listed.get("partial_failure_warning"), listed["partial_failure_warning"]
-    assert listed["total"] == listed["num_after_truncation"], {
-        k: v for k, v in listed.items() if k != "result"
-    }
     return list(listed["result"])
 
 

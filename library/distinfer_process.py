@@ -58,9 +58,19 @@ options:
     type: int
     default: 15
   settle:
-    description: Seconds to wait after a start before checking the command is still alive.
+    description: Seconds to wait after a start before checking the command is still alive (no C(ready_path)).
     type: float
     default: 2.0
+  ready_path:
+    description:
+      - A file the command writes once it is working (the node recorder's first line). A start then
+        waits until the file has grown, for at most C(ready_timeout) seconds, instead of the fixed
+        C(settle); a command that exits first fails the start, with its last output, as before.
+    type: path
+  ready_timeout:
+    description: Seconds a start waits for C(ready_path) before it fails.
+    type: float
+    default: 60.0
   restart:
     description:
       - C(on-failure) has systemd start the command again 3 s after it exits with an error (as a
@@ -276,6 +286,35 @@ class Process:
             return ""
 
 
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return -1
+
+
+def _wait_ready(module: AnsibleModule, sup: Systemd | Process, record: dict, grown_from: int) -> None:
+    """Until the command has written to ready_path; fails when it exits first or takes too long."""
+    p = module.params
+    deadline = time.monotonic() + p["ready_timeout"]
+    while _size(p["ready_path"]) <= max(grown_from, 0):
+        if not sup.running_pid(record):
+            module.fail_json(
+                msg=f"{p['name']} exited before it wrote {p['ready_path']}; its last output:\n"
+                + sup.tail(record),
+                supervisor=sup.name,
+            )
+        if time.monotonic() > deadline:
+            tail = sup.tail(record)
+            sup.stop(record)  # not left running unrecorded
+            module.fail_json(
+                msg=f"{p['name']} did not write {p['ready_path']} within {p['ready_timeout']} s of starting"
+                " (stopped); its last output:\n" + tail,
+                supervisor=sup.name,
+            )
+        time.sleep(0.1)
+
+
 def _signal(pid: int, sig: int) -> None:
     try:
         os.kill(pid, sig)
@@ -294,6 +333,8 @@ def main() -> None:
             "supervisor": {"type": "str", "choices": ["auto", "systemd", "process"], "default": "auto"},
             "stop_timeout": {"type": "int", "default": 15},
             "settle": {"type": "float", "default": 2.0},
+            "ready_path": {"type": "path"},
+            "ready_timeout": {"type": "float", "default": 60.0},
             "restart": {"type": "str", "choices": ["never", "on-failure"], "default": "never"},
         },
         required_if=[("state", "started", ["argv"])],
@@ -325,6 +366,7 @@ def main() -> None:
     if pid:  # running, but not what is asked for now: replace it
         sup.stop(record)
     os.makedirs(p["state_dir"], mode=0o755, exist_ok=True)
+    ready_from = _size(p["ready_path"]) if p["ready_path"] else 0
     started = sup.start(p["argv"], env, record)
     new_record = {
         "supervisor": sup.name,
@@ -333,11 +375,20 @@ def main() -> None:
         "started_at": time.time(),
         **started,
     }
-    time.sleep(p["settle"])
+    if p["ready_path"]:
+        _wait_ready(module, sup, new_record, ready_from)
+    else:
+        time.sleep(p["settle"])
     pid = sup.running_pid(new_record)
     if not pid:
         module.fail_json(
-            msg=f"{p['name']} exited within {p['settle']} s of starting; its last output:\n"
+            msg=f"{p['name']} exited "
+            + (
+                f"just after writing {p['ready_path']}"
+                if p["ready_path"]
+                else f"within {p['settle']} s of starting"
+            )
+            + "; its last output:\n"
             + sup.tail(new_record),
             supervisor=sup.name,
         )

@@ -11,6 +11,7 @@ Set UPDATE_GOLDEN=1 to rewrite the golden files after an intended change.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -22,7 +23,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from helpers import REPO_ROOT, poweredge_inventory, run_playbook, write_inventory
+from helpers import REPO_ROOT, Run, poweredge_inventory, run_playbook, write_inventory
 
 from distinfer.config import deployment_name
 from distinfer.serve.edge import haproxy_binary
@@ -38,29 +39,63 @@ MONITORING_SCHEMA = json.loads((HERE / "schemas/monitoring_fields.schema.json").
 MASKED = "MASKED-depends-on-the-code"
 
 
-def _render(tmp_path: Path, inventory: dict[str, Any], monitoring: bool = False) -> tuple[Path, str]:
-    """The roles' rendered objects; with `monitoring`, kube-prometheus-stack's too (only the module's
-    shared render needs them: each playbook run costs tens of seconds here)."""
+RENDER_PLAYBOOKS = {
+    "addons": ("playbooks/addons.yml", "gpu_operator,amd_device_plugin,kuberay_operator"),
+    "ray_service": ("playbooks/ray_service.yml", ""),
+    "monitoring": ("playbooks/kube_prometheus.yml", ""),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Render:
+    out: Path
+    inventory: Path
+    extra_vars: dict[str, str]
+    runs: dict[str, Run]
+
+    @property
+    def output(self) -> str:
+        return "\n".join(run.output for run in self.runs.values())
+
+
+def _render(
+    tmp_path: Path, inventory: dict[str, Any], parts: tuple[str, ...] = ("addons", "ray_service")
+) -> Render:
+    """The roles' rendered objects, from the playbooks named in `parts` (each playbook run costs
+    seconds here: a test renders only what it reads, and tests that read the same render share it)."""
     out = tmp_path / "render"
     extra = {f"{role}_render_dir": str(out) for role in ("ray_service", "helm_releases")}
     inv = write_inventory(tmp_path / "inv", inventory)
-    outputs = []
-    for playbook, tags in (
-        ("playbooks/addons.yml", "gpu_operator,amd_device_plugin,kuberay_operator"),
-        ("playbooks/ray_service.yml", ""),
-        *([("playbooks/kube_prometheus.yml", "")] if monitoring else []),
-    ):
+    runs = {}
+    for part in parts:
+        playbook, tags = RENDER_PLAYBOOKS[part]
         run = run_playbook(playbook, inv, extra_vars=extra, tags=tags)
         assert run.returncode == 0, run.output[-4000:]
-        outputs.append(run.output)
-    return out, "\n".join(outputs)
+        runs[part] = run
+    return Render(out, inv, extra, runs)
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("render")
-    out, _ = _render(tmp, poweredge_inventory(), monitoring=True)
-    return out
+def guide_render(tmp_path_factory: pytest.TempPathFactory) -> Render:
+    """The guide's inventory, everything rendered (kube-prometheus-stack's objects too)."""
+    return _render(
+        tmp_path_factory.mktemp("render"), poweredge_inventory(), ("addons", "ray_service", "monitoring")
+    )
+
+
+@pytest.fixture(scope="module")
+def rendered(guide_render: Render) -> Path:
+    return guide_render.out
+
+
+@pytest.fixture(scope="module")
+def secrets_render(tmp_path_factory: pytest.TempPathFactory) -> Render:
+    """The guide's inventory with an API key and a Hugging Face token written in it (each test below
+    judges its own; neither depends on the other being there)."""
+    inventory = poweredge_inventory()
+    inventory["all"]["vars"]["distinfer_api_key"] = "dk-NeverInAFile0123456789"
+    inventory["all"]["vars"]["ray_service_hf_token"] = "hf_SuperSecretTokenValue123"
+    return _render(tmp_path_factory.mktemp("secrets"), inventory)
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -168,10 +203,8 @@ def test_the_endpoint_is_a_pinned_nodeport_on_the_edge_in_front_of_the_serve_ser
     assert check.returncode == 0, check.stderr
 
 
-def test_an_api_key_reaches_the_pods_only_through_the_secret(tmp_path: Path) -> None:
-    inventory = poweredge_inventory()
-    inventory["all"]["vars"]["distinfer_api_key"] = "dk-NeverInAFile0123456789"
-    out, output = _render(tmp_path, inventory)
+def test_an_api_key_reaches_the_pods_only_through_the_secret(secrets_render: Render) -> None:
+    out, output = secrets_render.out, secrets_render.output
     rs = _load(out / "rayservice.yaml")
     (app,) = yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"]
     assert app["args"]["api_key_env"] == "DISTINFER_API_KEY"  # the app asks for it
@@ -187,10 +220,8 @@ def test_an_api_key_reaches_the_pods_only_through_the_secret(tmp_path: Path) -> 
     assert "NeverInAFile" not in output
 
 
-def test_no_secret_reaches_the_rendered_files(tmp_path: Path) -> None:
-    inventory = poweredge_inventory()
-    inventory["all"]["vars"]["ray_service_hf_token"] = "hf_SuperSecretTokenValue123"
-    out, output = _render(tmp_path, inventory)
+def test_no_secret_reaches_the_rendered_files(secrets_render: Render) -> None:
+    out, output = secrets_render.out, secrets_render.output
     for path in out.iterdir():
         assert "hf_SuperSecretTokenValue123" not in path.read_text(), path
     assert "hf_SuperSecretTokenValue123" not in output
@@ -201,7 +232,7 @@ def test_amd_hosts_get_their_own_group_and_device_plugin(tmp_path: Path) -> None
     inventory = poweredge_inventory()
     agent = inventory["all"]["children"]["k3s_cluster"]["children"]["k3s_agent"]["hosts"]["r760xa"]
     agent.update(distinfer_gpu_vendor="amd", distinfer_gpu_model="mi300x")
-    out, _ = _render(tmp_path, inventory)
+    out = _render(tmp_path, inventory).out
     groups = {
         g["groupName"]: g
         for g in _load(out / "rayservice.yaml")["spec"]["rayClusterConfig"]["workerGroupSpecs"]
@@ -240,16 +271,14 @@ def test_rendered_manifests_match_golden_files(rendered: Path, name: str) -> Non
     )
 
 
-def test_a_second_render_changes_nothing(tmp_path: Path) -> None:
-    inventory = poweredge_inventory()
-    out = tmp_path / "render"
-    inv = write_inventory(tmp_path / "inv", inventory)
-    runs = [
-        run_playbook("playbooks/ray_service.yml", inv, extra_vars={"ray_service_render_dir": str(out)})
-        for _ in range(2)
-    ]
-    assert runs[0].returncode == 0 and runs[0].total_changed() > 0, runs[0].output[-3000:]
-    assert runs[1].returncode == 0 and runs[1].total_changed() == 0, runs[1].output[-3000:]
+def test_a_second_render_changes_nothing(guide_render: Render) -> None:
+    """ray_service.yml again over the module's render (its first run wrote every file): nothing changes."""
+    first = guide_render.runs["ray_service"]
+    again = run_playbook(
+        "playbooks/ray_service.yml", guide_render.inventory, extra_vars=guide_render.extra_vars
+    )
+    assert first.returncode == 0 and first.total_changed() > 0, first.output[-3000:]
+    assert again.returncode == 0 and again.total_changed() == 0, again.output[-3000:]
 
 
 def test_adding_a_host_joins_its_group_and_raises_the_replicas(tmp_path: Path) -> None:
@@ -258,7 +287,7 @@ def test_adding_a_host_joins_its_group_and_raises_the_replicas(tmp_path: Path) -
     inventory = poweredge_inventory()
     agents = inventory["all"]["children"]["k3s_cluster"]["children"]["k3s_agent"]["hosts"]
     agents["xe8545-2"] = dict(agents["xe8545"])
-    out, _ = _render(tmp_path, inventory)
+    out = _render(tmp_path, inventory, ("ray_service",)).out
     rs = _load(out / "rayservice.yaml")
     groups = {g["groupName"]: g for g in rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
     group = groups["nvidia-a100-sxm-80gb-x4"]

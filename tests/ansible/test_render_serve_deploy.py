@@ -39,7 +39,7 @@ def _rendered(tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any], Path]:
     inventory = poweredge_inventory(MODELS_FILE)
     # The models file says 1 replica; the inventory's override must win in the rendered config.
     inventory["all"]["vars"]["distinfer_replicas"] = {MODEL: 2}
-    rendered, _ = _render(tmp_path, inventory)
+    rendered = _render(tmp_path, inventory, ("ray_service",)).out  # the RayService and its code only
     rayservice = yaml.safe_load((rendered / "rayservice.yaml").read_text())
     configmap = yaml.safe_load((rendered / "configmap-code.yaml").read_text())
     ((wheel_name, wheel_b64),) = configmap["binaryData"].items()

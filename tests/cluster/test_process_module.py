@@ -22,8 +22,10 @@ LIBRARY = REPO_ROOT / "library"
 UNIT = "distinfer-proctest"
 
 
-def keep(inventory: Path, env: dict[str, str], state: str = "started", **args: Any) -> dict[str, Any]:
-    """One ad-hoc call of the module on node1; its JSON result."""
+def keep(
+    inventory: Path, env: dict[str, str], state: str = "started", fails: bool = False, **args: Any
+) -> dict[str, Any]:
+    """One ad-hoc call of the module on node1; its JSON result (`fails`: the call must fail)."""
     module_args = {
         "name": UNIT,
         # like `ray start --block`: children in its cgroup, and a non-zero exit when told to stop
@@ -55,8 +57,9 @@ def keep(inventory: Path, env: dict[str, str], state: str = "started", **args: A
         text=True,
         timeout=120,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    found = re.search(r"^node1 \| (?:CHANGED|SUCCESS) => (\{.*\})$", proc.stdout, re.M)
+    assert (proc.returncode != 0) == fails, proc.stdout + proc.stderr
+    outcome = "FAILED!" if fails else "(?:CHANGED|SUCCESS)"
+    found = re.search(rf"^node1 \| {outcome} => (\{{.*\}})$", proc.stdout, re.M)
     assert found, proc.stdout
     return dict(json.loads(found.group(1)))
 
@@ -166,3 +169,36 @@ def test_a_unit_waiting_for_its_restart_is_replaced_by_a_new_command(
         assert int(_unit(test_hosts, "MainPID")) == replaced["pid"]
     finally:
         keep(test_inventory, {}, state="stopped")
+
+
+def test_a_start_waits_for_the_ready_file_not_a_fixed_settle(
+    test_hosts: TestHosts, test_inventory: Path
+) -> None:
+    """With `ready_path` (the node recorder's samples file) a start returns once the command has written
+    to it, however long that takes (here 3 s, past the 2 s settle), and not before; a command that exits
+    before writing fails the start with its output, and so does one that never writes in time."""
+    ready = "/run/distinfer-proctest/ready"
+    writes_late = ["/bin/bash", "-c", f"sleep 3; echo started >> {ready}; exec sleep 600"]
+    test_hosts.ssh("node1", f"rm -f {ready}", check=False)
+    try:
+        began = time.monotonic()
+        late = keep(test_inventory, {"ROUND": "late"}, argv=writes_late, ready_path=ready)
+        assert late["changed"] and late["pid"] > 0, late
+        assert time.monotonic() - began >= 3, "returned before the file was written"
+        assert test_hosts.ssh("node1", f"cat {ready}").stdout == "started\n"
+        # The file is there already: a restart waits for it to grow, not for it to exist.
+        again = keep(test_inventory, {"ROUND": "again"}, argv=writes_late, ready_path=ready)
+        assert again["changed"] and again["pid"] != late["pid"], again
+        assert test_hosts.ssh("node1", f"cat {ready}").stdout == "started\nstarted\n"
+        dies = ["/bin/bash", "-c", "echo 'no such device' >&2; exit 3"]
+        died = keep(test_inventory, {"ROUND": "dies"}, argv=dies, ready_path=ready, fails=True)
+        assert "exited before it wrote" in died["msg"] and "no such device" in died["msg"], died
+        never = ["/bin/bash", "-c", "exec sleep 600"]
+        slow = keep(
+            test_inventory, {"ROUND": "never"}, argv=never, ready_path=ready, ready_timeout=1, fails=True
+        )
+        assert f"did not write {ready} within 1" in slow["msg"], slow
+        assert _unit(test_hosts, "ActiveState") in ("inactive", "failed", ""), "left running"
+    finally:
+        keep(test_inventory, {}, state="stopped")
+        test_hosts.ssh("node1", f"rm -f {ready}", check=False)

@@ -621,6 +621,11 @@ class TestHosts:
         # A venv on Debian's own python needs no mount: the bookworm hosts have the same one.
         if prefix is not None and not any(prefix == Path(p) for p in ("/usr", "/usr/local", "/")):
             mounts.append(f"--volume={prefix}:{prefix}:ro")
+        # A venv shared with another checkout (a git worktree's .venv linked to the main one) imports
+        # distinfer from that checkout's folder, named by its editable install: there too.
+        for source in _editable_sources(venv):
+            if not source.is_relative_to(REPO_ROOT) and not source.is_relative_to(venv):
+                mounts.append(f"--volume={source}:{source}:ro")
         return mounts
 
     def _give_bridge_an_address(self) -> None:
@@ -882,6 +887,17 @@ def _python_prefix(venv: Path) -> Path | None:
         if key.strip() == "home":
             return Path(value.strip()).resolve().parent
     return None
+
+
+def _editable_sources(venv: Path) -> list[Path]:
+    """The folders the venv's editable installs put on sys.path (their `__editable__*.pth` lines)."""
+    found = []
+    for pth in sorted(venv.glob("lib/python*/site-packages/__editable__*.pth")):
+        for line in pth.read_text().splitlines():
+            path = Path(line.strip())
+            if path.is_absolute() and path.is_dir():
+                found.append(path.resolve())
+    return found
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -223,3 +223,26 @@ def test_make_demo_passes_args_to_the_playbook() -> None:
         check=True,
     )
     assert "scripts/demo.sh -e distinfer_local_model=tiny" in proc.stdout, proc.stdout
+
+
+SHIPPED_INVENTORY_VARS = sorted((REPO_ROOT / "inventory").glob("*/group_vars/**/*.yml"))
+
+
+def _dict_keys_read(role: Path, variable: str) -> set[str]:
+    """Every `variable.key` the role's YAML reads (not a method call such as `.items()`)."""
+    pattern = re.compile(rf"\b{re.escape(variable)}\.(\w+)\b(?!\()")
+    return {m[1] for path in role.rglob("*.yml") for m in pattern.finditer(path.read_text())}
+
+
+@pytest.mark.parametrize("path", SHIPPED_INVENTORY_VARS, ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_a_shipped_inventory_that_sets_a_roles_dict_whole_keeps_every_key_the_role_reads(path: Path) -> None:
+    """An inventory that sets a dict variable replaces the role's default whole: every key the role
+    reads must still be in it (make demo once failed on a key added to the default only)."""
+    values = _yaml(path) or {}
+    for variable, value in values.items():
+        roles = [r for r in (REPO_ROOT / "roles").iterdir() if variable.startswith(r.name + "_")]
+        if not isinstance(value, dict) or not roles:
+            continue
+        owner = max(roles, key=lambda r: len(r.name))
+        missing = _dict_keys_read(owner, variable) - set(value)
+        assert not missing, f"{path}: {variable} lacks {sorted(missing)}, which roles/{owner.name} reads"

@@ -54,6 +54,11 @@ def deploy(models: ModelsFile, host: str, port: int, app_name: str) -> str:
 
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(app_args(models)), name=app_name, route_prefix="/", blocking=False)
+    return base_url(host, port)
+
+
+def base_url(host: str, port: int) -> str:
+    """Where a client on this machine reaches a server listening on host:port."""
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     return f"http://{shown}:{port}"
 
@@ -90,7 +95,7 @@ def run_on_ray(
                 front.enter_context(
                     Edge.start(edge_limits(models), (host, port), ("127.0.0.1", serve_port), files)
                 )
-                url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+                url = base_url(host, port)
             else:
                 url = deploy(models, host, port, app_name)
             log.info("serving %s at %s/v1 (Ctrl-C stops)", [m.name for m in models.models], url)

@@ -64,7 +64,9 @@ def to_json_schema(node: Mapping[str, Any], *, structural: bool = True) -> dict[
     """
     out = dict(node)
     if "properties" in out:
-        out["properties"] = {k: to_json_schema(v, structural=structural) for k, v in out["properties"].items()}
+        out["properties"] = {
+            k: to_json_schema(v, structural=structural) for k, v in out["properties"].items()
+        }
     if isinstance(out.get("items"), Mapping):
         out["items"] = to_json_schema(out["items"], structural=structural)
     if isinstance(out.get("additionalProperties"), Mapping):
@@ -153,7 +155,10 @@ def crd_errors(obj: Mapping[str, Any], kube_minor: str) -> list[str]:
     errors = [f"{_where(e)}: {e.message}" for e in _validator(*key).iter_errors(obj)]
     metadata = obj.get("metadata")
     if isinstance(metadata, Mapping):
-        errors += [f"metadata/{_where(e)}: {e.message}" for e in _object_meta_validator(kube_minor).iter_errors(metadata)]
+        errors += [
+            f"metadata/{_where(e)}: {e.message}"
+            for e in _object_meta_validator(kube_minor).iter_errors(metadata)
+        ]
     return sorted(errors)
 
 
@@ -162,7 +167,10 @@ def raycluster_of(rayservice: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": rayservice["apiVersion"],
         "kind": "RayCluster",
-        "metadata": {"name": rayservice["metadata"]["name"], "namespace": rayservice["metadata"]["namespace"]},
+        "metadata": {
+            "name": rayservice["metadata"]["name"],
+            "namespace": rayservice["metadata"]["namespace"],
+        },
         "spec": rayservice["spec"]["rayClusterConfig"],
     }
 

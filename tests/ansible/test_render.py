@@ -163,7 +163,9 @@ def test_the_crd_check_refuses_a_misspelt_field_or_a_wrong_type(rendered: Path) 
     assert crd_errors(raycluster_of(misspelt), KUBE_MINOR) == [
         "spec/workerGroupSpecs/0: Additional properties are not allowed ('rayStartParam' was unexpected)"
     ]
-    deep = _misspelt(rs, ["spec", "rayClusterConfig", "headGroupSpec", "template", "spec"], "volumes", "volume")
+    deep = _misspelt(
+        rs, ["spec", "rayClusterConfig", "headGroupSpec", "template", "spec"], "volumes", "volume"
+    )
     assert any("'volume' was unexpected" in e for e in crd_errors(deep, KUBE_MINOR))
     wrong_type = copy.deepcopy(rs)
     wrong_type["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["replicas"] = "1"
@@ -400,9 +402,10 @@ def _all(path: Path) -> list[dict[str, Any]]:
 
 def test_monitors_match_the_prometheus_operator_crds_and_find_the_ray_pods(rendered: Path) -> None:
     """Valid against the Prometheus Operator's own CRD schemas (v0.79.2, as kube-prometheus-stack's
-    pinned chart ships them; schemas/crds/). PodMonitors as KubeRay documents them: the RayService's head and worker pods (by the labels the
-    rendered RayService gives them and KubeRay's node type) on the `metrics` port the pods declare; the
-    GPU Operator's DCGM exporter Service by its label and port name. Every target labelled `host`."""
+    pinned chart ships them; schemas/crds/). PodMonitors as KubeRay documents them: the RayService's
+    head and worker pods (by the labels the rendered RayService gives them and KubeRay's node type) on
+    the `metrics` port the pods declare; the GPU Operator's DCGM exporter Service by its label and port
+    name. Every target labelled `host`."""
     monitors = _all(rendered / "monitors.yaml")
     assert [(m["kind"], m["metadata"]["name"]) for m in monitors] == [
         ("PodMonitor", "distinfer-ray-head"),

@@ -3,14 +3,15 @@
 `ray_service_render_dir` / `helm_releases_render_dir` (the GPU Operator, the AMD device plugin,
 KubeRay, kube-prometheus-stack) make the roles write what they would apply to a directory on the
 control machine. Checks: Kubernetes schemas of the pinned K3s minor
-(kubernetes-validate), the RayService against the KubeRay CRD fields we use, the PodMonitors and the
-ServiceMonitor against the Prometheus Operator CRD fields we use, golden files, and a second render
-changes nothing.
+(kubernetes-validate); every RayService (and the RayCluster it makes) against KubeRay's own CRD
+schemas and the PodMonitors and the ServiceMonitor against the Prometheus Operator's, at the pinned
+releases, strictly (crd_schema.py); golden files, and a second render changes nothing.
 Set UPDATE_GOLDEN=1 to rewrite the golden files after an intended change.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -19,10 +20,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from crd_schema import assert_valid, crd_errors, raycluster_of
 from helpers import REPO_ROOT, Run, poweredge_inventory, run_playbook, write_inventory
 
 from distinfer.config import deployment_name
@@ -34,8 +35,6 @@ K3S_VERSION = yaml.safe_load((REPO_ROOT / "inventory/poweredge/group_vars/all/ve
     "k3s_version"
 ]
 KUBE_MINOR = re.match(r"v(\d+\.\d+)\.", K3S_VERSION)[1]  # type: ignore[index]
-RAYSERVICE_SCHEMA = json.loads((HERE / "schemas/rayservice_fields.schema.json").read_text())
-MONITORING_SCHEMA = json.loads((HERE / "schemas/monitoring_fields.schema.json").read_text())
 MASKED = "MASKED-depends-on-the-code"
 
 
@@ -134,8 +133,68 @@ def test_pod_templates_match_the_kubernetes_schema(rendered: Path) -> None:
         kubernetes_validate.validate(pod_template, KUBE_MINOR, strict=True)
 
 
-def test_rayservice_matches_the_kuberay_fields_we_use(rendered: Path) -> None:
-    jsonschema.validate(_load(rendered / "rayservice.yaml"), RAYSERVICE_SCHEMA)
+def test_rayservice_and_its_raycluster_match_kuberays_own_crds(rendered: Path) -> None:
+    """KubeRay 1.4.2's own openAPIV3Schema (schemas/crds/), read as the API server reads it under
+    `kubectl apply --validate=strict`: the RayService, and its rayClusterConfig as a RayCluster's spec."""
+    rs = _load(rendered / "rayservice.yaml")
+    assert (rs["apiVersion"], rs["kind"]) == ("ray.io/v1", "RayService")
+    assert_valid(rs, KUBE_MINOR)
+
+
+def _misspelt(obj: dict[str, Any], path: list[str | int], field: str, new_name: str) -> dict[str, Any]:
+    broken = copy.deepcopy(obj)
+    node = broken
+    for step in path:
+        node = node[step]
+    node[new_name] = node.pop(field)
+    return broken
+
+
+def test_the_crd_check_refuses_a_misspelt_field_or_a_wrong_type(rendered: Path) -> None:
+    """The check is real: the rendered objects, each with one deliberate mistake, are refused with the
+    field named; the int-or-string and free-map fields still take what Kubernetes takes."""
+    rs = _load(rendered / "rayservice.yaml")
+    group: list[str | int] = ["spec", "rayClusterConfig", "workerGroupSpecs", 0]
+    misspelt = _misspelt(rs, group, "rayStartParams", "rayStartParam")
+    assert crd_errors(misspelt, KUBE_MINOR) == [
+        "spec/rayClusterConfig/workerGroupSpecs/0: Additional properties are not allowed "
+        "('rayStartParam' was unexpected)"
+    ]
+    assert crd_errors(raycluster_of(misspelt), KUBE_MINOR) == [
+        "spec/workerGroupSpecs/0: Additional properties are not allowed ('rayStartParam' was unexpected)"
+    ]
+    deep = _misspelt(
+        rs, ["spec", "rayClusterConfig", "headGroupSpec", "template", "spec"], "volumes", "volume"
+    )
+    assert any("'volume' was unexpected" in e for e in crd_errors(deep, KUBE_MINOR))
+    wrong_type = copy.deepcopy(rs)
+    wrong_type["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["replicas"] = "1"
+    assert crd_errors(wrong_type, KUBE_MINOR) == [
+        "spec/rayClusterConfig/workerGroupSpecs/0/replicas: '1' is not of type 'integer'"
+    ]
+    start_params = copy.deepcopy(rs)
+    start_params["spec"]["rayClusterConfig"]["headGroupSpec"]["rayStartParams"]["num-cpus"] = 0
+    assert crd_errors(start_params, KUBE_MINOR) == [
+        "spec/rayClusterConfig/headGroupSpec/rayStartParams/num-cpus: 0 is not of type 'string'"
+    ]
+    bad_meta = _misspelt(rs, ["metadata"], "namespace", "namespaec")
+    assert crd_errors(bad_meta, KUBE_MINOR) == [
+        "metadata/(root): Additional properties are not allowed ('namespaec' was unexpected)"
+    ]
+    # Quantities are int-or-string: 4 and "4" are both GPUs; a boolean is neither.
+    for value, ok in ((4, True), ("4", True), (True, False)):
+        quantity = copy.deepcopy(rs)
+        workers = quantity["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+        workers[0]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = value
+        assert (crd_errors(quantity, KUBE_MINOR) == []) is ok, (value, crd_errors(quantity, KUBE_MINOR))
+    pod_monitor, _, service_monitor = _all(rendered / "monitors.yaml")
+    endpoint: list[str | int] = ["spec", "podMetricsEndpoints", 0]
+    assert crd_errors(_misspelt(pod_monitor, endpoint, "port", "prot"), KUBE_MINOR) == [
+        "spec/podMetricsEndpoints/0: Additional properties are not allowed ('prot' was unexpected)"
+    ]
+    numbered = copy.deepcopy(service_monitor)
+    numbered["spec"]["endpoints"][0]["port"] = 9400  # a name in the CRD; the number is targetPort
+    assert crd_errors(numbered, KUBE_MINOR) == ["spec/endpoints/0/port: 9400 is not of type 'string'"]
 
 
 def test_rayservice_carries_the_guide_cluster(rendered: Path) -> None:
@@ -215,6 +274,7 @@ def test_an_api_key_reaches_the_pods_only_through_the_secret(secrets_render: Ren
             "key": "api-key",
             "optional": True,
         }
+    assert_valid(rs, KUBE_MINOR)
     for path in out.iterdir():
         assert "NeverInAFile" not in path.read_text(), path
     assert "NeverInAFile" not in output
@@ -233,10 +293,9 @@ def test_amd_hosts_get_their_own_group_and_device_plugin(tmp_path: Path) -> None
     agent = inventory["all"]["children"]["k3s_cluster"]["children"]["k3s_agent"]["hosts"]["r760xa"]
     agent.update(distinfer_gpu_vendor="amd", distinfer_gpu_model="mi300x")
     out = _render(tmp_path, inventory).out
-    groups = {
-        g["groupName"]: g
-        for g in _load(out / "rayservice.yaml")["spec"]["rayClusterConfig"]["workerGroupSpecs"]
-    }
+    rs = _load(out / "rayservice.yaml")
+    assert_valid(rs, KUBE_MINOR)
+    groups = {g["groupName"]: g for g in rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
     container = groups["amd-mi300x-x4"]["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["amd.com/gpu"] == 4
     assert "rocm" in container["image"]
@@ -289,6 +348,7 @@ def test_adding_a_host_joins_its_group_and_raises_the_replicas(tmp_path: Path) -
     agents["xe8545-2"] = dict(agents["xe8545"])
     out = _render(tmp_path, inventory, ("ray_service",)).out
     rs = _load(out / "rayservice.yaml")
+    assert_valid(rs, KUBE_MINOR)
     groups = {g["groupName"]: g for g in rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
     group = groups["nvidia-a100-sxm-80gb-x4"]
     assert (group["replicas"], group["minReplicas"], group["maxReplicas"]) == (2, 2, 2)
@@ -340,10 +400,12 @@ def _all(path: Path) -> list[dict[str, Any]]:
     return [o for o in yaml.safe_load_all(path.read_text()) if o]
 
 
-def test_monitors_match_the_prometheus_operator_fields_and_find_the_ray_pods(rendered: Path) -> None:
-    """PodMonitors as KubeRay documents them: the RayService's head and worker pods (by the labels the
-    rendered RayService gives them and KubeRay's node type) on the `metrics` port the pods declare; the
-    GPU Operator's DCGM exporter Service by its label and port name. Every target labelled `host`."""
+def test_monitors_match_the_prometheus_operator_crds_and_find_the_ray_pods(rendered: Path) -> None:
+    """Valid against the Prometheus Operator's own CRD schemas (v0.79.2, as kube-prometheus-stack's
+    pinned chart ships them; schemas/crds/). PodMonitors as KubeRay documents them: the RayService's
+    head and worker pods (by the labels the rendered RayService gives them and KubeRay's node type) on
+    the `metrics` port the pods declare; the GPU Operator's DCGM exporter Service by its label and port
+    name. Every target labelled `host`."""
     monitors = _all(rendered / "monitors.yaml")
     assert [(m["kind"], m["metadata"]["name"]) for m in monitors] == [
         ("PodMonitor", "distinfer-ray-head"),
@@ -351,7 +413,8 @@ def test_monitors_match_the_prometheus_operator_fields_and_find_the_ray_pods(ren
         ("ServiceMonitor", "distinfer-dcgm-exporter"),
     ]
     for monitor in monitors:
-        jsonschema.validate(monitor, MONITORING_SCHEMA)
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        assert_valid(monitor, KUBE_MINOR)
     rs = _load(rendered / "rayservice.yaml")
     templates = _pod_templates(rs)
     head, worker, dcgm = monitors

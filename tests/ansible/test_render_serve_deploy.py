@@ -22,8 +22,9 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from crd_schema import assert_valid
 from helpers import REPO_ROOT, poweredge_inventory
-from test_render import _render
+from test_render import KUBE_MINOR, _render
 
 from distinfer.serve.local_ray import free_ports
 from ownray import BIN, ray_of_its_own
@@ -41,6 +42,7 @@ def _rendered(tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any], Path]:
     inventory["all"]["vars"]["distinfer_replicas"] = {MODEL: 2}
     rendered = _render(tmp_path, inventory, ("ray_service",)).out  # the RayService and its code only
     rayservice = yaml.safe_load((rendered / "rayservice.yaml").read_text())
+    assert_valid(rayservice, KUBE_MINOR)  # KubeRay's own CRDs (test_render.py)
     configmap = yaml.safe_load((rendered / "configmap-code.yaml").read_text())
     ((wheel_name, wheel_b64),) = configmap["binaryData"].items()
     wheel = tmp_path / "wheel" / wheel_name

@@ -58,7 +58,9 @@ GUIDE_COLUMNS = [
 NODE_COLUMNS = [
     "Node",
     "Avg CPU %",
+    "Peak CPU %",
     "Avg Memory %",
+    "Peak Memory %",
     "Avg GPU Util %",
     "Avg GPU Memory %",
     "Net rx avg (MB/s)",
@@ -285,6 +287,10 @@ def test_node_table_values_come_from_the_raw_samples_and_a_failed_host_is_named(
     run = runs["run"]
     report = (run / "report" / "report.md").read_text()
     rows = [r for r in _table(report, "Scenario") if "Node" in r]
+    document = json.loads((run / "report" / "results.json").read_text())
+    node_rows_json = [
+        n | {"scenario": s["scenario"]} for s in document["scenarios"] for n in s["nodes_detail"]
+    ]
     for column in NODE_COLUMNS:
         assert column in rows[0], f"missing column {column!r} in {list(rows[0])}"
     for name in SCENARIOS:
@@ -297,6 +303,14 @@ def test_node_table_values_come_from_the_raw_samples_and_a_failed_host_is_named(
         assert 0 < cpu <= 100 and float(row["Avg CPU %"]) == pytest.approx(cpu, abs=0.051)
         mem = np.mean([s["mem_percent"] for s in samples])
         assert float(row["Avg Memory %"]) == pytest.approx(mem, abs=0.051)
+        # Peaks: the highest sample in the window, beside the averages (report.md and results.json).
+        cpu_peak = max(s["cpu_percent"] for s in samples)
+        mem_peak = max(s["mem_percent"] for s in samples)
+        assert cpu <= cpu_peak <= 100 and mem <= mem_peak
+        assert float(row["Peak CPU %"]) == pytest.approx(cpu_peak, abs=0.051)
+        assert float(row["Peak Memory %"]) == pytest.approx(mem_peak, abs=0.051)
+        (flat,) = [n for n in node_rows_json if n["host"] == HOST and n["scenario"] == name]
+        assert (flat["peak_cpu_percent"], flat["peak_mem_percent"]) == (cpu_peak, mem_peak)
         virtual = VIRTUAL_NIC_PREFIXES
         physical = [{n: v for n, v in s["net"].items() if not n.startswith(virtual)} for s in samples]
         assert all(physical), "this machine has a physical NIC (eth0): its traffic must be counted"

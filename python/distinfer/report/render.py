@@ -99,7 +99,9 @@ NODE_COLUMNS: list[Column[NodeRow]] = [
     Column("Scenario", lambda n: n.scenario),
     Column("Node", lambda n: n.host),
     Column("Avg CPU %", lambda n: n.avg_cpu_percent),
+    Column("Peak CPU %", lambda n: n.peak_cpu_percent),
     Column("Avg Memory %", lambda n: n.avg_mem_percent),
+    Column("Peak Memory %", lambda n: n.peak_mem_percent),
     Column("Avg GPU Util %", _gpu(lambda n: n.avg_gpu_util_percent)),
     Column("Avg GPU Memory %", _gpu(lambda n: n.avg_gpu_mem_percent)),
     Column("Net rx avg (MB/s)", lambda n: _mb(n.net_rx_avg_bytes_per_s), digits(2)),
@@ -457,6 +459,14 @@ def node_section(run: Run) -> list[Block]:
         Heading("Resource utilisation per node (steady window)"),
         table(NODE_COLUMNS, nodes, empty="No node samples in this run."),
     ]
+    if any(n.samples for n in nodes):
+        blocks.append(
+            Paragraph(
+                "*Peak* is the window's highest sample; each sample is the node's use over one interval of "
+                "its recorder (`nodemetrics record --interval`, 1 s unless set), so a shorter burst is "
+                "averaged into its interval."
+            )
+        )
     missing = [f"{n.host} ({n.scenario})" for n in nodes if n.note.startswith("MISSING")]
     if missing:
         blocks.append(

@@ -250,14 +250,17 @@ def _mean(values: list[float]) -> float | None:
 @dataclass(frozen=True)
 class NodeRow:
     """One node's utilisation over a scenario's steady window. A node without samples inside the
-    window has none of the figures; `note` says why."""
+    window has none of the figures; `note` says why. A peak is the highest of the window's samples,
+    each the node's use over one recorder interval (`interval_s`, 1 s unless set)."""
 
     scenario: str
     host: str
     samples: int = 0
     note: str = ""
     avg_cpu_percent: float | None = None
+    peak_cpu_percent: float | None = None
     avg_mem_percent: float | None = None
+    peak_mem_percent: float | None = None
     avg_gpu_util_percent: float | None = None
     avg_gpu_mem_percent: float | None = None
     gpu_count: int = 0
@@ -273,7 +276,9 @@ class NodeRow:
             return row
         return row | {
             "avg_cpu_percent": self.avg_cpu_percent,
+            "peak_cpu_percent": self.peak_cpu_percent,
             "avg_mem_percent": self.avg_mem_percent,
+            "peak_mem_percent": self.peak_mem_percent,
             "avg_gpu_util_percent": self.avg_gpu_util_percent,
             "avg_gpu_mem_percent": self.avg_gpu_mem_percent,
             "gpu_count": self.gpu_count,
@@ -298,13 +303,17 @@ def node_row(s: Scenario, host: str, node: NodeSamples | None) -> NodeRow:
     rates = [_physical_rates(x) for x in samples]
     rx = [r for r, _ in rates]
     tx = [t for _, t in rates]
+    cpu = [x.cpu_percent for x in samples if x.cpu_percent is not None]
+    mem = [x.mem_percent for x in samples]
     return NodeRow(
         s.name,
         host,
         samples=len(samples),
         note="" if gpus else "no GPU: " + (node.notes[0] if node.notes else "samples carry no GPU figures"),
-        avg_cpu_percent=_mean([x.cpu_percent for x in samples if x.cpu_percent is not None]),
-        avg_mem_percent=_mean([x.mem_percent for x in samples]),
+        avg_cpu_percent=_mean(cpu),
+        peak_cpu_percent=max(cpu, default=None),
+        avg_mem_percent=_mean(mem),
+        peak_mem_percent=max(mem),
         avg_gpu_util_percent=_mean([g.util_percent for g in gpus if g.util_percent is not None]),
         avg_gpu_mem_percent=_mean([g.mem_used_percent for g in gpus if g.mem_used_percent is not None]),
         gpu_count=max((len(x.gpus) for x in samples), default=0),
@@ -395,6 +404,7 @@ def results_document(run: Run) -> dict[str, Any]:
             "guide_p95_token_latency_ms": GUIDE_P95_TOKEN_LABEL,
             "window": "every metric covers each scenario's steady window (warm-up and drain excluded)",
             "network": "bytes/s summed over non-virtual NICs (veth, cni, bridges ... excluded)",
+            "peak": "a node's peak CPU / memory: the window's highest sample (one recorder interval each)",
         },
         "scenarios": [
             {

@@ -25,6 +25,7 @@ client must parse: headers and every other field are as OpenAI's.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import re
@@ -425,9 +426,14 @@ def create_app(
         code = "unknown_url" if exc.status_code == 404 else None
         return error_response(exc.status_code, message, code=code, headers=headers or None)
 
+    expected_authorization = f"Bearer {api_key}".encode() if api_key else b""
+
     def refuse_without_key(request: Request) -> JSONResponse | None:
-        # A plain check, not middleware: BaseHTTPMiddleware would wrap every streamed chunk.
-        if api_key and request.headers.get("authorization", "") != f"Bearer {api_key}":
+        # A plain check, not middleware: BaseHTTPMiddleware would wrap every streamed chunk. The header's
+        # bytes as sent (Starlette decodes them as latin-1) against the key's, in constant time: how
+        # long a wrong key takes to refuse says nothing about how much of it was right.
+        sent = request.headers.get("authorization", "").encode("latin-1")
+        if api_key and not hmac.compare_digest(sent, expected_authorization):
             return error_response(
                 401,
                 "missing or wrong API key; send the header `Authorization: Bearer <key>`",

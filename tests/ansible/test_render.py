@@ -353,7 +353,9 @@ def test_kuberay_rule_reimplemented_tells_the_cases_apart(rendered: Path) -> Non
     inserted = json.loads(json.dumps(rs))
     inserted["spec"]["rayClusterConfig"]["workerGroupSpecs"].insert(0, {**groups[0], "groupName": "extra"})
     image = json.loads(json.dumps(rs))
-    image["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["image"] += "-2"
+    image["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0][
+        "image"
+    ] += "-2"
     assert _kuberay_action(rs, image) == _kuberay_action(rs, inserted) == "left-running"
     for strategy in ({"type": "NewCluster"}, None):
         image["spec"].pop("upgradeStrategy")

@@ -101,13 +101,19 @@ class PlannedModel(Strict):
 
 
 class WorkerGroup(Strict):
-    """RayService worker group: one pod per host of the same GPU vendor, model and count."""
+    """RayService worker group: one pod per host of the same GPU vendor, model and count.
+
+    Its pods find their nodes by `node_selector` (labels the K3s roles put on each node, from
+    `Plan.node_labels`), never by host name: a host added to the inventory changes only the group's
+    replica counts, which KubeRay applies without building a new RayCluster (roles/ray_service/README.md).
+    """
 
     name: str
     vendor: str
     gpu_model: str
     gpus: int
     hosts: list[str]
+    node_selector: dict[str, str] = Field(description="Node labels its pods require.")
 
 
 class PlannedScenario(Strict):
@@ -145,6 +151,10 @@ class Plan(Strict):
     replicas: dict[str, int]
     serve_config: dict[str, Any]
     worker_groups: list[WorkerGroup]
+    node_labels: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Per host: the labels the K3s roles put on its node (kubernetes platform).",
+    )
     scenarios: list[PlannedScenario]
     certify_events_per_s: float = Field(
         0.0, description="The scenarios' highest planned event rate: the load generator's self-test rate."
@@ -201,6 +211,7 @@ def build_plan(request: PlanRequest) -> Plan:
         replicas=replicas,
         serve_config=_serve_config(deployed, request.platform),
         worker_groups=_worker_groups(request) if request.platform == "kubernetes" else [],
+        node_labels=_node_labels(request) if request.platform == "kubernetes" else {},
         scenarios=[],
         certify_events_per_s=0.0,
     )
@@ -357,16 +368,63 @@ def _serve_config(models: ModelsFile, platform: Platform) -> dict[str, Any]:
     return config
 
 
+# Node labels (the K3s roles put them on each node; the worker groups select by them). A label value
+# is at most 63 characters of [A-Za-z0-9._-], starting and ending with a letter or digit (Kubernetes).
+LABEL_PREFIX = "distinfer.io/"
+GROUP_LABEL = LABEL_PREFIX + "worker-group"
+NO_GPU = "none"
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
+
+
+def _label_value(text: str) -> str:
+    return re.sub(r"[^a-z0-9-]", "-", text.lower()).strip("-")
+
+
+def _group_name(host: PlanHost) -> str:
+    return _label_value(f"{host.gpu_vendor}-{host.gpu_model}-x{host.gpus}")
+
+
+def _node_labels(request: PlanRequest) -> dict[str, dict[str, str]]:
+    """Every host's node labels: GPU vendor, model and count, and its worker group (`none` without
+    GPUs). A host joining an existing kind gets the same labels as its peers, so the group's pod
+    template is unchanged and only its replicas grow."""
+    out: dict[str, dict[str, str]] = {}
+    for host in request.hosts:
+        labels = {
+            LABEL_PREFIX + "gpu-vendor": host.gpu_vendor,
+            LABEL_PREFIX + "gpu-model": _label_value(host.gpu_model) if host.gpus else NO_GPU,
+            LABEL_PREFIX + "gpu-count": str(host.gpus),
+            GROUP_LABEL: _group_name(host) if host.gpus else NO_GPU,
+        }
+        for key, value in labels.items():
+            if not _LABEL_VALUE.match(value):
+                raise ConfigError(
+                    f"{host.name}: distinfer_gpu_model {host.gpu_model!r} makes the node label "
+                    f"{key}={value!r}, which Kubernetes refuses (at most 63 letters, digits, '-', "
+                    "'.', '_', starting and ending with a letter or digit); shorten distinfer_gpu_model "
+                    "(e.g. a100-sxm-80gb) in hosts.yml"
+                )
+        out[host.name] = labels
+    return out
+
+
 def _worker_groups(request: PlanRequest) -> list[WorkerGroup]:
+    """One group per kind of GPU host, in the order the inventory first names each kind (a kind added
+    after the existing hosts appends its group: KubeRay updates the cluster in place)."""
     groups: dict[str, WorkerGroup] = {}
     for host in request.hosts:
         if not host.gpus:
             continue
-        name = re.sub(r"[^a-z0-9-]", "-", f"{host.gpu_vendor}-{host.gpu_model}-x{host.gpus}".lower())
+        name = _group_name(host)
         group = groups.setdefault(
             name,
             WorkerGroup(
-                name=name, vendor=host.gpu_vendor, gpu_model=host.gpu_model, gpus=host.gpus, hosts=[]
+                name=name,
+                vendor=host.gpu_vendor,
+                gpu_model=host.gpu_model,
+                gpus=host.gpus,
+                hosts=[],
+                node_selector={GROUP_LABEL: name},
             ),
         )
         group.hosts.append(host.name)

@@ -98,6 +98,15 @@ def scenario_model_not_served(inv: Inventory) -> None:
     }
 
 
+def incremental_upgrade(inv: Inventory) -> None:
+    # KubeRay 1.5's strategy (Gateway API); the pinned 1.4.2 would refuse the RayService at apply time.
+    inv["all"]["vars"]["ray_service_upgrade_strategy"] = "NewClusterWithIncrementalUpgrade"
+
+
+def upgrade_strategy_lower_case(inv: Inventory) -> None:
+    inv["all"]["vars"]["ray_service_upgrade_strategy"] = "newcluster"
+
+
 CASES: dict[str, tuple[Callable[[Inventory], None], list[str]]] = {
     "no server": (no_server, ["k3s_server", "at least one host"]),
     "GPUs not divisible by TP": (gpus_not_divisible, ["xe8545", "distinfer_gpu_count is 6", "multiple of"]),
@@ -127,6 +136,14 @@ CASES: dict[str, tuple[Callable[[Inventory], None], list[str]]] = {
     "replicas beyond the GPUs": (more_replicas_than_gpus, ["distinfer_replicas asks 5", "at most 4"]),
     "users per replica 0": (zero_users_per_replica, ["'empty'", "users_per_replica", "(got 0)", ">= 1"]),
     "scenario model not served": (scenario_model_not_served, ["llama-2-70b-chat", MODEL, "set its model"]),
+    "upgrade strategy of a later KubeRay": (
+        incremental_upgrade,
+        ["ray_service_upgrade_strategy", "NewClusterWithIncrementalUpgrade", "None and NewCluster"],
+    ),
+    "upgrade strategy misspelt": (
+        upgrade_strategy_lower_case,
+        ["ray_service_upgrade_strategy", '"newcluster"', "case matters", "platform.yml"],
+    ),
 }
 
 

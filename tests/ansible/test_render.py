@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -105,7 +106,7 @@ def _load(path: Path) -> dict[str, Any]:
 
 def _masked(rayservice: dict[str, Any]) -> dict[str, Any]:
     text = yaml.safe_dump(rayservice, sort_keys=True)
-    text = re.sub(r"(distinfer\.io/code-sha256: )\S+", rf"\1{MASKED}", text)
+    text = re.sub(r"(distinfer\.io/(?:code|cluster-spec)-sha256: )\S+", rf"\1{MASKED}", text)
     return yaml.safe_load(text)
 
 
@@ -201,6 +202,8 @@ def test_rayservice_carries_the_guide_cluster(rendered: Path) -> None:
     rs = _load(rendered / "rayservice.yaml")
     cluster = rs["spec"]["rayClusterConfig"]
     assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    # The shipped choice (ray_service_upgrade_strategy): the cluster replaced in place, never a second one.
+    assert rs["spec"]["upgradeStrategy"] == {"type": "None"}
     groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
     assert sorted(groups) == [
         "nvidia-a100-sxm-80gb-x4",
@@ -340,25 +343,125 @@ def test_a_second_render_changes_nothing(guide_render: Render) -> None:
     assert again.returncode == 0 and again.total_changed() == 0, again.output[-3000:]
 
 
-def test_adding_a_host_joins_its_group_and_raises_the_replicas(tmp_path: Path) -> None:
-    """Scenarios come from the inventory: a second XE8545 joins the XE8545 worker group (one pod per
-    host) and its 4 GPUs add one tensor-parallel-4 replica: 5 instead of the guide's 4."""
+# KubeRay's rule for what a RayService change does to the running RayCluster, re-implemented from
+# ray-project/kuberay v1.4.2 (the pinned kuberay_operator_version),
+# ray-operator/controllers/ray/rayservice_controller.go: shouldPrepareNewCluster, isClusterSpecHashEqual
+# (with `partial`: worker groups appended at the end), isZeroDowntimeUpgradeEnabled, shouldUpdateCluster
+# and generateHashWithoutReplicasAndWorkersToDelete (which mutes each worker group's Replicas,
+# MinReplicas, MaxReplicas and ScaleStrategy.WorkersToDelete, then hashes the JSON of the
+# RayClusterSpec). KubeRay hashes its Go struct; two specs equal as JSON here give the same struct and
+# so the same hash, and a difference in a field of the struct (a node selector, an image) changes it.
+KUBERAY_MUTED = ("replicas", "minReplicas", "maxReplicas")
+
+
+def _kuberay_hash(cluster_spec: dict[str, Any]) -> str:
+    spec = json.loads(json.dumps(cluster_spec))
+    for group in spec.get("workerGroupSpecs", []):
+        for field in KUBERAY_MUTED:
+            group.pop(field, None)
+        group.get("scaleStrategy", {}).pop("workersToDelete", None)
+    return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def _kuberay_action(running: dict[str, Any], goal: dict[str, Any]) -> str:
+    """What KubeRay 1.4.2 does when the RayService `running` was built from becomes `goal`:
+    `nothing` (the hashes match: not even new replica counts reach the RayCluster), `update` (worker
+    groups appended at the end: the RayCluster is updated in place), `new-cluster` (a second RayCluster:
+    upgradeStrategy NewCluster, or unset with ENABLE_ZERO_DOWNTIME's default) or `left-running`
+    (upgradeStrategy None: the old RayCluster keeps running the old spec)."""
+    have, want = running["spec"]["rayClusterConfig"], goal["spec"]["rayClusterConfig"]
+    if _kuberay_hash(have) == _kuberay_hash(want):
+        return "nothing"
+    count = len(have.get("workerGroupSpecs", []))
+    if len(want.get("workerGroupSpecs", [])) >= count:
+        head = {**want, "workerGroupSpecs": want.get("workerGroupSpecs", [])[:count]}
+        if _kuberay_hash(head) == _kuberay_hash(have):
+            return "update"
+    strategy = goal["spec"].get("upgradeStrategy", {}).get("type")
+    if strategy is not None and strategy != "NewCluster":
+        return "left-running"
+    return "new-cluster"
+
+
+def _with_host_lists(rs: dict[str, Any], node_labels: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """The RayService as the template wrote it before issue 22: each worker group pinned to its hosts'
+    names (nodeAffinity kubernetes.io/hostname In [hosts]) instead of selecting their labels."""
+    rs = json.loads(json.dumps(rs))
+    for group in rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]:
+        pod = group["template"]["spec"]
+        selector = pod.pop("nodeSelector")
+        hosts = [h for h, labels in node_labels.items() if labels.items() >= selector.items()]
+        term = {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": hosts}]}
+        pod["affinity"]["nodeAffinity"] = {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
+        }
+    return rs
+
+
+def test_kuberay_rule_reimplemented_tells_the_cases_apart(rendered: Path) -> None:
+    """The rule above on hand-made changes, so it can fail: replicas alone do nothing, an appended
+    group updates in place, an image change builds a second cluster unless the strategy is None."""
+    rs = _load(rendered / "rayservice.yaml")
+    groups = rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    more = json.loads(json.dumps(rs))
+    more["spec"]["rayClusterConfig"]["workerGroupSpecs"][0].update(replicas=7, minReplicas=7, maxReplicas=7)
+    assert _kuberay_action(rs, more) == "nothing"
+    appended = json.loads(json.dumps(rs))
+    appended["spec"]["rayClusterConfig"]["workerGroupSpecs"].append({**groups[0], "groupName": "extra"})
+    assert _kuberay_action(rs, appended) == "update"
+    inserted = json.loads(json.dumps(rs))
+    inserted["spec"]["rayClusterConfig"]["workerGroupSpecs"].insert(0, {**groups[0], "groupName": "extra"})
+    image = json.loads(json.dumps(rs))
+    image["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0][
+        "image"
+    ] += "-2"
+    assert _kuberay_action(rs, image) == _kuberay_action(rs, inserted) == "left-running"
+    for strategy in ({"type": "NewCluster"}, None):
+        image["spec"].pop("upgradeStrategy")
+        if strategy:
+            image["spec"]["upgradeStrategy"] = strategy
+        assert _kuberay_action(rs, image) == "new-cluster"
+
+
+def test_adding_a_host_changes_only_replica_counts_by_kuberays_own_rule(
+    rendered: Path, tmp_path: Path
+) -> None:
+    """inventory/poweredge as shipped plus a second XE8545: it joins the XE8545 worker group (one pod
+    per host, found by the group's node label) and its 4 GPUs add one tensor-parallel-4 replica, 5
+    instead of the guide's 4. The two RayServices differ only where KubeRay 1.4.2 ignores differences
+    (replica counts): the running RayCluster is not rebuilt. The template of before issue 22 (host
+    names in each group) would have made KubeRay build a second RayCluster."""
     inventory = poweredge_inventory()
     agents = inventory["all"]["children"]["k3s_cluster"]["children"]["k3s_agent"]["hosts"]
     agents["xe8545-2"] = dict(agents["xe8545"])
     out = _render(tmp_path, inventory, ("ray_service",)).out
-    rs = _load(out / "rayservice.yaml")
-    assert_valid(rs, KUBE_MINOR)
-    groups = {g["groupName"]: g for g in rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    before, after = _load(rendered / "rayservice.yaml"), _load(out / "rayservice.yaml")
+    assert_valid(after, KUBE_MINOR)
+    labels_before, labels_after = _load(rendered / "node-labels.yaml"), _load(out / "node-labels.yaml")
+    groups = {g["groupName"]: g for g in after["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
     group = groups["nvidia-a100-sxm-80gb-x4"]
     assert (group["replicas"], group["minReplicas"], group["maxReplicas"]) == (2, 2, 2)
-    node_affinity = group["template"]["spec"]["affinity"]["nodeAffinity"]
-    terms = node_affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-    assert terms[0]["matchExpressions"][0]["values"] == ["xe8545", "xe8545-2"]
     assert groups["nvidia-a100-sxm-80gb-x8"]["replicas"] == 1
-    (app,) = yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"]
+    # The new node gets its peer's labels; the group selects them, no host name anywhere.
+    selector = group["template"]["spec"]["nodeSelector"]
+    assert selector == {"distinfer.io/worker-group": "nvidia-a100-sxm-80gb-x4"}
+    assert labels_after["xe8545-2"] == labels_after["xe8545"] == labels_before["xe8545"]
+    assert [h for h, v in labels_after.items() if v.items() >= selector.items()] == ["xe8545", "xe8545-2"]
+    worker_groups = json.dumps(after["spec"]["rayClusterConfig"]["workerGroupSpecs"])
+    assert not [host for host in labels_after if f'"{host}"' in worker_groups]
+    (app,) = yaml.safe_load(after["spec"]["serveConfigV2"])["applications"]
     replicas = {d["name"]: d["num_replicas"] for d in app["deployments"]}
     assert replicas["model-meta-llama_Llama-2-70b-chat-hf"] == 5
+    # KubeRay's rule: nothing new is built; the role copies the replica counts (tasks/cluster.yml).
+    assert _kuberay_action(before, after) == "nothing"
+    hash_key = "distinfer.io/cluster-spec-sha256"
+    assert before["metadata"]["annotations"][hash_key] == after["metadata"]["annotations"][hash_key]
+    # The negative check: the same change with the old host-list template.
+    old_before, old_after = _with_host_lists(before, labels_before), _with_host_lists(after, labels_after)
+    assert _kuberay_action(old_before, old_after) == "left-running"  # under the explicit None
+    for rs in (old_before, old_after):
+        rs["spec"].pop("upgradeStrategy")  # as the RayService was before issue 22: no strategy set
+    assert _kuberay_action(old_before, old_after) == "new-cluster"
 
 
 def test_chat_page_objects_are_valid_and_ask_the_serve_service(rendered: Path) -> None:

@@ -75,6 +75,36 @@ def test_the_guides_cluster_gets_four_replicas_each_on_one_node() -> None:
     ]
 
 
+def test_each_node_gets_labels_and_each_worker_group_selects_by_them_not_by_host() -> None:
+    """The K3s roles put `node_labels` on each node; a group's pods select `distinfer.io/worker-group`,
+    so a host added to a kind changes the group's hosts (its replicas) but not its selector."""
+    plan = build_plan(request())
+    assert plan.node_labels["xe8545"] == {
+        "distinfer.io/gpu-vendor": "nvidia",
+        "distinfer.io/gpu-model": "a100-sxm-80gb",
+        "distinfer.io/gpu-count": "4",
+        "distinfer.io/worker-group": "nvidia-a100-sxm-80gb-x4",
+    }
+    for group in plan.worker_groups:
+        assert group.node_selector == {"distinfer.io/worker-group": group.name}
+        for host in group.hosts:
+            assert plan.node_labels[host].items() >= group.node_selector.items()
+    twin = {**POWEREDGE_HOSTS[1], "name": "xe8545-2", "address": "192.0.2.13"}
+    grown = build_plan(request(hosts=[*POWEREDGE_HOSTS, twin]))
+    assert [g.node_selector for g in grown.worker_groups] == [g.node_selector for g in plan.worker_groups]
+    assert grown.worker_groups[1].hosts == ["xe8545", "xe8545-2"]
+    cpu_only = {"name": "cpu1", "address": "192.0.2.14", "gpus": 0, "gpu_vendor": "none"}
+    labels = build_plan(request(hosts=[*POWEREDGE_HOSTS, cpu_only])).node_labels["cpu1"]
+    assert labels["distinfer.io/worker-group"] == "none" and labels["distinfer.io/gpu-count"] == "0"
+
+
+def test_a_gpu_model_too_long_for_a_node_label_is_refused() -> None:
+    long = {**POWEREDGE_HOSTS[2], "gpu_model": "h100-" + "x" * 70}
+    message = refused(request(hosts=[*POWEREDGE_HOSTS[:2], long]))
+    assert message.startswith("r760xa: distinfer_gpu_model")
+    assert "63" in message and "hosts.yml" in message
+
+
 def test_a_host_added_to_the_inventory_raises_the_replicas() -> None:
     grown = [*POWEREDGE_HOSTS, {"name": "r760xa-2", "address": "192.0.2.13", "gpus": 4, **NVIDIA}]
     assert build_plan(request(hosts=grown)).replicas == {LLAMA_NAME: 5}

@@ -75,8 +75,8 @@ class RayServe:
 SHARED_SETUPS = {"ray_serve", "smollm2_dir", "vllm_app"}
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Iterator[None]:
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Groups for pytest-xdist's loadgroup: the test hosts' files together (one set of podman hosts), the
     tests of the session's Ray together (one Ray, one vLLM load), every other file whole (its module
     fixtures once). The two big groups come first, so that with `--no-loadscope-reorder` xdist starts
@@ -98,15 +98,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(pytest.mark.xdist_group(group))
     first = {"testhosts": 0, "session-ray": 1}
     items.sort(key=lambda item: first.get(item.get_closest_marker("xdist_group").args[0], 2))  # type: ignore[union-attr]
-    # Before xdist's own hook, which names each test's group from these marks (a wrapper runs first).
-    result = yield
-    if items and getattr(config.option, "loadgroup", False) and "@" not in items[0].nodeid:
-        raise pytest.UsageError(
-            "pytest-xdist's loadgroup did not take the test groups (their node IDs carry no @group), so "
-            "files that share state would be split across workers: use the pinned pytest (pyproject.toml; "
-            "pytest-dev/pytest-xdist#1386), or run on one worker: make test TEST_WORKERS=0"
-        )
-    return result
 
 
 @pytest.fixture(scope="session")

@@ -54,13 +54,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-# Two pytest-xdist workers: the test hosts' files on one, the session Ray's and every other file on the
-# other as it frees up (tests/conftest.py groups them); the test hosts leave a third of the CPUs idle.
-# One worker: make test TEST_WORKERS=0.
-TEST_WORKERS ?= 2
-
 test: $(STAMP) $(SYSTEM_STAMP) lint typecheck
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # Extra ansible-playbook arguments: make demo ARGS="-e distinfer_local_model=tiny"
 demo: $(STAMP) $(SYSTEM_STAMP)

@@ -70,36 +70,6 @@ class RayServe:
         serve.delete(name)
 
 
-# The session-wide set-ups that only one worker should pay for when `make test` runs the suite on two
-# pytest-xdist workers (`-n 2 --dist loadgroup`): every test that needs one of them goes to the same worker.
-SHARED_SETUPS = {"ray_serve", "smollm2_dir", "vllm_app"}
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Groups for pytest-xdist's loadgroup: the test hosts' files together (one set of podman hosts), the
-    tests of the session's Ray together (one Ray, one vLLM load), every other file whole (its module
-    fixtures once). The two big groups come first, so that with `--no-loadscope-reorder` xdist starts
-    one on each worker and hands out the files as workers free up; the order within a file is kept."""
-
-    def path(item: pytest.Item) -> str:
-        return item.path.relative_to(config.rootpath).as_posix()
-
-    on_session_ray = {path(i) for i in items if SHARED_SETUPS.intersection(getattr(i, "fixturenames", ()))}
-    for item in items:
-        if item.get_closest_marker("xdist_group") is not None:
-            continue
-        if path(item).startswith("tests/cluster/"):
-            group = "testhosts"
-        elif path(item) in on_session_ray:  # the whole file: its module fixtures stay on one worker
-            group = "session-ray"
-        else:
-            group = path(item)
-        item.add_marker(pytest.mark.xdist_group(group))
-    first = {"testhosts": 0, "session-ray": 1}
-    items.sort(key=lambda item: first.get(item.get_closest_marker("xdist_group").args[0], 2))  # type: ignore[union-attr]
-
-
 @pytest.fixture(scope="session")
 def ray_serve() -> Iterator[RayServe]:
     """A private local Ray with Serve's HTTP proxy on a free port, for the whole session."""

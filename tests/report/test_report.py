@@ -306,7 +306,8 @@ def test_node_table_values_come_from_the_raw_samples_and_a_failed_host_is_named(
         # Peaks: the highest sample in the window, beside the averages (report.md and results.json).
         cpu_peak = max(s["cpu_percent"] for s in samples)
         mem_peak = max(s["mem_percent"] for s in samples)
-        assert cpu <= cpu_peak <= 100 and mem <= mem_peak
+        # (a mean of equal samples can exceed them in its last bit: 35.10000000000001 > 35.1)
+        assert cpu <= cpu_peak + 1e-9 and cpu_peak <= 100 and mem <= mem_peak + 1e-9
         assert float(row["Peak CPU %"]) == pytest.approx(cpu_peak, abs=0.051)
         assert float(row["Peak Memory %"]) == pytest.approx(mem_peak, abs=0.051)
         (flat,) = [n for n in node_rows_json if n["host"] == HOST and n["scenario"] == name]

@@ -37,21 +37,47 @@ CHARTS: dict[str, tuple[str, dict[str, Any], dict[str, tuple[str, dict[str, Any]
         VERSIONS["gpu_operator_chart_version"],
         {
             "operator": {"repository": "nvcr.io/nvidia", "image": "gpu-operator", "version": ""},
-            "dcgmExporter": {"repository": "nvcr.io/nvidia/k8s", "image": "dcgm-exporter", "version": "4.2.3"},
+            "dcgmExporter": {
+                "repository": "nvcr.io/nvidia/k8s",
+                "image": "dcgm-exporter",
+                "version": "4.2.3",
+            },
         },
-        {"node-feature-discovery": ("v0.17.3", {"image": {"repository": "registry.k8s.io/nfd/nfd", "tag": ""}})},
+        {
+            "node-feature-discovery": (
+                "v0.17.3",
+                {"image": {"repository": "registry.k8s.io/nfd/nfd", "tag": ""}},
+            )
+        },
     ),
-    "amd_device_plugin": ("1.31.0", {"image": {"repository": "rocm/k8s-device-plugin", "tag": "1.31.0.7"}}, {}),
-    "kuberay_operator": ("v1.4.2", {"image": {"repository": "quay.io/kuberay/operator", "tag": "v1.4.2"}}, {}),
+    "amd_device_plugin": (
+        "1.31.0",
+        {"image": {"repository": "rocm/k8s-device-plugin", "tag": "1.31.0.7"}},
+        {},
+    ),
+    "kuberay_operator": (
+        "v1.4.2",
+        {"image": {"repository": "quay.io/kuberay/operator", "tag": "v1.4.2"}},
+        {},
+    ),
     "kube_prometheus": (
         "v0.79.2",
         {
             "prometheusOperator": {
-                "image": {"registry": "quay.io", "repository": "prometheus-operator/prometheus-operator", "tag": ""}
+                "image": {
+                    "registry": "quay.io",
+                    "repository": "prometheus-operator/prometheus-operator",
+                    "tag": "",
+                }
             },
             "alertmanager": {"image": "quay.io/prometheus/alertmanager:v0.28.0"},
         },
-        {"grafana": ("11.4.0", {"image": {"registry": "docker.io", "repository": "grafana/grafana", "tag": ""}})},
+        {
+            "grafana": (
+                "11.4.0",
+                {"image": {"registry": "docker.io", "repository": "grafana/grafana", "tag": ""}},
+            )
+        },
     ),
 }
 # What the bundle must list: the charts' images above (normalized) and the RayService's from versions.yml.
@@ -77,8 +103,15 @@ class Upstream:
         """`distinfer airgap bundle` as a user runs it (from the repository root, default versions and
         lock file), only --sources pointed here."""
         return subprocess.run(
-            [str(REPO_ROOT / ".venv/bin/distinfer"), "airgap", "bundle", "--out", str(out)]
-            + ["--sources", str(self.sources)],
+            [
+                str(REPO_ROOT / ".venv/bin/distinfer"),
+                "airgap",
+                "bundle",
+                "--out",
+                str(out),
+                "--sources",
+                str(self.sources),
+            ],
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,
@@ -88,7 +121,9 @@ class Upstream:
         )
 
 
-def chart_archive(chart: str, version: str, app_version: str, values: dict[str, Any], subcharts: dict) -> bytes:
+def chart_archive(
+    chart: str, version: str, app_version: str, values: dict[str, Any], subcharts: dict
+) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
 
@@ -98,7 +133,10 @@ def chart_archive(chart: str, version: str, app_version: str, values: dict[str, 
             info.size = len(text)
             tar.addfile(info, io.BytesIO(text))
 
-        add(f"{chart}/Chart.yaml", {"apiVersion": "v2", "name": chart, "version": version, "appVersion": app_version})
+        add(
+            f"{chart}/Chart.yaml",
+            {"apiVersion": "v2", "name": chart, "version": version, "appVersion": app_version},
+        )
         add(f"{chart}/values.yaml", values)
         for sub, (sub_app, sub_values) in subcharts.items():
             add(f"{chart}/charts/{sub}/Chart.yaml", {"name": sub, "version": "1.0.0", "appVersion": sub_app})
@@ -132,7 +170,7 @@ def upstream(folder: Path) -> Iterator[Upstream]:
         app_version, values, subcharts = CHARTS[release]
         archive = chart_archive(source.chart, source.version, app_version, values, subcharts)
         name = f"{source.chart}-{source.version}.tgz"
-        # One repository names its archives absolutely (as prometheus-community's does), the others relatively.
+        # One repository names its archives absolutely (as prometheus-community's does), others relatively.
         url = f"{base}releases/{name}" if release == "kube_prometheus" else name
         put(urllib.parse.urljoin(source.repo.rstrip("/") + "/", url), archive)
         entry = {"version": source.version, "urls": [url], "digest": hashlib.sha256(archive).hexdigest()}
@@ -140,7 +178,10 @@ def upstream(folder: Path) -> Iterator[Upstream]:
         put(source.repo.rstrip("/") + "/index.yaml", yaml.safe_dump(index).encode())
     for release, crd in loaded.crds.items():
         for name in crd.files:
-            put(f"{crd.base.rstrip('/')}/{name}", f"# {release} CRD {name}\nkind: CustomResourceDefinition\n".encode())
+            put(
+                f"{crd.base.rstrip('/')}/{name}",
+                f"# {release} CRD {name}\nkind: CustomResourceDefinition\n".encode(),
+            )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

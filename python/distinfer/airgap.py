@@ -173,7 +173,9 @@ def verify(bundle: Path, versions: dict[str, str], mirrored: list[str]) -> Manif
     pieces = [*manifest.charts.values(), *(f for files in manifest.crds.values() for f in files)]
     pieces += [manifest.helm_archive, manifest.chat_image.containerfile]
     pieces += [f"{manifest.k3s_dir}/{name}" for name in K3S_FILES]
-    problems += [f"{MANIFEST} names {piece} but lists no checksum for it" for piece in pieces if piece not in listed]
+    problems += [
+        f"{MANIFEST} names {piece} but lists no checksum for it" for piece in pieces if piece not in listed
+    ]
     outside = sorted({i for i in manifest.images if registry_of(i) not in mirrored})
     if outside:
         problems.append(
@@ -342,8 +344,12 @@ def chart_url(source: ChartSource) -> tuple[str, str]:
     index = yaml.safe_load(_read_url(index_url)) or {}
     for entry in (index.get("entries") or {}).get(source.chart) or []:
         if str(entry.get("version")) == source.version and entry.get("urls"):
-            return urllib.parse.urljoin(source.repo.rstrip("/") + "/", entry["urls"][0]), entry.get("digest", "")
-    raise ConfigError(f"{index_url} has no {source.chart} {source.version}; check the version in versions.yml")
+            return urllib.parse.urljoin(source.repo.rstrip("/") + "/", entry["urls"][0]), entry.get(
+                "digest", ""
+            )
+    raise ConfigError(
+        f"{index_url} has no {source.chart} {source.version}; check the version in versions.yml"
+    )
 
 
 def _walk_images(node: Any, app_version: str) -> Iterator[str]:
@@ -478,12 +484,12 @@ def _versions(path: Path) -> tuple[dict[str, str], dict[str, str]]:
 
 def bundle_command(
     out: Annotated[Path, typer.Option(help="Folder to write the bundle to (made if missing).")],
-    versions: Annotated[
-        Path, typer.Option(help="The inventory's pinned versions.")
-    ] = Path("inventory/poweredge/group_vars/all/versions.yml"),
-    sources: Annotated[
-        Path, typer.Option(help="Where each piece is downloaded from.")
-    ] = Path("files/airgap/sources.yml"),
+    versions: Annotated[Path, typer.Option(help="The inventory's pinned versions.")] = Path(
+        "inventory/poweredge/group_vars/all/versions.yml"
+    ),
+    sources: Annotated[Path, typer.Option(help="Where each piece is downloaded from.")] = Path(
+        "files/airgap/sources.yml"
+    ),
     lock: Annotated[Path, typer.Option(help="Pins the chat image's Gradio.")] = Path("requirements.lock"),
 ) -> None:
     """Gather what an air-gapped cluster needs into one folder, with a sha256 for every file.
@@ -505,7 +511,9 @@ class VerifyRequest(Strict):
 
 
 def verify_command(
-    request: Annotated[str, typer.Option("--request", help="JSON {airgap, versions}; - = standard input.")] = "-",
+    request: Annotated[
+        str, typer.Option("--request", help="JSON {airgap, versions}; - = standard input.")
+    ] = "-",
 ) -> None:
     """Check an air-gap bundle as preflight does: manifest, every file's sha256, versions, registries."""
     text = sys.stdin.read() if request == "-" else Path(request).read_text()
@@ -525,4 +533,3 @@ def register(app: typer.Typer) -> None:
     group.command("bundle")(bundle_command)
     group.command("verify")(verify_command)
     app.add_typer(group, name="airgap")
-

@@ -6,7 +6,7 @@ with a bundle made by `distinfer airgap bundle` from a stand-in for the internet
   bundle's files: each image on the mirror, each chart an archive of the bundle with no repository, each
   CRD a bundle file, no URL to anywhere else, the chat page installing nothing, the model weights only
   from the cache (HF_HUB_OFFLINE).
-- `site.yml --check --diff -v --tags k3s,helm` (preflight for real, the K3s and Helm roles in check
+- `site.yml --check --diff -vvv --tags k3s,helm` (preflight for real, the K3s and Helm roles in check
   mode on this machine): preflight takes the bundle; every task that runs names no outside address in
   its arguments or results; K3s gets registries.yaml sending every registry to the mirror and never
   falling back to the registries themselves; the K3s and Helm files are copied from the bundle.
@@ -24,8 +24,9 @@ from typing import Any
 import jinja2
 import pytest
 import yaml
-from airgap_upstream import SOURCES, VERSIONS, upstream
 from helpers import REPO_ROOT, Render, Run, poweredge_inventory, render_roles, run_playbook, write_inventory
+
+from airgap_upstream import SOURCES, VERSIONS, upstream
 
 MIRROR = "mirror.airgap.test:5000"
 REGISTRY_CONFIG = {"tls": {"ca_file": "/etc/ssl/certs/mirror-ca.pem"}}
@@ -63,7 +64,7 @@ def airgap_render(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Ren
         tmp_path_factory.mktemp("render"),
         _airgapped(bundle),
         ("addons", "ray_service", "monitoring"),
-        extra_args=("-v",),
+        extra_args=("-vvv",),
     )
 
 
@@ -89,13 +90,17 @@ def _docs(path: Path) -> list[Any]:
 
 def test_the_scan_finds_outside_addresses() -> None:
     """The scan is real: each kind of outside address it must catch, and what it must let through."""
-    assert outside_addresses("url: https://raw.githubusercontent.com/x") == ["https://raw.githubusercontent.com"]
+    assert outside_addresses("url: https://raw.githubusercontent.com/x") == [
+        "https://raw.githubusercontent.com"
+    ]
     assert outside_addresses("image: quay.io/kuberay/operator:v1.4.2") == ["quay.io/kuberay/operator:v1.4.2"]
     allowed = f"image: {MIRROR}/docker.io/rayproject/ray:2.60.0 http://xe9680:30800/v1 http://a.b.svc:8000"
     assert outside_addresses(allowed) == []
 
 
-def test_every_rendered_object_names_only_the_mirror_and_the_bundle(airgap_render: Render, bundle: Path) -> None:
+def test_every_rendered_object_names_only_the_mirror_and_the_bundle(
+    airgap_render: Render, bundle: Path
+) -> None:
     out = airgap_render.out
     images: list[str] = []
     for path in sorted(out.iterdir()):
@@ -110,7 +115,9 @@ def test_every_rendered_object_names_only_the_mirror_and_the_bundle(airgap_rende
         (install,) = _docs(out / f"{release}-install.yaml")
         assert install["repo_url"] is None, release  # no Helm repository is added
         assert Path(install["chart_ref"]).parent == bundle / "charts" and Path(install["chart_ref"]).is_file()
-        assert all(Path(crd).is_relative_to(bundle / "crds") and Path(crd).is_file() for crd in install["crds"])
+        assert all(
+            Path(crd).is_relative_to(bundle / "crds") and Path(crd).is_file() for crd in install["crds"]
+        )
     (kuberay,) = _docs(out / "kuberay_operator-install.yaml")
     assert [Path(crd).name for crd in kuberay["crds"]] == [
         "ray.io_rayclusters.yaml",
@@ -127,7 +134,9 @@ def test_the_pods_install_and_download_nothing(airgap_render: Render, bundle: Pa
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     chat_image = yaml.safe_load((bundle / "manifest.json").read_text())["chat_image"]["name"]
     assert container["image"] == f"{MIRROR}/{chat_image}"  # Gradio inside (the bundle's Containerfile)
-    assert "pip" not in container["args"][0] and container["args"][0].startswith("exec python -m distinfer.cli chat")
+    assert "pip" not in container["args"][0] and container["args"][0].startswith(
+        "exec python -m distinfer.cli chat"
+    )
     (rayservice,) = _docs(out / "rayservice.yaml")
     cluster = rayservice["spec"]["rayClusterConfig"]
     templates = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
@@ -137,10 +146,11 @@ def test_the_pods_install_and_download_nothing(airgap_render: Render, bundle: Pa
 
 
 def test_every_task_of_the_render_names_only_the_mirror_and_the_bundle(airgap_render: Render) -> None:
-    """`-v`: each task's arguments and results (the plan with the bundle's paths and the mirror, the
-    edge's and dashboards' commands, the files written)."""
-    assert "distinfer_plan" in airgap_render.output and f"{MIRROR}/" in airgap_render.output
-    assert outside_addresses(airgap_render.output) == []
+    """`-vvv`: the arguments (`module_args`) and results of every task that runs (the plan with the
+    bundle's paths and the mirror, the edge's and dashboards' commands, the files written)."""
+    output = airgap_render.output
+    assert "module_args" in output and "distinfer_plan" in output and f"{MIRROR}/" in output
+    assert outside_addresses(output) == []
 
 
 def _hunks(output: str) -> list[dict[str, Any]]:
@@ -166,7 +176,7 @@ def cluster_check(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Run
         check=True,
         tags="k3s,helm",
         extra_vars={"k3s_server_kubeconfig_dest": str(folder / "kubeconfig")},
-        extra_args=("--diff", "-v"),
+        extra_args=("--diff", "-vvv"),
         timeout=600,
     )
     assert run.returncode == 0, run.output[-4000:]
@@ -196,18 +206,22 @@ def test_the_k3s_and_helm_files_come_from_the_bundle_and_no_task_names_an_outsid
     for name in ("k3s", "install.sh", "k3s-airgap-images-amd64.tar.zst"):
         assert f"{bundle}/k3s/{name}" in output, name
     assert f"{bundle}/helm/helm-{VERSIONS['helm_version']}-linux-amd64.tar.gz" in output
-    assert "Check the air-gap bundle" in output  # preflight took it
+    assert "Check the air-gap bundle" in output and "module_args" in output  # preflight took it
     assert outside_addresses(output) == []
 
 
-def test_preflight_refuses_a_missing_and_a_corrupted_piece_before_any_change(bundle: Path, tmp_path: Path) -> None:
+def test_preflight_refuses_a_missing_and_a_corrupted_piece_before_any_change(
+    bundle: Path, tmp_path: Path
+) -> None:
     broken = tmp_path / "bundle"
     shutil.copytree(bundle, broken)
     manifest = yaml.safe_load((broken / "manifest.json").read_text())
     missing = broken / manifest["charts"]["kuberay_operator"]
     missing.unlink()
     corrupted = broken / manifest["crds"]["kube_prometheus"][0]
-    corrupted.write_text(corrupted.read_text().replace("CustomResourceDefinition", "CustomResourceDefinitiom"))
+    corrupted.write_text(
+        corrupted.read_text().replace("CustomResourceDefinition", "CustomResourceDefinitiom")
+    )
     run = run_playbook("playbooks/preflight.yml", write_inventory(tmp_path / "inv", _airgapped(broken)))
     assert run.returncode != 0 and run.total_changed() == 0, run.output[-3000:]
     for text in (
@@ -242,7 +256,9 @@ def test_the_bundles_addresses_are_the_roles_own() -> None:
         base = render(helm_releases[f"helm_releases_{name}_crd_url"], **knobs)
         assert crd["base"].format(**pins) == base, name
         prefix = "ray.io_" if name == "kuberay_operator" else "crd-"
-        assert crd["files"] == [f"{prefix}{plural}.yaml" for plural in helm_releases[f"helm_releases_{name}_crds"]]
+        assert crd["files"] == [
+            f"{prefix}{plural}.yaml" for plural in helm_releases[f"helm_releases_{name}_crds"]
+        ]
     server = role("k3s_server")
     assert sources["k3s"]["install.sh"].format(**pins) == render(
         server["k3s_server_install_script_url"], k3s_server_version=pins["k3s_version"]

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airgap_upstream import CHART_IMAGES, REPO_ROOT, VERSIONS, upstream
 
+from airgap_upstream import CHART_IMAGES, REPO_ROOT, VERSIONS, upstream
 from distinfer.airgap import VERSION_KEYS, Manifest, chart_url, load_sources, normalize, on_mirror, verify
 from distinfer.config import ConfigError
 from distinfer.plan import PlanRequest, build_plan, load_request
@@ -41,14 +41,24 @@ def test_the_bundle_holds_every_piece_with_its_sha256(made: tuple[Path, dict[str
     assert manifest.versions == PINS
     downloaded = {name: entry for name, entry in manifest.files.items() if entry.source != "generated"}
     # Every file the stand-in served but the repositories' indexes, each byte for byte, its checksum right.
-    assert sorted(e.source for e in downloaded.values()) == sorted(u for u in served if not u.endswith("index.yaml"))
+    assert sorted(e.source for e in downloaded.values()) == sorted(
+        u for u in served if not u.endswith("index.yaml")
+    )
     for name, entry in manifest.files.items():
         data = (bundle / name).read_bytes()
         assert entry.sha256 == hashlib.sha256(data).hexdigest() and entry.size == len(data), name
         if entry.source != "generated":
             assert data == served[entry.source], name
-    assert sorted(manifest.charts) == ["amd_device_plugin", "gpu_operator", "kube_prometheus", "kuberay_operator"]
-    assert manifest.charts["kuberay_operator"] == f"charts/kuberay-operator-{PINS['kuberay_operator_version']}.tgz"
+    assert sorted(manifest.charts) == [
+        "amd_device_plugin",
+        "gpu_operator",
+        "kube_prometheus",
+        "kuberay_operator",
+    ]
+    assert (
+        manifest.charts["kuberay_operator"]
+        == f"charts/kuberay-operator-{PINS['kuberay_operator_version']}.tgz"
+    )
     assert [Path(p).name for p in manifest.crds["kuberay_operator"]] == [
         "ray.io_rayclusters.yaml",
         "ray.io_rayjobs.yaml",
@@ -63,13 +73,17 @@ def test_the_bundle_holds_every_piece_with_its_sha256(made: tuple[Path, dict[str
     assert not list(bundle.rglob("*.part"))
 
 
-def test_the_bundle_lists_every_image_and_the_chat_images_recipe(made: tuple[Path, dict[str, bytes], str]) -> None:
+def test_the_bundle_lists_every_image_and_the_chat_images_recipe(
+    made: tuple[Path, dict[str, bytes], str],
+) -> None:
     bundle, _, _ = made
     manifest = _manifest(bundle)
     ray = [normalize(image) for image in VERSIONS["ray_service_images"].values()]
     assert manifest.images == sorted({*CHART_IMAGES, *ray})
     assert (bundle / "images.txt").read_text().split() == manifest.images
-    (gradio,) = [line for line in (REPO_ROOT / "requirements.lock").read_text().split() if line.startswith("gradio==")]
+    (gradio,) = [
+        line for line in (REPO_ROOT / "requirements.lock").read_text().split() if line.startswith("gradio==")
+    ]
     chat = manifest.chat_image
     base = normalize(VERSIONS["ray_service_images"]["none"])
     assert chat.base == base and f"gradio=={chat.gradio}" == gradio
@@ -117,9 +131,11 @@ def test_verify_refuses_a_corrupted_piece_with_both_checksums(
 def test_verify_refuses_no_manifest_other_versions_and_unmirrored_images(
     made: tuple[Path, dict[str, bytes], str], tmp_path: Path
 ) -> None:
-    bundle, manifest = _broken(made, tmp_path)
+    bundle, _ = _broken(made, tmp_path)
     newer = {**PINS, "kuberay_operator_version": "1.5.0"}
-    with pytest.raises(ConfigError, match=r"made for kuberay_operator_version '1.4.2', but the inventory pins '1.5.0'"):
+    with pytest.raises(
+        ConfigError, match=r"made for kuberay_operator_version '1.4.2', but the inventory pins '1.5.0'"
+    ):
         verify(bundle, newer, MIRRORED)
     with pytest.raises(ConfigError, match=r"docker.io/grafana/grafana:11.4.0.*mirrored_registries"):
         verify(bundle, PINS, [r for r in MIRRORED if r != "docker.io"])
@@ -145,10 +161,17 @@ def _request(bundle: Path, platform: str = "kubernetes", **airgap: Any) -> dict[
     return {
         "platform": platform,
         "models_file": str(REPO_ROOT / "files/models/llama2-70b-tp4.yaml"),
-        "hosts": [{"name": "xe9680", "address": "10.0.0.1", "gpus": 8, "gpu_vendor": "nvidia", "gpu_model": "a"}],
+        "hosts": [
+            {"name": "xe9680", "address": "10.0.0.1", "gpus": 8, "gpu_vendor": "nvidia", "gpu_model": "a"}
+        ],
         "head": "xe9680",
         "images": VERSIONS["ray_service_images"],
-        "airgap": {"enabled": True, "bundle_dir": str(bundle), "registry_mirror": "mirror.test:5000", **airgap},
+        "airgap": {
+            "enabled": True,
+            "bundle_dir": str(bundle),
+            "registry_mirror": "mirror.test:5000",
+            **airgap,
+        },
     }
 
 
@@ -159,7 +182,9 @@ def test_the_plan_puts_every_image_on_the_mirror_and_writes_k3s_mirrors(
     plan = build_plan(PlanRequest.model_validate(_request(bundle)))
     airgap = plan.airgap
     assert airgap is not None
-    assert airgap.images == {k: on_mirror(v, "mirror.test:5000") for k, v in VERSIONS["ray_service_images"].items()}
+    assert airgap.images == {
+        k: on_mirror(v, "mirror.test:5000") for k, v in VERSIONS["ray_service_images"].items()
+    }
     assert airgap.images["none"] == f"mirror.test:5000/docker.io/{VERSIONS['ray_service_images']['none']}"
     assert airgap.chat_image == f"mirror.test:5000/{_manifest(bundle).chat_image.name}"
     assert airgap.registries["quay.io"] == {

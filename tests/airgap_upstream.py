@@ -122,16 +122,22 @@ class Upstream:
 
 
 def chart_archive(
-    chart: str, version: str, app_version: str, values: dict[str, Any], subcharts: dict
+    chart: str,
+    version: str,
+    app_version: str,
+    values: dict[str, Any],
+    subcharts: dict[str, tuple[str, dict[str, Any]]],
+    packed: bool = False,
 ) -> bytes:
+    """A chart as `helm package` makes it; its subcharts as folders, or `packed` as archives in charts/."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
 
-        def add(name: str, data: dict[str, Any]) -> None:
-            text = yaml.safe_dump(data).encode()
+        def add(name: str, data: dict[str, Any] | bytes) -> None:
+            body = data if isinstance(data, bytes) else yaml.safe_dump(data).encode()
             info = tarfile.TarInfo(name)
-            info.size = len(text)
-            tar.addfile(info, io.BytesIO(text))
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
 
         add(
             f"{chart}/Chart.yaml",
@@ -139,6 +145,9 @@ def chart_archive(
         )
         add(f"{chart}/values.yaml", values)
         for sub, (sub_app, sub_values) in subcharts.items():
+            if packed:
+                add(f"{chart}/charts/{sub}-1.0.0.tgz", chart_archive(sub, "1.0.0", sub_app, sub_values, {}))
+                continue
             add(f"{chart}/charts/{sub}/Chart.yaml", {"name": sub, "version": "1.0.0", "appVersion": sub_app})
             add(f"{chart}/charts/{sub}/values.yaml", sub_values)
     return buffer.getvalue()
@@ -168,7 +177,10 @@ def upstream(folder: Path) -> Iterator[Upstream]:
     put(loaded.helm, b"fake helm tarball " + VERSIONS["helm_version"].encode())
     for release, source in loaded.charts.items():
         app_version, values, subcharts = CHARTS[release]
-        archive = chart_archive(source.chart, source.version, app_version, values, subcharts)
+        # kube-prometheus-stack's subcharts packed as archives, the GPU Operator's as folders.
+        archive = chart_archive(
+            source.chart, source.version, app_version, values, subcharts, packed=release == "kube_prometheus"
+        )
         name = f"{source.chart}-{source.version}.tgz"
         # One repository names its archives absolutely (as prometheus-community's does), others relatively.
         url = f"{base}releases/{name}" if release == "kube_prometheus" else name

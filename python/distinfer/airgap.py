@@ -17,6 +17,7 @@ every image from a registry the mirror stands in for, before anything changes. d
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import sys
 import tarfile
@@ -373,20 +374,26 @@ def _walk_images(node: Any, app_version: str) -> Iterator[str]:
 
 
 def chart_images(archive: Path) -> list[str]:
-    """Every image the chart's pinned values (and its vendored subcharts') name."""
-    found: set[str] = set()
+    """Every image the chart's pinned values name, and its subcharts' (folders or archives in charts/)."""
     with tarfile.open(archive) as tar:
-        names = tar.getnames()
-        for name in names:
-            if not name.endswith("/values.yaml"):
-                continue
-            folder = name.removesuffix("values.yaml")
-            if f"{folder}Chart.yaml" not in names:
-                continue
-            chart = yaml.safe_load(_member(tar, f"{folder}Chart.yaml")) or {}
-            values = yaml.safe_load(_member(tar, name)) or {}
-            found.update(normalize(i) for i in _walk_images(values, str(chart.get("appVersion") or "")))
-    return sorted(found)
+        return sorted(_tar_images(tar))
+
+
+def _tar_images(tar: tarfile.TarFile) -> set[str]:
+    found: set[str] = set()
+    names = tar.getnames()
+    for name in names:
+        if name.endswith(".tgz") and "/charts/" in name:
+            with tarfile.open(fileobj=io.BytesIO(_member(tar, name))) as sub:
+                found |= _tar_images(sub)
+            continue
+        folder = name.removesuffix("values.yaml")
+        if not name.endswith("/values.yaml") or f"{folder}Chart.yaml" not in names:
+            continue
+        chart = yaml.safe_load(_member(tar, f"{folder}Chart.yaml")) or {}
+        values = yaml.safe_load(_member(tar, name)) or {}
+        found.update(normalize(i) for i in _walk_images(values, str(chart.get("appVersion") or "")))
+    return found
 
 
 def _member(tar: tarfile.TarFile, name: str) -> bytes:
@@ -428,7 +435,8 @@ def make_bundle(
     for name in K3S_FILES:
         fetch(sources.k3s[name], f"k3s/{name}")
     helm_archive = fetch(sources.helm, f"helm/{Path(urllib.parse.urlparse(sources.helm).path).name}")
-    charts, images = {}, {normalize(i) for i in [*ray_images.values(), *sources.extra_images]}
+    charts: dict[str, str] = {}
+    images = {normalize(i) for i in [*ray_images.values(), *sources.extra_images]}
     for release, chart in sources.charts.items():
         url, digest = chart_url(chart)
         charts[release] = fetch(url, f"charts/{chart.chart}-{chart.version}.tgz", digest)

@@ -153,13 +153,16 @@ def chart_archive(
     return buffer.getvalue()
 
 
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 @contextmanager
 def upstream(folder: Path) -> Iterator[Upstream]:
     root = folder / "www"
     root.mkdir(parents=True)
-    handler = partial(SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(root)))
     base = f"http://127.0.0.1:{server.server_address[1]}/"
     sources = folder / "sources.yml"
     sources.write_text(SOURCES.read_text().replace("https://", base))

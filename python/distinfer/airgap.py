@@ -345,9 +345,8 @@ def chart_url(source: ChartSource) -> tuple[str, str]:
     index = yaml.safe_load(_read_url(index_url)) or {}
     for entry in (index.get("entries") or {}).get(source.chart) or []:
         if str(entry.get("version")) == source.version and entry.get("urls"):
-            return urllib.parse.urljoin(source.repo.rstrip("/") + "/", entry["urls"][0]), entry.get(
-                "digest", ""
-            )
+            url = urllib.parse.urljoin(source.repo.rstrip("/") + "/", entry["urls"][0])
+            return url, str(entry.get("digest") or "")
     raise ConfigError(
         f"{index_url} has no {source.chart} {source.version}; check the version in versions.yml"
     )
@@ -420,6 +419,7 @@ def make_bundle(
     def fetch(url: str, rel: str, digest: str = "") -> str:
         sha, size = _fetch(url, out / rel)
         if digest and digest != sha:
+            (out / rel).unlink()
             raise ConfigError(f"{url}: sha256 {sha}, but its repository's index says {digest}; try again")
         files[rel] = BundleFile(sha256=sha, size=size, source=url)
         typer.echo(f"{rel}  {sha}", err=True)

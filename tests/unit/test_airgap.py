@@ -150,11 +150,12 @@ def test_a_download_whose_digest_differs_from_the_index_is_refused(tmp_path: Pat
         url, digest = chart_url(source)
         assert digest == hashlib.sha256(up.served[url]).hexdigest()
         index = tmp_path / "www" / source.repo.removeprefix(up.base) / "index.yaml"
-        index.write_text(index.read_text().replace(digest, "0" * 64))
+        index.write_text(index.read_text().replace(digest, "f" * 64))
         run = up.bundle(tmp_path / "bundle")
     assert run.returncode == 2, run.stdout + run.stderr
-    assert f"{url}: sha256 {digest}, but its repository's index says {'0' * 64}" in run.stderr
+    assert f"{url}: sha256 {digest}, but its repository's index says {'f' * 64}" in run.stderr
     assert not (tmp_path / "bundle/manifest.json").exists()  # no manifest: preflight refuses it whole
+    assert not (tmp_path / f"bundle/charts/{Path(url).name}").exists()
 
 
 def _request(bundle: Path, platform: str = "kubernetes", **airgap: Any) -> dict[str, Any]:

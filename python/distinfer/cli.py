@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "distinfer.capacity_plan",
     "distinfer.chat.cli",
     "distinfer.dashboards.cli",
+    "distinfer.airgap",
 )
 
 

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 import typer
 from pydantic import Field, ValidationError
 
+from distinfer.airgap import AirgapPlan, AirgapSettings, airgap_plan
 from distinfer.config import (
     DEFAULT_APP_NAME,
     ConfigError,
@@ -88,6 +89,10 @@ class PlanRequest(Strict):
     scenarios_only: list[str] = Field(default_factory=list)
     endpoint_port: int | None = Field(None, ge=1, le=65535, description="distinfer_endpoint_port.")
     prometheus_port: int | None = Field(None, ge=1, le=65535, description="distinfer_prometheus_port.")
+    airgap: AirgapSettings | None = Field(None, description="distinfer_airgap (without registry_config).")
+    images: dict[str, str] = Field(
+        default_factory=dict, description="ray_service_images: put on the registry mirror under air gap."
+    )
 
 
 class PlannedModel(Strict):
@@ -159,6 +164,9 @@ class Plan(Strict):
     certify_events_per_s: float = Field(
         0.0, description="The scenarios' highest planned event rate: the load generator's self-test rate."
     )
+    airgap: AirgapPlan | None = Field(
+        None, description="Under distinfer_airgap: the bundle's files and the mirror the roles use instead."
+    )
 
 
 def load_request(text: str, source: str) -> PlanRequest:
@@ -214,12 +222,29 @@ def build_plan(request: PlanRequest) -> Plan:
         node_labels=_node_labels(request) if request.platform == "kubernetes" else {},
         scenarios=[],
         certify_events_per_s=0.0,
+        airgap=_airgap(request),
     )
     plan.scenarios = _scenarios(request, models, plan, capacity)
     plan.certify_events_per_s = planned_events_per_s(
         [ScenarioSpec.model_validate(s.spec) for s in plan.scenarios]
     )
     return plan
+
+
+def _airgap(request: PlanRequest) -> AirgapPlan | None:
+    """The bundle's files and the mirror, when the inventory turns the air gap on (docs/airgap.md)."""
+    settings = request.airgap
+    if settings is None or not settings.enabled:
+        return None
+    if request.platform != "kubernetes":
+        raise ConfigError(
+            "distinfer_airgap is enabled on the local platform, which uses none of what the bundle carries "
+            "(K3s, Helm, charts, images); turn it off, or use it with inventory/poweredge (kubernetes)"
+        )
+    settings.check_enabled()
+    if "none" not in request.images:
+        raise ConfigError("ray_service_images has no `none` entry (the edge's and the chat page's image)")
+    return airgap_plan(settings, request.images)
 
 
 # ---- models and replicas ------------------------------------------------------------------------

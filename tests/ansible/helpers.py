@@ -137,9 +137,11 @@ def run_playbook(
     tags: str = "",
     timeout: float = 300,
     extra_env: dict[str, str] | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> Run:
     sources = inventory if isinstance(inventory, list) else [inventory]
     argv = [str(VENV_BIN / "ansible-playbook"), *[a for src in sources for a in ("-i", str(src))], playbook]
+    argv += extra_args
     if extra_vars:
         argv += ["-e", json.dumps(extra_vars)]
     if check:
@@ -158,3 +160,44 @@ def run_playbook(
         argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
     return Run(proc.returncode, proc.stdout + proc.stderr)
+
+
+# The playbooks that render the roles' objects (`<role>_render_dir`), each with the tags it runs under.
+RENDER_PLAYBOOKS = {
+    "addons": ("playbooks/addons.yml", "gpu_operator,amd_device_plugin,kuberay_operator"),
+    "ray_service": ("playbooks/ray_service.yml", ""),
+    "monitoring": ("playbooks/kube_prometheus.yml", ""),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Render:
+    out: Path
+    inventory: Path
+    extra_vars: dict[str, str]
+    runs: dict[str, Run]
+
+    @property
+    def output(self) -> str:
+        return "\n".join(run.output for run in self.runs.values())
+
+
+def render_roles(
+    tmp_path: Path,
+    inventory: dict[str, Any],
+    parts: tuple[str, ...] = ("addons", "ray_service"),
+    *,
+    extra_args: tuple[str, ...] = (),
+) -> Render:
+    """The roles' rendered objects, from the playbooks named in `parts` (each playbook run costs
+    seconds here: a test renders only what it reads, and tests that read the same render share it)."""
+    out = tmp_path / "render"
+    extra = {f"{role}_render_dir": str(out) for role in ("ray_service", "helm_releases")}
+    inv = write_inventory(tmp_path / "inv", inventory)
+    runs = {}
+    for part in parts:
+        playbook, tags = RENDER_PLAYBOOKS[part]
+        run = run_playbook(playbook, inv, extra_vars=extra, tags=tags, extra_args=extra_args)
+        assert run.returncode == 0, run.output[-4000:]
+        runs[part] = run
+    return Render(out, inv, extra, runs)

@@ -12,7 +12,6 @@ Set UPDATE_GOLDEN=1 to rewrite the golden files after an intended change.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import json
 import os
@@ -25,7 +24,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from crd_schema import assert_valid, crd_errors, raycluster_of
-from helpers import REPO_ROOT, Run, poweredge_inventory, run_playbook, write_inventory
+from helpers import REPO_ROOT, Render, poweredge_inventory, render_roles, run_playbook
 
 from distinfer.config import deployment_name
 from distinfer.serve.edge import haproxy_binary
@@ -39,46 +38,10 @@ KUBE_MINOR = re.match(r"v(\d+\.\d+)\.", K3S_VERSION)[1]  # type: ignore[index]
 MASKED = "MASKED-depends-on-the-code"
 
 
-RENDER_PLAYBOOKS = {
-    "addons": ("playbooks/addons.yml", "gpu_operator,amd_device_plugin,kuberay_operator"),
-    "ray_service": ("playbooks/ray_service.yml", ""),
-    "monitoring": ("playbooks/kube_prometheus.yml", ""),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Render:
-    out: Path
-    inventory: Path
-    extra_vars: dict[str, str]
-    runs: dict[str, Run]
-
-    @property
-    def output(self) -> str:
-        return "\n".join(run.output for run in self.runs.values())
-
-
-def _render(
-    tmp_path: Path, inventory: dict[str, Any], parts: tuple[str, ...] = ("addons", "ray_service")
-) -> Render:
-    """The roles' rendered objects, from the playbooks named in `parts` (each playbook run costs
-    seconds here: a test renders only what it reads, and tests that read the same render share it)."""
-    out = tmp_path / "render"
-    extra = {f"{role}_render_dir": str(out) for role in ("ray_service", "helm_releases")}
-    inv = write_inventory(tmp_path / "inv", inventory)
-    runs = {}
-    for part in parts:
-        playbook, tags = RENDER_PLAYBOOKS[part]
-        run = run_playbook(playbook, inv, extra_vars=extra, tags=tags)
-        assert run.returncode == 0, run.output[-4000:]
-        runs[part] = run
-    return Render(out, inv, extra, runs)
-
-
 @pytest.fixture(scope="module")
 def guide_render(tmp_path_factory: pytest.TempPathFactory) -> Render:
     """The guide's inventory, everything rendered (kube-prometheus-stack's objects too)."""
-    return _render(
+    return render_roles(
         tmp_path_factory.mktemp("render"), poweredge_inventory(), ("addons", "ray_service", "monitoring")
     )
 
@@ -95,7 +58,7 @@ def secrets_render(tmp_path_factory: pytest.TempPathFactory) -> Render:
     inventory = poweredge_inventory()
     inventory["all"]["vars"]["distinfer_api_key"] = "dk-NeverInAFile0123456789"
     inventory["all"]["vars"]["ray_service_hf_token"] = "hf_SuperSecretTokenValue123"
-    return _render(tmp_path_factory.mktemp("secrets"), inventory)
+    return render_roles(tmp_path_factory.mktemp("secrets"), inventory)
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -295,7 +258,7 @@ def test_amd_hosts_get_their_own_group_and_device_plugin(tmp_path: Path) -> None
     inventory = poweredge_inventory()
     agent = inventory["all"]["children"]["k3s_cluster"]["children"]["k3s_agent"]["hosts"]["r760xa"]
     agent.update(distinfer_gpu_vendor="amd", distinfer_gpu_model="mi300x")
-    out = _render(tmp_path, inventory).out
+    out = render_roles(tmp_path, inventory).out
     rs = _load(out / "rayservice.yaml")
     assert_valid(rs, KUBE_MINOR)
     groups = {g["groupName"]: g for g in rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
@@ -434,7 +397,7 @@ def test_adding_a_host_changes_only_replica_counts_by_kuberays_own_rule(
     inventory = poweredge_inventory()
     agents = inventory["all"]["children"]["k3s_cluster"]["children"]["k3s_agent"]["hosts"]
     agents["xe8545-2"] = dict(agents["xe8545"])
-    out = _render(tmp_path, inventory, ("ray_service",)).out
+    out = render_roles(tmp_path, inventory, ("ray_service",)).out
     before, after = _load(rendered / "rayservice.yaml"), _load(out / "rayservice.yaml")
     assert_valid(after, KUBE_MINOR)
     labels_before, labels_after = _load(rendered / "node-labels.yaml"), _load(out / "node-labels.yaml")

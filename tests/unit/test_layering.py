@@ -28,6 +28,7 @@ FORBIDDEN = {
     "distinfer.bench": ("distinfer.report", "distinfer.plan", "distinfer.capacity_plan"),
     "distinfer.report": ("distinfer.bench",),
     "distinfer.plan": ("distinfer.bench", "distinfer.report"),
+    "distinfer.airgap": ("distinfer.bench", "distinfer.report", "distinfer.plan"),
     "distinfer.capacity_plan": ("distinfer.bench", "distinfer.report"),
     "distinfer.config": ("distinfer.results", "distinfer.bench", "distinfer.report", "distinfer.plan",
                          "distinfer.capacity_plan", "distinfer.serve"),

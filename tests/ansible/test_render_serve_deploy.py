@@ -23,8 +23,8 @@ import httpx
 import pytest
 import yaml
 from crd_schema import assert_valid
-from helpers import REPO_ROOT, poweredge_inventory
-from test_render import KUBE_MINOR, _render
+from helpers import REPO_ROOT, poweredge_inventory, render_roles
+from test_render import KUBE_MINOR
 
 from distinfer.serve.local_ray import free_ports
 from ownray import BIN, ray_of_its_own
@@ -40,7 +40,7 @@ def _rendered(tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any], Path]:
     inventory = poweredge_inventory(MODELS_FILE)
     # The models file says 1 replica; the inventory's override must win in the rendered config.
     inventory["all"]["vars"]["distinfer_replicas"] = {MODEL: 2}
-    rendered = _render(tmp_path, inventory, ("ray_service",)).out  # the RayService and its code only
+    rendered = render_roles(tmp_path, inventory, ("ray_service",)).out  # the RayService and its code only
     rayservice = yaml.safe_load((rendered / "rayservice.yaml").read_text())
     assert_valid(rayservice, KUBE_MINOR)  # KubeRay's own CRDs (test_render.py)
     configmap = yaml.safe_load((rendered / "configmap-code.yaml").read_text())

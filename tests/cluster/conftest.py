@@ -45,6 +45,16 @@ def test_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestHosts]:
         yield hosts
 
 
+@pytest.fixture(scope="module")
+def trixie_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestHosts]:
+    """One Debian 13 (trixie) test host, node1, for a module (its rootfs built once, cached beside
+    bookworm's); on its own network, beside the session's bookworm hosts."""
+    _require_tools()
+    prune_stale_runs()
+    with TestHosts(["node1"], tmp_path_factory.mktemp("trixie"), release="trixie") as hosts:
+        yield hosts
+
+
 @pytest.fixture(scope="session")
 def test_inventory(test_hosts: TestHosts) -> Path:
     """An inventory with every host in group `testhosts` and its SSH connection vars."""

@@ -1,7 +1,8 @@
 """Test hosts: systemd containers on this machine that Ansible reaches over SSH at their own IPs.
 
-Each host is a podman container booting systemd (`/sbin/init`) from a Debian bookworm rootfs that
-debootstrap builds once and caches under `<repo>/.cache/testhosts/`. The containers sit on a podman
+Each host is a podman container booting systemd (`/sbin/init`) from a Debian rootfs (bookworm unless
+asked for another release: `RELEASES`) that debootstrap builds once per release and caches under
+`<repo>/.cache/testhosts/`. The containers sit on a podman
 network created with `--internal` (no route out); this machine reaches them because the network's
 bridge is given the gateway address (podman's CNI backend leaves an internal bridge without one).
 sshd inside accepts root by a key generated for the run; every host gets its own ed25519 host key,
@@ -16,7 +17,10 @@ runs at interpreter exit; nothing is ever removed by name pattern.
     with TestHosts(["node1", "node2", "node3"], workdir) as th:
         th.write_inventory(workdir / "hosts.yml", {"ray_head": ["node1"], "ray_workers": ["node2", "node3"]})
 
-CLI for debugging: `python tests/cluster/testhosts.py up|down|status|prune --workdir DIR`.
+    with TestHosts(["node1"], workdir, release="trixie") as th: ...  # a Debian 13 host
+
+CLI for debugging: `python tests/cluster/testhosts.py up|down|status|prune|build --workdir DIR
+[--release trixie]`.
 """
 
 from __future__ import annotations
@@ -50,7 +54,10 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Env DISTINFER_TESTHOSTS_CACHE shares one cache between clones (the rootfs takes a minute to build).
 CACHE_DIR = Path(os.environ.get("DISTINFER_TESTHOSTS_CACHE") or REPO_ROOT / ".cache" / "testhosts")
-SUITE = "bookworm"
+# The Debian releases a test host can run (debootstrap's suite name -> what it is), each its own rootfs.
+RELEASES = {"bookworm": "Debian 12", "trixie": "Debian 13"}
+DEFAULT_RELEASE = "bookworm"
+SUITE = DEFAULT_RELEASE  # the default release's suite name, as before releases could be chosen
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # What the hosts need to boot, be managed by Ansible (python3-apt for the apt module, sudo) and look like
 # the servers the prereq role prepares; the internal network has no route to a mirror, so anything a role
@@ -161,35 +168,49 @@ def podman(*args: str, check: bool = True, timeout: float = 120.0) -> subprocess
     return proc
 
 
-def debian_mirror() -> str:
-    """The Debian mirror this machine's apt uses for `bookworm` (env DISTINFER_DEBIAN_MIRROR overrides)."""
+def check_release(release: str) -> str:
+    """`release` when test hosts can run it, else a TestHostsError naming the ones they can."""
+    if release not in RELEASES:
+        known = ", ".join(f"{name} ({what})" for name, what in RELEASES.items())
+        raise TestHostsError(f"no test-host rootfs for Debian release {release!r}; the releases are {known}")
+    return release
+
+
+def debian_mirror(release: str = DEFAULT_RELEASE) -> str:
+    """The Debian mirror this machine's apt uses for `release`, else the one it uses for another Debian
+    release (the same archive carries them all); env DISTINFER_DEBIAN_MIRROR overrides."""
     if override := os.environ.get("DISTINFER_DEBIAN_MIRROR"):
         return override
     sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    texts = []
     for path in sources:
         with contextlib.suppress(OSError):
-            if mirror := _mirror_in(path.read_text(), deb822=path.suffix == ".sources"):
+            texts.append((path.read_text(), path.suffix == ".sources"))
+    for suite in (release, *[r for r in RELEASES if r != release]):
+        for text, deb822 in texts:
+            if mirror := _mirror_in(text, deb822=deb822, suite=suite):
                 return mirror
     return DEFAULT_MIRROR
 
 
-def _mirror_in(text: str, *, deb822: bool) -> str | None:
+def _mirror_in(text: str, *, deb822: bool, suite: str = DEFAULT_RELEASE) -> str | None:
     if deb822:
         for stanza in re.split(r"\n\s*\n", text):
             fields = dict(re.findall(r"^(\w[\w-]*):\s*(.*)$", stanza, flags=re.M))
-            if "deb" in fields.get("Types", "").split() and SUITE in fields.get("Suites", "").split():
+            if "deb" in fields.get("Types", "").split() and suite in fields.get("Suites", "").split():
                 return fields.get("URIs", "").split()[0] if fields.get("URIs") else None
         return None
     for line in text.splitlines():
         words = re.sub(r"\[[^]]*\]", "", line.split("#", 1)[0]).split()
-        if len(words) >= 3 and words[0] == "deb" and words[2] == SUITE:
+        if len(words) >= 3 and words[0] == "deb" and words[2] == suite:
             return words[1]
     return None
 
 
 def rootfs_packages() -> list[str]:
     """ROOTFS_PACKAGES plus the prereq role's `prereq_packages` and the prometheus_local role's pinned
-    `name=version` packages (so either list changing rebuilds the cache)."""
+    `name=version` packages (so either list changing rebuilds the cache). A release without a pinned
+    version gets its own instead when the rootfs is built, as the role installs there."""
     packages = set(ROOTFS_PACKAGES)
     if PREREQ_DEFAULTS.exists():
         defaults = yaml.safe_load(PREREQ_DEFAULTS.read_text()) or {}
@@ -213,55 +234,56 @@ def rootfs_packages() -> list[str]:
     return sorted(packages)
 
 
-def rootfs_key() -> str:
-    blob = json.dumps([SUITE, rootfs_packages(), ROOTFS_LAYOUT_VERSION, SSHD_CONFIG])
+def rootfs_key(release: str = DEFAULT_RELEASE) -> str:
+    blob = json.dumps([release, rootfs_packages(), ROOTFS_LAYOUT_VERSION, SSHD_CONFIG])
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def ensure_rootfs() -> Path:
-    """The cached rootfs directory, built with debootstrap first if missing (about a minute)."""
-    rootfs = CACHE_DIR / f"rootfs-{SUITE}-{rootfs_key()}"
+def ensure_rootfs(release: str = DEFAULT_RELEASE) -> Path:
+    """The release's cached rootfs directory, built with debootstrap first if missing (a minute or two)."""
+    rootfs = CACHE_DIR / f"rootfs-{check_release(release)}-{rootfs_key(release)}"
     if (rootfs / ".complete").exists():
         return rootfs
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     with open(CACHE_DIR / "rootfs.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent run builds it once; the others wait and reuse it
         if not (rootfs / ".complete").exists():
-            _build_rootfs(rootfs)
-            _remove_unused_rootfs(keep=rootfs)
+            _build_rootfs(rootfs, release)
+            _remove_unused_rootfs(keep=rootfs, release=release)
     return rootfs
 
 
-def _remove_unused_rootfs(keep: Path) -> None:
-    """Delete rootfs built from an older package list, unless a live run's hosts still sit on it."""
+def _remove_unused_rootfs(keep: Path, release: str = DEFAULT_RELEASE) -> None:
+    """Delete the release's rootfs built from an older package list, unless a live run's hosts still sit
+    on it (another release's rootfs are that release's cache: kept)."""
     in_use = {keep}
     for path in _registry().glob("*.json"):
         with contextlib.suppress(OSError, ValueError, KeyError):
             record = json.loads(path.read_text())
             if _owner_alive(record) and record.get("rootfs"):
                 in_use.add(Path(record["rootfs"]))
-    for old in CACHE_DIR.glob(f"rootfs-{SUITE}-*"):
+    for old in CACHE_DIR.glob(f"rootfs-{release}-*"):
         if old not in in_use:
             logger.info("test hosts: removing the outdated rootfs %s", old)
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _build_rootfs(rootfs: Path) -> None:
+def _build_rootfs(rootfs: Path, release: str = DEFAULT_RELEASE) -> None:
     if shutil.which("debootstrap") is None:
         raise TestHostsError(
             "debootstrap is not installed; run `bash scripts/install-system-deps.sh` as root"
         )
     build = Path(tempfile.mkdtemp(prefix="build-", dir=CACHE_DIR))
-    mirror = debian_mirror()
+    mirror = debian_mirror(release)
     argv = [
         "debootstrap",
         "--variant=minbase",
         f"--include={','.join(ROOTFS_PACKAGES)}",
-        SUITE,
+        release,
         str(build),
         mirror,
     ]
-    logger.info("test hosts: building the %s rootfs from %s (once; cached in %s)", SUITE, mirror, rootfs)
+    logger.info("test hosts: building the %s rootfs from %s (once; cached in %s)", release, mirror, rootfs)
     started = time.monotonic()
     try:
         _run_with_progress(argv, started)
@@ -269,7 +291,7 @@ def _build_rootfs(rootfs: Path) -> None:
         # configuring e.g. python3-cryptography, a dependency of python3-kubernetes).
         extra = [p for p in rootfs_packages() if p not in ROOTFS_PACKAGES]
         if extra:
-            _apt_install(build, extra, started)
+            _apt_install(build, _offered(build, extra, release), started)
         _configure_rootfs(build)
         shutil.rmtree(rootfs, ignore_errors=True)
         build.rename(rootfs)
@@ -277,6 +299,28 @@ def _build_rootfs(rootfs: Path) -> None:
     finally:
         shutil.rmtree(build, ignore_errors=True)
     logger.info("test hosts: rootfs built in %.0f s", time.monotonic() - started)
+
+
+def _offered(root: Path, packages: list[str], release: str) -> list[str]:
+    """`packages` with each `name=version` the release's apt does not offer replaced by plain `name`:
+    the release's own version, as the prometheus_local role falls back to on such a host."""
+    pinned = dict(p.split("=", 1) for p in packages if "=" in p)
+    if not pinned:
+        return packages
+    argv = ["run", "--rm", "--network=none", "--rootfs", str(root), "apt-cache", "madison", *pinned]
+    madison = podman(*argv, timeout=300).stdout
+    offered = {tuple(cell.strip() for cell in line.split("|")[:2]) for line in madison.splitlines()}
+    chosen = []
+    for package in packages:
+        name, _, version = package.partition("=")
+        if version and (name, version) not in offered:
+            logger.warning(
+                "test hosts: %s (%s) has no %s %s (the pinned version); the rootfs gets the release's own",
+                release, RELEASES[release], name, version,
+            )  # fmt: skip
+            package = name
+        chosen.append(package)
+    return chosen
 
 
 def _apt_install(root: Path, packages: list[str], started: float) -> None:
@@ -419,6 +463,7 @@ class TestHosts:
         shm_size: str = "2g",
         sysctls: Mapping[str, str] | None = None,
         venv: Path | str | None = None,
+        release: str = DEFAULT_RELEASE,
     ) -> None:
         valid = all(re.fullmatch(r"[a-z][a-z0-9-]*", n) for n in names)
         if not names or len(set(names)) != len(names) or not valid:
@@ -426,6 +471,7 @@ class TestHosts:
                 f"test host names must be unique lowercase DNS labels (e.g. node1), got {list(names)!r}"
             )
         self.names = list(names)
+        self.release = check_release(release)
         self.workdir = Path(workdir).resolve()
         self.memory = memory
         self.shm_size = shm_size
@@ -474,7 +520,7 @@ class TestHosts:
         started = time.monotonic()
         atexit.register(self._down_quietly)
         try:
-            rootfs = self._rootfs = ensure_rootfs()
+            rootfs = self._rootfs = ensure_rootfs(self.release)
             built = time.monotonic()
             self._make_keys()
             self._create_network()
@@ -491,8 +537,9 @@ class TestHosts:
             self._down_quietly()
             raise
         logger.info(
-            "test hosts %s up: %s (rootfs %.0f s, boot %.0f s)",
+            "test hosts %s up (%s): %s (rootfs %.0f s, boot %.0f s)",
             self.prefix,
+            self.release,
             ", ".join(f"{h.name}={h.ip}" for h in self.hosts),
             built - started,
             time.monotonic() - built,
@@ -618,8 +665,16 @@ class TestHosts:
         if not venv.is_relative_to(REPO_ROOT):
             mounts.append(f"--volume={venv}:{venv}:ro")
         prefix = _python_prefix(venv)
-        # A venv on Debian's own python needs no mount: the bookworm hosts have the same one.
-        if prefix is not None and not any(prefix == Path(p) for p in ("/usr", "/usr/local", "/")):
+        # A venv on Debian's own python needs no mount: hosts of this machine's release have the same
+        # one. Another release's have another (trixie: 3.13), and /usr cannot be mounted over theirs.
+        if prefix is not None and any(prefix == Path(p) for p in ("/usr", "/")):
+            if self.release != _this_release():
+                raise TestHostsError(
+                    f"the venv {venv} runs this machine's {prefix}/bin python ({_this_release() or 'not'} "
+                    f"Debian's), which {self.release} test hosts do not have; make the venv from a Python "
+                    "installed outside /usr (e.g. pyenv's, as `make install` with PYTHON=...) to use them"
+                )
+        elif prefix is not None and prefix != Path("/usr/local"):
             mounts.append(f"--volume={prefix}:{prefix}:ro")
         # A venv shared with another checkout (a git worktree's .venv linked to the main one) imports
         # distinfer from that checkout's folder, named by its editable install: there too.
@@ -685,6 +740,7 @@ class TestHosts:
             "network": self.network,
             "containers": self._container_ids,
             "rootfs": str(self._rootfs) if self._rootfs else None,
+            "release": self.release,
             "hosts": [dataclasses.asdict(h) | {"scratch": str(h.scratch)} for h in self.hosts],
         }
         text = json.dumps(record, indent=2)
@@ -852,7 +908,8 @@ class TestHosts:
         if not state_file.exists():
             raise TestHostsError(f"no test hosts recorded in {workdir} (no testhosts.json); nothing to do")
         record = json.loads(state_file.read_text())
-        self = cls([h["name"] for h in record["hosts"]] or ["none"], workdir)
+        names = [h["name"] for h in record["hosts"]] or ["none"]
+        self = cls(names, workdir, release=record.get("release", DEFAULT_RELEASE))
         self.run_id, self.prefix, self.network = record["run_id"], record["prefix"], record["network"]
         self._container_ids = list(record["containers"])
         self.hosts = [
@@ -889,6 +946,16 @@ def _python_prefix(venv: Path) -> Path | None:
     return None
 
 
+def _this_release() -> str:
+    """This machine's Debian release (VERSION_CODENAME of /etc/os-release), or "" when it is not Debian's."""
+    with contextlib.suppress(OSError):
+        text = Path("/etc/os-release").read_text()
+        fields = dict(re.findall(r'^(\w+)="?([^"\n]*)"?$', text, flags=re.M))
+        if fields.get("ID") == "debian":
+            return fields.get("VERSION_CODENAME", "")
+    return ""
+
+
 def _editable_sources(venv: Path) -> list[Path]:
     """The folders the venv's editable installs put on sys.path (their `__editable__*.pth` lines)."""
     found = []
@@ -909,23 +976,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start hosts and leave them running; prints the inventory path")
     up.add_argument("--names", default="node1,node2,node3", help="comma-separated host names")
+    build = sub.add_parser("build", help="build a release's cached rootfs now (done by `up` when missing)")
+    for p in (up, build):
+        p.add_argument("--release", default=DEFAULT_RELEASE, choices=sorted(RELEASES), help="Debian release")
     for p in (up, sub.add_parser("down", help="remove the hosts recorded in --workdir")):
         p.add_argument("--workdir", type=Path, default=CACHE_DIR / "cli", help="where keys and state live")
     status = sub.add_parser("status", help="show the recorded hosts and every run's containers")
     status.add_argument("--workdir", type=Path, default=CACHE_DIR / "cli")
     sub.add_parser("prune", help="remove leftovers of test-host runs whose process died")
-    sub.add_parser("build", help="build the cached rootfs now (done by `up` when missing)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
     if args.command == "build":
-        print(ensure_rootfs())
+        print(ensure_rootfs(args.release))
     elif args.command == "up":
         if (args.workdir / "testhosts.json").exists():
             raise SystemExit(
                 f"{args.workdir} already has test hosts; run `down --workdir {args.workdir}` first"
             )
-        hosts = TestHosts(args.names.split(","), args.workdir).up()
+        hosts = TestHosts(args.names.split(","), args.workdir, release=args.release).up()
         hosts.detach()
         inventory = hosts.write_inventory(args.workdir / "inventory.yml", {"testhosts": hosts.names})
         print(f"inventory: {inventory}")

@@ -101,7 +101,8 @@ def observed_vllm(observed: dict[str, Any], vllm_app: str) -> dict[str, Any]:
 def _bench(app: str, model: str, users: int, out: Path, prometheus: str, tokens: int) -> None:
     argv = [
         DISTINFER, "bench", "run", "--url", app, "--model", model, "--users", str(users), "--duration", "20",
-        "--warmup", "2", "--max-tokens", str(tokens), "--api", "completions", "--scenario", model, "--out", str(out),
+        "--warmup", "2", "--max-tokens", str(tokens), "--api", "completions", "--scenario", model,
+        "--out", str(out),
         "--meta", f"nodes={HOST}", "--meta", f"prometheus={prometheus}",
     ]  # fmt: skip
     result = subprocess.run(argv, capture_output=True, text=True, timeout=300)

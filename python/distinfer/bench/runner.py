@@ -35,6 +35,7 @@ from distinfer.bench.prompts import load_prompts
 from distinfer.bench.provenance import collect_provenance
 from distinfer.bench.storage import ResultsWriteError, check_results_dir, required_bytes
 from distinfer.bench.stream import RequestSpec
+from distinfer.bench.traces import read_trace, window
 from distinfer.bench.watcher import StatusWatcher
 from distinfer.results import guard
 from distinfer.results.availability import STATUS_FILE, assess, read_status
@@ -61,6 +62,11 @@ def expected_requests_per_s(spec: ScenarioSpec) -> float:
     """Requests per second the records will hold at most (closed loop: at the assumed token rate)."""
     if spec.rate is not None:
         return spec.rate
+    if spec.trace is not None:
+        rows = window(read_trace(spec.trace.file, spec.trace.format), spec.trace, spec.duration_s)
+        return len(rows) / spec.duration_s
+    if spec.sessions is not None:
+        return spec.sessions.rate * spec.sessions.turns.high
     return target_events_per_s(spec) / (spec.max_tokens + 2)
 
 
@@ -258,7 +264,8 @@ class ScenarioRun:
         metrics = compute_metrics(records, w0, w1, spec.max_tokens, spec.slo)
         availability = assess(records, read_status(self.out / STATUS_FILE), start, spec.slo)
         client = self.client_load(w0, w1)
-        reasons = guard.check(metrics, client, spec.users, spec.rate)
+        own_clock = spec.trace is not None or spec.sessions is not None
+        reasons = guard.check(metrics, client, spec.users, spec.rate, own_clock)
         stopped = self.stopped_early
         return Summary(
             scenario=spec,
@@ -273,6 +280,14 @@ class ScenarioRun:
             stopped_early=None if stopped is None else StoppedEarly(reason=stopped[0], at=stopped[1]),
             ttft_split=ttft_split(records, w0, w1, socket.gethostname()),
         )
+
+
+def _loop(spec: ScenarioSpec) -> str:
+    if spec.trace is not None:
+        return f", trace {spec.trace.file} from {spec.trace.start_s:g} s at x{spec.trace.time_scale:g}"
+    if spec.sessions is not None:
+        return ", multi-turn sessions"
+    return f", {spec.rate:g} req/s open loop" if spec.rate else " closed loop"
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -324,7 +339,7 @@ def run_scenario(
             "load %s: %d users%s for %.0fs (warm-up %.0fs) against %s",
             spec.name,
             spec.users,
-            f", {spec.rate:g} req/s open loop" if spec.rate else " closed loop",
+            _loop(spec),
             spec.duration_s,
             spec.warmup_s,
             spec.url,

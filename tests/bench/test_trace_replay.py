@@ -1,0 +1,190 @@
+"""Published traces replayed on their own clock, and multi-turn sessions, against the synthetic server.
+
+`files/scenarios/traces.yaml` runs as shipped (only its URL pointed at this test's server) through
+`distinfer bench sweep`, real Locust workers included. Its scenarios replay the shipped slices of
+`files/traces/` (docs/traces.md). What is checked comes from the server's own log (the synthetic
+engine's truth log: when its model server received each request, the prompt tokens it counted and the
+tokens it sent), joined to the records by request id:
+- every row of the trace window arrived, on the trace's schedule (time-scaled): the P99 of received
+  minus due is printed and bounded;
+- the server counted exactly the prompt and output tokens each row asked (scaled and capped);
+- Mooncake rows that share hash ids share that text: identical prefixes, block for block;
+- a later turn of a conversation carries the whole history before it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from synthetic_server import DISTINFER, FINISHED, SyntheticServer
+
+from distinfer.bench.sessions import plan_sessions
+from distinfer.bench.traces import PromptSynth, TraceError, load_counter, read_trace, schedule, window
+from distinfer.results.records import RequestRecord, load_records
+from distinfer.results.scenario import ScenarioSpec, load_sweep
+from distinfer.results.summary import Summary
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "files" / "scenarios" / "traces.yaml"
+TRACES = ["azure-conv", "azure-code", "mooncake-conv"]
+# Received minus due, P99: the client's lateness plus the serving path to the engine, on a 2-core
+# machine shared with other test runs.
+LAG_P99_LIMIT_MS = 250.0
+
+
+@pytest.fixture(scope="module")
+def swept(server: SyntheticServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("traces") / "run"
+    cmd = [DISTINFER, "bench", "sweep", "--scenarios", str(SHIPPED), "--out", str(out), "--url", server.url,
+           "--no-certify", "--progress-interval", "60"]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode in FINISHED, result.stderr[-3000:]
+    return out
+
+
+def _truth(server: SyntheticServer) -> dict[str, dict]:
+    lines = server.truth_log.read_text().splitlines()
+    return {d["request_id"]: d for d in map(json.loads, lines)}
+
+
+def _scenario(out: Path, name: str) -> tuple[ScenarioSpec, list[RequestRecord], Summary]:
+    folder = out / "scenarios" / name
+    summary = Summary.load_file(folder)
+    return summary.scenario, load_records(folder / "records.jsonl"), summary
+
+
+@pytest.mark.parametrize("name", TRACES)
+def test_a_trace_window_arrives_on_its_schedule_with_the_tokens_asked(swept, server, name):
+    spec, records, summary = _scenario(swept, name)
+    assert spec.trace is not None
+    rows = window(read_trace(spec.trace.file), spec.trace, spec.duration_s)
+    assert len(rows) > 100
+    assert sorted(r.trace_index for r in records if r.trace_index is not None) == list(range(len(rows)))
+    assert all(r.ok for r in records), [r.error for r in records if not r.ok][:3]
+    start = summary.started
+    truth = _truth(server)
+    lags = []
+    for record in records:
+        row = rows[record.trace_index]  # type: ignore[index]
+        # Due on the trace's own clock, time-scaled.
+        assert record.scheduled == pytest.approx(start + row.at_s / spec.trace.time_scale, abs=1e-6)
+        seen = truth[record.request_id]
+        lags.append((seen["received_unix"] - record.scheduled) * 1000.0)
+        assert seen["prompt_tokens"] == record.input_tokens_asked == spec.trace.scale_input(row.input_tokens)
+        assert seen["completion_tokens"] == record.max_tokens == spec.trace.scale_output(row.output_tokens)
+    p50, p99 = np.percentile(lags, [50, 99])
+    print(f"{name}: {len(lags)} arrivals, server received - due: P50 {p50:.1f} ms, P99 {p99:.1f} ms")
+    assert p99 < LAG_P99_LIMIT_MS
+    # The gaps between arrivals are the trace's: each received within the lag bound of its due time.
+    assert min(lags) > -1.0
+
+
+def _shared_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    return next((k for k, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
+def test_mooncake_hash_ids_give_identical_prefixes():
+    spec = next(s for s in load_sweep(SHIPPED, {}) if s.name == "mooncake-conv")
+    assert spec.trace is not None
+    rows = window(read_trace(spec.trace.file), spec.trace, spec.duration_s)
+    arrivals = schedule(spec.trace, spec.duration_s, spec.seed)
+    block = spec.trace.block_tokens
+    words = [a.prompt.split() for a in arrivals]
+    seen: dict[int, list[str]] = {}
+    shared = 0
+    for row, prompt in zip(rows, words, strict=True):
+        for position, hash_id in enumerate(row.hash_ids):
+            text = prompt[position * block : (position + 1) * block]
+            if len(text) < block:
+                break  # the prompt's end (its last block cut short, or the cap)
+            if hash_id in seen:
+                assert text == seen[hash_id], (hash_id, position)
+                shared += 1
+            seen[hash_id] = text
+    assert shared > 100  # block 0 starts every request; 43 other blocks recur in this minute
+    # Requests sharing their first k hash ids (in this minute: a conversation's later turn sharing 14
+    # blocks with its first, and two more pairs) share their first k blocks of text, and no more.
+    pairs = 0
+    for i, j in itertools.combinations(range(len(rows)), 2):
+        k = _shared_prefix(rows[i].hash_ids, rows[j].hash_ids)
+        if k < 2:
+            continue
+        pairs += 1
+        assert words[i][: k * block] == words[j][: k * block], (i, j, k)
+        after = min(len(words[i]), len(words[j]), (k + 1) * block)
+        if after > k * block:
+            assert words[i][k * block : after] != words[j][k * block : after], (i, j, k)
+    assert pairs == 3
+
+
+def test_a_later_turn_sends_the_whole_history(swept, server):
+    spec, records, _ = _scenario(swept, "sessions")
+    assert spec.sessions is not None
+    conversations = {c.index: c for c in plan_sessions(spec.sessions, spec.seed)}
+    truth = _truth(server)
+    by_session: dict[int, list[RequestRecord]] = {}
+    for record in records:
+        assert record.session is not None and record.turn is not None
+        by_session.setdefault(record.session, []).append(record)
+    assert len(by_session) == len(conversations)
+    multi = 0
+    for session, turns in by_session.items():
+        turns.sort(key=lambda r: r.turn or 0)
+        assert [r.turn for r in turns] == list(range(1, len(turns) + 1))
+        history = 0
+        for record in turns:
+            asked = conversations[session].turns[(record.turn or 1) - 1]
+            # The synthetic engine's chat layout: "user: <words>" per user message, "assistant: <answer>"
+            # per answer, then "assistant:": one word per role label.
+            history += 1 + asked.input_tokens
+            expected = history + 1
+            assert truth[record.request_id]["prompt_tokens"] == expected, (session, record.turn)
+            history += 1 + (record.completion_tokens or 0)
+        multi += len(turns) > 1
+    assert multi >= 3
+    # Each turn waited for the answer before it, then the think time.
+    for turns in by_session.values():
+        for before, after in itertools.pairwise(turns):
+            assert after.sent >= before.end
+
+
+def test_a_bad_trace_file_is_refused_with_the_line_named(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.68,374,44\nyesterday,1,2\n")
+    with pytest.raises(TraceError, match=r"bad.csv:3: TIMESTAMP 'yesterday'"):
+        read_trace(bad)
+    with pytest.raises(TraceError, match="cannot tell the trace format"):
+        (tmp_path / "odd.csv").write_text("a,b,c\n1,2,3\n")
+        read_trace(tmp_path / "odd.csv")
+
+
+def test_burstgpt_and_azure_2024_rows_read_as_published(tmp_path):
+    """BurstGPT's documented columns and first rows (its README; its data files are in Git LFS and not
+    shipped), and the 2024 Azure files' timestamps with a UTC offset."""
+    burst = tmp_path / "burst.csv"
+    burst.write_text(
+        "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+        "5,ChatGPT,472,18,490,Conversation log\n45,ChatGPT,1087,230,1317,Conversation log\n"
+        "118,GPT-4,417,276,693,Conversation log\n"
+    )
+    assert [(r.at_s, r.input_tokens, r.output_tokens) for r in read_trace(burst)] == [
+        (0.0, 472, 18), (40.0, 1087, 230), (113.0, 417, 276)]  # fmt: skip
+    azure = tmp_path / "week.csv"
+    azure.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n2024-05-10 00:00:00.009930+00:00,2162,5\n"
+        "2024-05-10 00:00:01.509930+00:00,100,7\n"
+    )
+    assert [r.at_s for r in read_trace(azure)] == pytest.approx([0.0, 1.5])
+
+
+def test_words_prompts_are_exact_and_a_real_tokenizer_is_checked():
+    synth = PromptSynth(load_counter("words"), 0, 4)
+    text = synth.prompt(10, (7, 8), "x")
+    assert len(text.split()) == 10 and text.split()[:4] == synth.block(7)
+    with pytest.raises(TraceError, match="neither `words`"):
+        load_counter("/nonexistent/tokenizer")

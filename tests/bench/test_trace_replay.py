@@ -63,7 +63,7 @@ def test_a_trace_window_arrives_on_its_schedule_with_the_tokens_asked(swept, ser
     spec, records, summary = _scenario(swept, name)
     assert spec.trace is not None
     rows = window(read_trace(spec.trace.file), spec.trace, spec.duration_s)
-    assert len(rows) > 100
+    assert len(rows) > 100, len(rows)
     assert sorted(r.trace_index for r in records if r.trace_index is not None) == list(range(len(rows)))
     assert all(r.ok for r in records), [r.error for r in records if not r.ok][:3]
     start = summary.started
@@ -78,8 +78,9 @@ def test_a_trace_window_arrives_on_its_schedule_with_the_tokens_asked(swept, ser
         assert seen["prompt_tokens"] == record.input_tokens_asked == spec.trace.scale_input(row.input_tokens)
         assert seen["completion_tokens"] == record.max_tokens == spec.trace.scale_output(row.output_tokens)
     p50, p99 = np.percentile(lags, [50, 99])
-    print(f"{name}: {len(lags)} arrivals, server received - due: P50 {p50:.1f} ms, P99 {p99:.1f} ms")
-    assert p99 < LAG_P99_LIMIT_MS
+    stated = f"{name}: {len(lags)} arrivals, server received - due: P50 {p50:.1f} ms, P99 {p99:.1f} ms"
+    print(stated)
+    assert p99 < LAG_P99_LIMIT_MS, stated
     # The gaps between arrivals are the trace's: each received within the lag bound of its due time.
     assert min(lags) > -1.0
 
@@ -188,3 +189,35 @@ def test_words_prompts_are_exact_and_a_real_tokenizer_is_checked():
     assert len(text.split()) == 10 and text.split()[:4] == synth.block(7)
     with pytest.raises(TraceError, match="neither `words`"):
         load_counter("/nonexistent/tokenizer")
+
+
+def test_the_report_says_whether_the_schedule_was_kept(swept):
+    result = subprocess.run([DISTINFER, "report", str(swept)], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = (swept / "report" / "report.md").read_text()
+    section = report[report.index("## Trace replays and sessions") :]
+    section = section[: section.index("\n## ", 1)]
+    for name in [*TRACES, "sessions"]:
+        assert f"### {name}" in section
+    _, _, summary = _scenario(swept, "azure-conv")
+    replay = summary.replay
+    assert replay is not None
+    # Offered against achieved over time: what was due per bin is what the trace has in that bin.
+    spec = summary.scenario
+    assert spec.trace is not None
+    rows = window(read_trace(spec.trace.file), spec.trace, spec.duration_s)
+    assert replay.requests == len(rows) and replay.dropped == 0
+    width = replay.rate_over_time[1].start_s
+    for rate_bin in replay.rate_over_time:
+        due = sum(
+            1 for r in rows if rate_bin.start_s <= r.at_s / spec.trace.time_scale < rate_bin.start_s + width
+        )
+        assert rate_bin.offered_per_s == pytest.approx(due / width, abs=1e-6)
+    assert sum(b.achieved_per_s for b in replay.rate_over_time) * width == pytest.approx(len(rows), abs=2)
+    assert f"P99 {replay.send_lag_ms.p99:.1f} ms" in section
+    assert "| input, trace |" in section and "| output, served |" in section
+    assert replay.input_tokens.trace.max == max(r.input_tokens for r in rows)
+    assert "within SLO synthetic-clock" in section
+    assert "Prefix cache: not measured" in section
+    # Sessions: TTFT by turn.
+    assert "Time to first token by turn" in section and "| 2 |" in section

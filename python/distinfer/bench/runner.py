@@ -41,7 +41,8 @@ from distinfer.results import guard
 from distinfer.results.availability import STATUS_FILE, assess, read_status
 from distinfer.results.legs import ttft_split
 from distinfer.results.metrics import compute_metrics
-from distinfer.results.records import RECORDS_FILE, WRITE_FAILED, load_records
+from distinfer.results.records import RECORDS_FILE, WRITE_FAILED, RequestRecord, load_records
+from distinfer.results.replay import ReplayFigures, replay_figures
 from distinfer.results.run import Provenance
 from distinfer.results.scenario import ScenarioSpec, WorkerPlan, target_events_per_s
 from distinfer.results.summary import StoppedEarly, Summary
@@ -279,7 +280,18 @@ class ScenarioRun:
             availability=availability,
             stopped_early=None if stopped is None else StoppedEarly(reason=stopped[0], at=stopped[1]),
             ttft_split=ttft_split(records, w0, w1, socket.gethostname()),
+            replay=self.replay(records, start),
         )
+
+    def replay(self, records: list[RequestRecord], start: float) -> ReplayFigures | None:
+        spec = self.spec
+        if spec.trace is not None:
+            rows = window(read_trace(spec.trace.file, spec.trace.format), spec.trace, spec.duration_s)
+            lengths = [(r.input_tokens, r.output_tokens) for r in rows]
+            return replay_figures(records, start, spec.duration_s, lengths)
+        if spec.sessions is not None:
+            return replay_figures(records, start, spec.duration_s)
+        return None
 
 
 def _loop(spec: ScenarioSpec) -> str:

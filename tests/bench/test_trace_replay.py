@@ -28,6 +28,7 @@ from distinfer.bench.traces import PromptSynth, TraceError, load_counter, read_t
 from distinfer.results.records import RequestRecord, load_records
 from distinfer.results.scenario import ScenarioSpec, load_sweep
 from distinfer.results.summary import Summary
+from distinfer.results.workload import TraceReplay
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "files" / "scenarios" / "traces.yaml"
@@ -221,3 +222,70 @@ def test_the_report_says_whether_the_schedule_was_kept(swept):
     assert "Prefix cache: not measured" in section
     # Sessions: TTFT by turn.
     assert "Time to first token by turn" in section and "| 2 |" in section
+
+
+def test_a_real_tokenizer_counts_the_prompts_exactly():
+    """SmolLM2's tokenizer (the demo's model): every prompt of the Mooncake window is exactly its token
+    count, and a shared hash block is the same token ids."""
+    counter = load_counter("smollm2")
+    replay = TraceReplay(
+        file="files/traces/mooncake_conversation_60s.jsonl", length_scale=0.05, max_input_tokens=2048,
+        tokenizer="smollm2",
+    )  # fmt: skip
+    arrivals = schedule(replay, 6, 0, counter)
+    assert len(arrivals) > 20
+    for arrival in arrivals:
+        assert counter.count(arrival.prompt) == arrival.input_tokens
+    first, second = arrivals[0].prompt, arrivals[1].prompt  # both start with hash block 0
+    block = replay.block_tokens
+    assert first.split()[:block] == second.split()[:block]
+    assert counter.count(" ".join(first.split()[:block])) == block
+
+
+def _bench_run(
+    server: SyntheticServer, spec: dict, out: Path, work: Path
+) -> subprocess.CompletedProcess[str]:
+    """`distinfer bench run --spec FILE` against the server, from the repository's root."""
+    spec_file = work / "spec.json"
+    spec_file.write_text(json.dumps(spec))
+    cmd = [DISTINFER, "bench", "run", "--spec", str(spec_file), "--url", server.url, "--model", server.model,
+           "--out", str(out)]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
+def test_sessions_from_a_file_keep_its_turns_and_think_times(server, tmp_path):
+    conversations = tmp_path / "sessions.jsonl"
+    conversations.write_text(
+        '{"start_s": 0.0, "turns": [{"input_tokens": 12, "output_tokens": 5, "think_s": 0.8},'
+        ' {"input_tokens": 7, "output_tokens": 3, "think_s": 0}]}\n'
+        '{"start_s": 0.5, "turns": [{"input_tokens": 30, "output_tokens": 4}]}\n'
+    )
+    spec = {"name": "from-file", "users": 8, "duration_s": 3, "sessions": {"file": str(conversations)}}
+    out = tmp_path / "out"
+    result = _bench_run(server, spec, out, tmp_path)
+    assert result.returncode in FINISHED, result.stderr[-2000:]
+    records = sorted(load_records(out / "records.jsonl"), key=lambda r: (r.session or 0, r.turn or 0))
+    assert [(r.session, r.turn, r.max_tokens, r.input_tokens_asked) for r in records] == [
+        (0, 1, 5, 12), (0, 2, 3, 7), (1, 1, 4, 30)]  # fmt: skip
+    assert records[1].sent - records[0].end >= 0.8  # the first turn's think time
+    assert records[2].scheduled - records[0].scheduled == pytest.approx(0.5)
+    truth = _truth(server)
+    # user: 12 words / assistant: 5 words / user: 7 words / assistant:
+    assert truth[records[1].request_id]["prompt_tokens"] == (1 + 12) + (1 + 5) + (1 + 7) + 1
+
+
+def test_conflicting_or_empty_workloads_are_refused_before_any_load(server, tmp_path):
+    base = {"users": 4, "duration_s": 2}
+    trace = {"file": "files/traces/azure2023_code_10min.csv", "start_s": 60, "length_s": 20, "time_scale": 10}
+    cases = [
+        ({**base, "rate": 2, "trace": trace}, "rate and trace are all set"),
+        ({**base, "duration_s": 5, "trace": trace}, "trace.length_s 20 at time_scale 10 lasts 2 s"),
+        ({"users": 4, "trace": trace}, "has no row in its window [60 s, 80 s)"),
+        ({**base, "api": "completions", "sessions": {"count": 2}}, "set api: chat"),
+        ({**base, "trace": {**trace, "file": "files/traces/missing.csv"}}, "cannot read trace file"),
+    ]
+    for spec, message in cases:
+        result = _bench_run(server, spec, tmp_path / "refused", tmp_path)
+        assert result.returncode == 2, (spec, result.stderr[-1500:])
+        assert message in result.stderr, (message, result.stderr[-1500:])
+    assert not (tmp_path / "refused" / "records.jsonl").exists()

@@ -173,6 +173,9 @@ def run_command(
                 fields[key] = int(meta_map[key])
             except ValueError:
                 raise ConfigError(f"--meta {key}={meta_map[key]!r} must be a whole number") from None
+    trace = fields.get("trace")
+    if isinstance(trace, dict) and trace.get("length_s") is not None:
+        fields.setdefault("duration_s", None)  # the trace window's length sets it (ScenarioSpec)
     missing = [f"--{flag}" for flag, key in _REQUIRED if key not in fields]
     if missing:
         raise ConfigError(f"bench run needs {', '.join(missing)} (or a --spec that has them)")

@@ -25,6 +25,10 @@ from synthetic_server import DISTINFER, FINISHED, SyntheticServer
 
 from distinfer.bench.sessions import plan_sessions
 from distinfer.bench.traces import PromptSynth, TraceError, load_counter, read_trace, schedule, window
+from distinfer.report.blocks import to_markdown
+from distinfer.report.prometheus import Pair, ServerFigures
+from distinfer.report.replay import replay_section
+from distinfer.results.load import load_run
 from distinfer.results.records import RequestRecord, load_records
 from distinfer.results.scenario import ScenarioSpec, load_sweep
 from distinfer.results.summary import Summary
@@ -289,3 +293,26 @@ def test_conflicting_or_empty_workloads_are_refused_before_any_load(server, tmp_
         assert result.returncode == 2, (spec, result.stderr[-1500:])
         assert message in result.stderr, (message, result.stderr[-1500:])
     assert not (tmp_path / "refused" / "records.jsonl").exists()
+
+
+def test_the_replay_section_gives_vllms_prefix_cache_hit_rate_where_prometheus_has_it(swept):
+    """The figure itself is asked from Prometheus as the server section asks it (report/prometheus.py,
+    tests/prometheus/); here: the replay section shows it for its scenario."""
+    empty = Pair()
+    figures = ServerFigures(
+        prometheus="http://prometheus:9090",
+        window_s=5.5,
+        serve_queue_wait_ms=empty,
+        queued_at_handles=empty,
+        ongoing_per_replica=empty,
+        engine_running=empty,
+        engine_waiting=empty,
+        kv_cache_percent=empty,
+        gpu_util_percent=empty,
+        gpu_mem_percent=empty,
+        prefix_cache_hit_percent=41.25,
+    )
+    text = to_markdown(replay_section(load_run(swept), {"mooncake-conv": figures}))
+    mooncake = text[text.index("### mooncake-conv") :]
+    assert "Prefix cache: 41.2 % of prompt tokens looked up were cached (vLLM)" in mooncake
+    assert "Prefix cache: not measured" in text[: text.index("### mooncake-conv")]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic_server import DISTINFER, FINISHED, SyntheticServer
+from synthetic_server import DISTINFER, FINISHED, SyntheticServer, synthetic_server
 
 from distinfer.bench.sessions import plan_sessions
 from distinfer.bench.traces import PromptSynth, TraceError, load_counter, read_trace, schedule, window
@@ -316,3 +316,17 @@ def test_the_replay_section_gives_vllms_prefix_cache_hit_rate_where_prometheus_h
     mooncake = text[text.index("### mooncake-conv") :]
     assert "Prefix cache: 41.2 % of prompt tokens looked up were cached (vLLM)" in mooncake
     assert "Prefix cache: not measured" in text[: text.index("### mooncake-conv")]
+
+
+def test_a_trace_prompt_past_the_models_context_stops_the_run_before_any_load(tmp_path):
+    """The probe sends the window's longest prompt: a 512-token model refuses Mooncake's, capped at 2048."""
+    (tmp_path / "small").mkdir()
+    with synthetic_server(tmp_path / "small", max_model_len=512) as small:
+        spec = next(s for s in load_sweep(SHIPPED, {}) if s.name == "mooncake-conv")
+        data = {**spec.model_dump(mode="json", exclude={"url", "model"}), "name": "too-long"}
+        result = _bench_run(small, data, tmp_path / "out", tmp_path)
+    assert result.returncode == 2, result.stderr[-1500:]
+    assert "context" in result.stderr and "lower trace.max_input_tokens" in result.stderr, result.stderr[
+        -1500:
+    ]
+    assert not (tmp_path / "out" / "records.jsonl").exists()

@@ -29,13 +29,13 @@ from typing import Any
 
 import psutil
 
-from distinfer.bench.probe import probe
+from distinfer.bench.probe import ProbeError, probe
 from distinfer.bench.progress import ScenarioProgress, View
 from distinfer.bench.prompts import load_prompts
 from distinfer.bench.provenance import collect_provenance
 from distinfer.bench.storage import ResultsWriteError, check_results_dir, required_bytes
 from distinfer.bench.stream import RequestSpec
-from distinfer.bench.traces import read_trace, window
+from distinfer.bench.traces import read_trace, schedule, window
 from distinfer.bench.watcher import StatusWatcher
 from distinfer.results import guard
 from distinfer.results.availability import STATUS_FILE, assess, read_status
@@ -111,9 +111,28 @@ class ScenarioRun:
             target_events_per_s(self.spec), expected_requests_per_s(self.spec), self.spec.duration_s
         )
         check_results_dir(self.out, need)
-        longest = max((p.text for p in load_prompts(self.spec.prompts)), key=len)
-        result = probe(self.request_spec(), longest)
+        prompt = self.longest_prompt()
+        try:
+            result = probe(self.request_spec(), prompt)
+        except ProbeError as err:
+            if self.spec.trace is None:
+                raise
+            raise ProbeError(
+                f"{err}. The probe sent the trace window's longest prompt ({len(prompt.split())} words, as "
+                "many tokens by its tokenizer): lower trace.max_input_tokens (or trace.length_scale) to fit "
+                "the model's context"
+            ) from None
         log.info("probe: %s answered, first token after %.0f ms", self.spec.url, result.first_token_s * 1000)
+
+    def longest_prompt(self) -> str:
+        """The probe's prompt: a trace window's longest (a prompt past the model's context stops the run
+        here, before any load), else the prompt set's."""
+        trace = self.spec.trace
+        if trace is not None:
+            arrivals = schedule(trace, self.spec.duration_s, self.spec.seed)
+            if arrivals:
+                return max(arrivals, key=lambda a: a.input_tokens).prompt
+        return max((p.text for p in load_prompts(self.spec.prompts)), key=len)
 
     def prepare(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)

@@ -173,6 +173,9 @@ def run_command(
                 fields[key] = int(meta_map[key])
             except ValueError:
                 raise ConfigError(f"--meta {key}={meta_map[key]!r} must be a whole number") from None
+    trace = fields.get("trace")
+    if isinstance(trace, dict) and trace.get("length_s") is not None:
+        fields.setdefault("duration_s", None)  # the trace window's length sets it (ScenarioSpec)
     missing = [f"--{flag}" for flag, key in _REQUIRED if key not in fields]
     if missing:
         raise ConfigError(f"bench run needs {', '.join(missing)} (or a --spec that has them)")
@@ -183,6 +186,7 @@ def run_command(
             "with `distinfer bench capacity --spec ...`, or remove capacity: to load it once"
         )
     _check_prompts(run_spec.prompts)
+    _check_workload(run_spec)
     bearer = _api_key(api_key, api_key_file)
     runs = expand_repeats(run_spec)
     statuses = []
@@ -373,6 +377,7 @@ def sweep_command(
     specs = load_sweep(scenarios, overrides)
     for spec in specs:
         _check_prompts(spec.prompts)
+        _check_workload(spec)
     bearer = _api_key(api_key, api_key_file)
     if certify:
         _certify_once(out, specs)
@@ -403,6 +408,27 @@ def _guarded(action: Callable[[], T]) -> T:
     except ResultsWriteError as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_RESULTS_LOST) from None
+
+
+def _check_workload(spec: Any) -> None:
+    """A trace window with rows, a sessions file that reads: before any load (exit 2 otherwise)."""
+    from distinfer.bench.sessions import plan_sessions
+    from distinfer.bench.traces import TraceError, read_trace, window
+
+    try:
+        if spec.trace is not None:
+            trace = spec.trace
+            if not window(read_trace(trace.file, trace.format), trace, spec.duration_s):
+                raise TraceError(
+                    f"scenario {spec.name}: trace {trace.file} has no row in its window "
+                    f"[{trace.start_s:g} s, {trace.start_s + spec.duration_s * trace.time_scale:g} s); "
+                    "move start_s or lengthen "
+                    "length_s (the trace's arrivals come in bursts with gaps)"
+                )
+        if spec.sessions is not None:
+            plan_sessions(spec.sessions, spec.seed)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _check_prompts(path: str | None) -> None:

@@ -29,18 +29,20 @@ from typing import Any
 
 import psutil
 
-from distinfer.bench.probe import probe
+from distinfer.bench.probe import ProbeError, probe
 from distinfer.bench.progress import ScenarioProgress, View
 from distinfer.bench.prompts import load_prompts
 from distinfer.bench.provenance import collect_provenance
 from distinfer.bench.storage import ResultsWriteError, check_results_dir, required_bytes
 from distinfer.bench.stream import RequestSpec
+from distinfer.bench.traces import read_trace, schedule, window
 from distinfer.bench.watcher import StatusWatcher
 from distinfer.results import guard
 from distinfer.results.availability import STATUS_FILE, assess, read_status
 from distinfer.results.legs import ttft_split
 from distinfer.results.metrics import compute_metrics
-from distinfer.results.records import RECORDS_FILE, WRITE_FAILED, load_records
+from distinfer.results.records import RECORDS_FILE, WRITE_FAILED, RequestRecord, load_records
+from distinfer.results.replay import ReplayFigures, replay_figures
 from distinfer.results.run import Provenance
 from distinfer.results.scenario import ScenarioSpec, WorkerPlan, target_events_per_s
 from distinfer.results.summary import StoppedEarly, Summary
@@ -61,6 +63,11 @@ def expected_requests_per_s(spec: ScenarioSpec) -> float:
     """Requests per second the records will hold at most (closed loop: at the assumed token rate)."""
     if spec.rate is not None:
         return spec.rate
+    if spec.trace is not None:
+        rows = window(read_trace(spec.trace.file, spec.trace.format), spec.trace, spec.duration_s)
+        return len(rows) / spec.duration_s
+    if spec.sessions is not None:
+        return spec.sessions.rate * spec.sessions.turns.high
     return target_events_per_s(spec) / (spec.max_tokens + 2)
 
 
@@ -104,9 +111,28 @@ class ScenarioRun:
             target_events_per_s(self.spec), expected_requests_per_s(self.spec), self.spec.duration_s
         )
         check_results_dir(self.out, need)
-        longest = max((p.text for p in load_prompts(self.spec.prompts)), key=len)
-        result = probe(self.request_spec(), longest)
+        prompt = self.longest_prompt()
+        try:
+            result = probe(self.request_spec(), prompt)
+        except ProbeError as err:
+            if self.spec.trace is None:
+                raise
+            raise ProbeError(
+                f"{err}. The probe sent the trace window's longest prompt ({len(prompt.split())} words, as "
+                "many tokens by its tokenizer): lower trace.max_input_tokens (or trace.length_scale) to fit "
+                "the model's context"
+            ) from None
         log.info("probe: %s answered, first token after %.0f ms", self.spec.url, result.first_token_s * 1000)
+
+    def longest_prompt(self) -> str:
+        """The probe's prompt: a trace window's longest (a prompt past the model's context stops the run
+        here, before any load), else the prompt set's."""
+        trace = self.spec.trace
+        if trace is not None:
+            arrivals = schedule(trace, self.spec.duration_s, self.spec.seed)
+            if arrivals:
+                return max(arrivals, key=lambda a: a.input_tokens).prompt
+        return max((p.text for p in load_prompts(self.spec.prompts)), key=len)
 
     def prepare(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -258,7 +284,8 @@ class ScenarioRun:
         metrics = compute_metrics(records, w0, w1, spec.max_tokens, spec.slo)
         availability = assess(records, read_status(self.out / STATUS_FILE), start, spec.slo)
         client = self.client_load(w0, w1)
-        reasons = guard.check(metrics, client, spec.users, spec.rate)
+        own_clock = spec.trace is not None or spec.sessions is not None
+        reasons = guard.check(metrics, client, spec.users, spec.rate, own_clock)
         stopped = self.stopped_early
         return Summary(
             scenario=spec,
@@ -272,7 +299,26 @@ class ScenarioRun:
             availability=availability,
             stopped_early=None if stopped is None else StoppedEarly(reason=stopped[0], at=stopped[1]),
             ttft_split=ttft_split(records, w0, w1, socket.gethostname()),
+            replay=self.replay(records, start),
         )
+
+    def replay(self, records: list[RequestRecord], start: float) -> ReplayFigures | None:
+        spec = self.spec
+        if spec.trace is not None:
+            rows = window(read_trace(spec.trace.file, spec.trace.format), spec.trace, spec.duration_s)
+            lengths = [(r.input_tokens, r.output_tokens) for r in rows]
+            return replay_figures(records, start, spec.duration_s, lengths)
+        if spec.sessions is not None:
+            return replay_figures(records, start, spec.duration_s)
+        return None
+
+
+def _loop(spec: ScenarioSpec) -> str:
+    if spec.trace is not None:
+        return f", trace {spec.trace.file} from {spec.trace.start_s:g} s at x{spec.trace.time_scale:g}"
+    if spec.sessions is not None:
+        return ", multi-turn sessions"
+    return f", {spec.rate:g} req/s open loop" if spec.rate else " closed loop"
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -324,7 +370,7 @@ def run_scenario(
             "load %s: %d users%s for %.0fs (warm-up %.0fs) against %s",
             spec.name,
             spec.users,
-            f", {spec.rate:g} req/s open loop" if spec.rate else " closed loop",
+            _loop(spec),
             spec.duration_s,
             spec.warmup_s,
             spec.url,

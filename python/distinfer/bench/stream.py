@@ -62,17 +62,23 @@ class RequestSpec:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers
 
-    def body(self, prompt: str) -> bytes:
+    def body(
+        self, prompt: str, max_tokens: int | None = None, messages: list[dict[str, str]] | None = None
+    ) -> bytes:
+        """The request's JSON; a trace row or a session turn gives its own `max_tokens` (and a session its
+        whole history as `messages`)."""
         payload: dict[str, Any] = {
             "model": self.model,
-            "max_tokens": self.max_tokens,
+            "max_tokens": max_tokens or self.max_tokens,
             "temperature": self.temperature,
             "stream": True,
             "stream_options": {"include_usage": True},
         }
         if self.ignore_eos:
             payload["ignore_eos"] = True  # vLLM's extension: exactly max_tokens, as the guide measured
-        if self.api == "chat":
+        if messages is not None:
+            payload["messages"] = messages
+        elif self.api == "chat":
             payload["messages"] = [{"role": "user", "content": prompt}]
         else:
             payload["prompt"] = prompt
@@ -119,6 +125,7 @@ class StreamResult:
     done: bool = False
     done_at: float | None = None  # when `data: [DONE]` arrived: the request's end, whatever follows
     server_timing: dict[str, Any] | None = None  # the final chunk's `server_timing`, when sent
+    text: list[str] | None = None  # the answer's text, kept only when a list is given (sessions)
 
 
 def _text_of(event: dict[str, Any]) -> str:
@@ -133,13 +140,19 @@ def _text_of(event: dict[str, Any]) -> str:
 
 
 def stream_request(
-    client: HTTPClient, spec: RequestSpec, prompt: str, result: StreamResult, request_id: str
+    client: HTTPClient,
+    spec: RequestSpec,
+    prompt: str,
+    result: StreamResult,
+    request_id: str,
+    payload: bytes | None = None,
 ) -> None:
-    """Fill `result` as the stream arrives (so a caller that is interrupted still has the partial)."""
+    """Fill `result` as the stream arrives (so a caller that is interrupted still has the partial).
+    `payload`: the request's own JSON (a trace row's, a session turn's) instead of `spec.body(prompt)`."""
     clock = time.perf_counter
     headers = spec.headers()
     headers["X-Request-Id"] = request_id
-    response = client.request("POST", spec.path, body=spec.body(prompt), headers=headers)
+    response = client.request("POST", spec.path, body=payload or spec.body(prompt), headers=headers)
     try:
         result.status = response.status_code
         if result.status >= 300:
@@ -181,7 +194,10 @@ def _read_to_end(response: Any) -> None:
 def _handle_event(event: dict[str, Any], now: float, result: StreamResult) -> None:
     if "error" in event:
         raise StreamError("server_error", json.dumps(event["error"])[:300], result.status)
-    if _text_of(event):
+    text = _text_of(event)
+    if text:
+        if result.text is not None:
+            result.text.append(text)
         if result.last_token is not None:
             result.gaps_ms.append(round((now - result.last_token) * 1000.0, 3))
         else:

@@ -22,6 +22,8 @@ import locust  # noqa: F401  (first: gevent's monkey-patching must precede every
 # isort: on
 import contextlib
 import ctypes
+import dataclasses
+import functools
 import json
 import logging
 import os
@@ -29,6 +31,7 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +43,9 @@ from locust.env import Environment
 from locust.exception import StopUser
 
 from distinfer.bench.prompts import PromptSampler, load_prompts
+from distinfer.bench.sessions import Conversation, plan_sessions
 from distinfer.bench.stream import RequestSpec, StreamError, StreamResult, make_client, stream_request
+from distinfer.bench.traces import Arrival, schedule
 from distinfer.results.records import WRITE_FAILED, RecordWriter, RequestRecord, ServerTiming
 from distinfer.results.scenario import WorkerPlan
 
@@ -50,6 +55,19 @@ LAG_PROBE_S = 0.05  # how often the event loop is asked to wake; lateness beyond
 # A closed-loop user's wait after a failed request: doubles from the first to the cap.
 BACKOFF_FIRST_S = 0.1
 BACKOFF_CAP_S = 5.0
+
+
+@dataclasses.dataclass
+class Outgoing:
+    """A request of its own shape: a trace row's or a session turn's prompt, max_tokens and labels."""
+
+    prompt: str
+    max_tokens: int
+    input_tokens: int
+    messages: list[dict[str, str]] | None = None
+    trace_index: int | None = None
+    session: int | None = None
+    turn: int | None = None
 
 
 class Backoff:
@@ -91,6 +109,15 @@ class Load:
         self.env: Environment | None = None
         self.pool: Pool | None = None
         self._clients: dict[int, HTTPClient] = {}
+        # A trace replay's rows and a session workload's conversations: this worker's share (every
+        # workers-th), made before `ready` so no prompt is synthesised while the load runs.
+        self.arrivals_due: list[Arrival] = []
+        self.conversations: list[Conversation] = []
+        if sc.trace is not None:
+            rows = schedule(sc.trace, sc.duration_s, sc.seed)
+            self.arrivals_due = rows[plan.index :: plan.workers]
+        if sc.sessions is not None:
+            self.conversations = plan_sessions(sc.sessions, sc.seed)[plan.index :: plan.workers]
 
     def request_id(self, seq: int) -> str:
         return f"{self.run_tag}-w{self.plan.index}-{seq}"
@@ -98,17 +125,21 @@ class Load:
     def sending(self) -> bool:
         return not self.stopping and time.time() < self.load_end
 
-    def send(self, user: int, scheduled: float) -> StreamError | None:
-        """One request, start to end, and its record (cancellation too); returns its error, if any."""
+    def send(
+        self, user: int, scheduled: float, out: Outgoing | None = None, result: StreamResult | None = None
+    ) -> StreamError | None:
+        """One request, start to end, and its record (cancellation too); returns its error, if any.
+        `out`: a request of its own shape (a trace row, a session turn) instead of the prompt set's."""
         self.seq += 1
         seq = self.seq
-        prompt = self.prompts.next()
-        result = StreamResult()
+        prompt = out.prompt if out is not None else self.prompts.next()
+        body = None if out is None else self.spec.body(out.prompt, out.max_tokens, out.messages)
+        result = result or StreamResult()
         error: StreamError | None = None
         sent_wall, sent_perf = time.time(), time.perf_counter()
         self.in_flight += 1
         try:
-            stream_request(self.client(user), self.spec, prompt, result, self.request_id(seq))
+            stream_request(self.client(user), self.spec, prompt, result, self.request_id(seq), body)
         except StreamError as err:
             error = err
         except gevent.GreenletExit:
@@ -124,7 +155,7 @@ class Load:
         finally:
             self.in_flight -= 1
             end_perf = result.done_at or time.perf_counter()
-            self._record(seq, user, scheduled, sent_wall, sent_perf, end_perf, result, error)
+            self._record(seq, user, scheduled, sent_wall, sent_perf, end_perf, result, error, out)
         return error
 
     def _record(
@@ -137,6 +168,7 @@ class Load:
         end_perf: float,
         result: StreamResult,
         error: StreamError | None,
+        out: Outgoing | None = None,
     ) -> None:
         def wall(perf: float | None) -> float | None:
             return None if perf is None else sent_wall + (perf - sent_perf)
@@ -158,10 +190,14 @@ class Load:
             error=str(error)[:300] if error else None,
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,
-            max_tokens=self.spec.max_tokens,
+            max_tokens=out.max_tokens if out is not None else self.spec.max_tokens,
             chunks=result.chunks,
             gaps_ms=result.gaps_ms,
             server=_server_timing(result.server_timing),
+            trace_index=None if out is None else out.trace_index,
+            input_tokens_asked=None if out is None else out.input_tokens,
+            session=None if out is None else out.session,
+            turn=None if out is None else out.turn,
         )
         self._write(record)
         if self.env is not None:  # Locust's own stats see every request too (never used for metrics)
@@ -193,7 +229,7 @@ class Load:
             self._clients[key] = client
         return client
 
-    def overflow(self, scheduled: float) -> None:
+    def overflow(self, scheduled: float, out: Outgoing | None = None) -> None:
         self.seq += 1
         now = time.time()
         self._write(
@@ -208,7 +244,11 @@ class Load:
                 ok=False,
                 error_kind="client_overflow",
                 error=f"{self.plan.users} requests already in flight (the --users cap of this worker)",
-                max_tokens=self.spec.max_tokens,
+                max_tokens=out.max_tokens if out is not None else self.spec.max_tokens,
+                trace_index=None if out is None else out.trace_index,
+                input_tokens_asked=None if out is None else out.input_tokens,
+                session=None if out is None else out.session,
+                turn=None if out is None else out.turn,
             )
         )
 
@@ -262,6 +302,31 @@ class ClosedLoopUser(User):
             wait -= step
 
 
+Dispatch = tuple[float, "Outgoing | None", Callable[[], object]]  # due, what it sends, how
+
+
+def dispatch(arrivals: Iterable[Dispatch]) -> Pool:
+    """Start each arrival at its due time in a greenlet of its own, so when one starts never depends on
+    how the server answers; past the in-flight cap (`users`), an arrival is recorded as dropped."""
+    pool = LOAD.pool = Pool(LOAD.plan.users)
+    for due, out, run in arrivals:
+        if due >= LOAD.load_end or LOAD.stopping:
+            break
+        gevent.sleep(max(0.0, due - time.time()))
+        if LOAD.stopping:
+            break
+        if pool.full():
+            LOAD.overflow(due, out)
+        else:
+            pool.spawn(run)
+    return pool
+
+
+def drain(pool: Pool) -> None:
+    pool.join(timeout=0 if LOAD.stopping else LOAD.plan.scenario.drain_timeout_s)
+    raise StopUser()
+
+
 class OpenLoopUser(User):
     """Sends at Poisson arrival times fixed in advance; never waits for an answer before the next."""
 
@@ -270,21 +335,81 @@ class OpenLoopUser(User):
     @task
     def arrivals(self) -> None:
         rate = LOAD.plan.rate or 1.0
-        pool = LOAD.pool = Pool(LOAD.plan.users)
-        due = LOAD.start
-        while True:
-            due += LOAD.arrivals.expovariate(rate)
-            if due >= LOAD.load_end or LOAD.stopping:
-                break
-            gevent.sleep(max(0.0, due - time.time()))
-            if LOAD.stopping:
-                break
-            if pool.full():
-                LOAD.overflow(due)
-            else:
-                pool.spawn(LOAD.send, -1, due)
-        pool.join(timeout=0 if LOAD.stopping else LOAD.plan.scenario.drain_timeout_s)
-        raise StopUser()
+
+        def poisson() -> Iterator[Dispatch]:
+            due = LOAD.start
+            while True:
+                due += LOAD.arrivals.expovariate(rate)
+                yield due, None, functools.partial(LOAD.send, -1, due)
+
+        drain(dispatch(poisson()))
+
+
+class TraceUser(User):
+    """Sends a trace's rows at their own times (scaled): open loop, as the Poisson arrivals."""
+
+    wait_time = constant(0)
+
+    @task
+    def arrivals(self) -> None:
+        def rows() -> Iterator[Dispatch]:
+            for row in LOAD.arrivals_due:
+                due = LOAD.start + row.due_s
+                out = Outgoing(row.prompt, row.output_tokens, row.input_tokens, trace_index=row.index)
+                yield due, out, functools.partial(LOAD.send, -1, due, out)
+
+        drain(dispatch(rows()))
+
+
+def converse(conversation: Conversation) -> None:
+    """One conversation: each turn sends every earlier message and answer with its new one, then the
+    user thinks. A turn that fails ends the conversation (its history would be wrong)."""
+    history: list[dict[str, str]] = []
+    due = LOAD.start + conversation.start_s
+    for number, turn in enumerate(conversation.turns, start=1):
+        gevent.sleep(max(0.0, due - time.time()))
+        if not LOAD.sending():
+            return
+        messages = [*history, {"role": "user", "content": turn.prompt}]
+        out = Outgoing(
+            turn.prompt, turn.output_tokens, turn.input_tokens, messages, None, conversation.index, number
+        )
+        result = StreamResult(text=[])
+        if LOAD.send(-1, due, out, result) is not None:
+            return
+        history = [*messages, {"role": "assistant", "content": "".join(result.text or [])}]
+        due = time.time() + turn.think_s
+
+
+class SessionUser(User):
+    """Starts each conversation at its time; `users` caps the conversations under way."""
+
+    wait_time = constant(0)
+
+    @task
+    def conversations(self) -> None:
+        def starts() -> Iterator[Dispatch]:
+            for conversation in LOAD.conversations:
+                first = conversation.turns[0]
+                out = Outgoing(
+                    first.prompt, first.output_tokens, first.input_tokens, session=conversation.index, turn=1
+                )
+                yield LOAD.start + conversation.start_s, out, functools.partial(converse, conversation)
+
+        pool = dispatch(starts())
+        # Conversations under way at the load's end stop before their next turn; then the drain.
+        while pool.free_count() < pool.size and not LOAD.stopping and time.time() < LOAD.load_end:
+            gevent.sleep(0.1)
+        drain(pool)
+
+
+def _user_class(plan: WorkerPlan) -> type[User]:
+    sc = plan.scenario
+    if sc.trace is not None:
+        return TraceUser
+    if sc.sessions is not None:
+        return SessionUser
+    return OpenLoopUser if sc.open_loop else ClosedLoopUser
 
 
 def _die_with_parent() -> None:
@@ -296,7 +421,7 @@ def _die_with_parent() -> None:
 def run(plan: WorkerPlan) -> None:
     global LOAD
     LOAD = Load(plan, os.environ.get("DISTINFER_BENCH_API_KEY") or None)
-    user_class = OpenLoopUser if plan.scenario.open_loop else ClosedLoopUser
+    user_class = _user_class(plan)
     env = Environment(user_classes=[user_class], host=plan.scenario.url)
     LOAD.env = env
     runner = env.create_local_runner()

@@ -35,6 +35,7 @@ from distinfer.report.html import to_html
 from distinfer.report.planner import planner_section
 from distinfer.report.prometheus import Pair, ServerFigures, figures_for_run
 from distinfer.report.repeats import noise_comparison, noise_section, repeats_document, repeats_section
+from distinfer.report.replay import replay_section
 from distinfer.report.tables import (
     GUIDE_P95_TOKEN_LABEL,
     NodeRow,
@@ -185,6 +186,7 @@ def report_blocks(
     if unfinished:
         blocks.append(Paragraph(f"Unfinished scenarios (no summary.json): {', '.join(unfinished)}"))
     blocks += availability_section(run)
+    blocks += replay_section(run, server.figures if server else {})
     blocks += where_the_time_goes(run)
     blocks += server_section(run, server or ServerSection({}, "Server-side figures: not asked for."))
     blocks += node_section(run)

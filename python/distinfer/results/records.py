@@ -99,6 +99,15 @@ class RequestRecord(Strict):
     server: ServerTiming | None = Field(
         default=None, description="The server's own times for this request (its final SSE chunk)."
     )
+    trace_index: int | None = Field(
+        default=None, description="A trace replay: the row's place in its window."
+    )
+    input_tokens_asked: int | None = Field(
+        default=None,
+        description="A trace or session turn: the prompt tokens it was made to (by its tokenizer).",
+    )
+    session: int | None = Field(default=None, description="Multi-turn sessions: the conversation.")
+    turn: int | None = Field(default=None, description="Multi-turn sessions: the turn, from 1.")
 
 
 class RecordWriter:

@@ -17,6 +17,7 @@ from distinfer.config import ConfigError
 from distinfer.errors import entry_locator, format_validation_error
 from distinfer.results.base import ResultsFile, Strict
 from distinfer.results.slo import Slo
+from distinfer.results.workload import Sessions, TraceReplay
 
 SCENARIO_FILE = "scenario.json"
 # Closed loop without a known token rate: assume a fast server (10 ms between tokens per user).
@@ -199,14 +200,31 @@ class ScenarioSpec(ResultsFile):
         "with a 95 % confidence interval, and --compare says which differences exceed that noise.",
     )
     repetition: Repetition | None = Field(None, description="Which run of a repeat this is (set by it).")
+    trace: TraceReplay | None = Field(
+        None, description="Replay a published trace's window on its own clock, open loop (docs/traces.md)."
+    )
+    sessions: Sessions | None = Field(
+        None, description="Multi-turn conversations, each turn sending the whole history (docs/traces.md)."
+    )
     meta: dict[str, str] = Field(
         default_factory=dict,
         description="Labels for the report: the deployment's facts (read them typed: `deployment`) and any "
         "other KEY=VALUE.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _trace_duration(cls, data: Any) -> Any:
+        """A trace window's length sets duration_s when it is not given: length_s / time_scale."""
+        if isinstance(data, dict) and isinstance(data.get("trace"), dict) and data.get("duration_s") is None:
+            trace = data["trace"]
+            if trace.get("length_s") is not None:
+                return {**data, "duration_s": float(trace["length_s"]) / float(trace.get("time_scale", 1.0))}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> ScenarioSpec:
+        self._check_workload()
         if self.warmup_s >= self.duration_s:
             raise ValueError(
                 f"warm-up ({self.warmup_s}s) must be shorter than duration ({self.duration_s}s): "
@@ -234,6 +252,25 @@ class ScenarioSpec(ResultsFile):
             )
         return self
 
+    def _check_workload(self) -> None:
+        chosen = [name for name in ("rate", "trace", "sessions") if getattr(self, name) is not None]
+        if self.capacity is not None and (self.trace is not None or self.sessions is not None):
+            chosen.append("capacity")
+        if len(chosen) > 1:
+            raise ValueError(
+                f"{' and '.join(chosen)} are all set; a scenario sends one kind of load: a Poisson rate, a "
+                "trace replay, multi-turn sessions or a capacity search (keep one)"
+            )
+        trace = self.trace
+        lasts = None if trace is None or trace.length_s is None else trace.length_s / trace.time_scale
+        if trace is not None and lasts is not None and abs(lasts - self.duration_s) > 1e-6:
+            raise ValueError(
+                f"trace.length_s {trace.length_s:g} at time_scale {trace.time_scale:g} lasts {lasts:g} s "
+                f"but duration_s is {self.duration_s:g}; drop one of the two (either sets the other)"
+            )
+        if self.sessions is not None and self.api != "chat":
+            raise ValueError("sessions: send their history as chat messages; set api: chat (the default)")
+
     @property
     def ramp(self) -> float:
         """Seconds over which closed-loop users start (the warm-up unless set)."""
@@ -241,7 +278,8 @@ class ScenarioSpec(ResultsFile):
 
     @property
     def open_loop(self) -> bool:
-        return self.rate is not None
+        """Requests sent on a clock of their own (Poisson, a trace's, sessions'), not when one ends."""
+        return self.rate is not None or self.trace is not None or self.sessions is not None
 
     @property
     def deployment(self) -> Deployment:

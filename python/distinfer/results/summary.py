@@ -16,6 +16,7 @@ from distinfer.results.availability import Availability
 from distinfer.results.base import READABLE_VERSIONS, SCHEMA_VERSION, ResultsFile, Strict
 from distinfer.results.guard import ClientLoad
 from distinfer.results.metrics import Distribution, Metrics
+from distinfer.results.replay import ReplayFigures
 from distinfer.results.scenario import ScenarioSpec
 
 SUMMARY_FILE = "summary.json"
@@ -85,4 +86,7 @@ class Summary(ResultsFile):
     )
     ttft_split: TtftSplit | None = Field(
         default=None, description="None when no request carried server timing (a server that sends none)."
+    )
+    replay: ReplayFigures | None = Field(
+        default=None, description="A trace replay or sessions: what was sent against what was asked."
     )

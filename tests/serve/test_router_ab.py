@@ -108,3 +108,42 @@ def test_each_router_gets_the_hit_rate_the_prefix_cache_model_predicts(
     measured = summary["default"]["hit_rate"]
     assert abs(measured.mean - default) <= max(measured.half_width, 0.08), (measured, default)
     assert summary["prefix_aware"]["hit_rate"].mean - measured.mean > 0.2
+
+
+def test_bench_ab_command_writes_each_arm_with_intervals(ray_serve: Any, tmp_path: Path) -> None:
+    """`distinfer bench ab` in its own process, onto the session's Ray: 4 blocks ABBA, the JSON file
+    holds every block and each arm's estimates; prefix-aware's hit rate is the model's."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    truth = tmp_path / "truth.jsonl"
+    models = _models("default", truth).model_dump(mode="json", exclude_none=True)
+    models_file = tmp_path / "models.yaml"
+    models_file.write_text(yaml.safe_dump(models))
+    out = tmp_path / "ab.json"
+    env = {**ray_serve.env, "PYTHONPATH": str(Path(__file__).parents[2] / "python")}
+    args = [
+        str(Path(sys.executable).parent / "distinfer"),
+        "bench",
+        "ab",
+        "--models",
+        str(models_file),
+        "--model",
+        "syn-ab",
+    ]
+    args += ["--ray-address", ray_serve.local.address, "--url", ray_serve.url, "--out", str(out)]
+    args += ["--blocks", "4", "--app-name", "router-ab-cli", "--prompts", "4", "--requests-per-prompt", "4"]
+    try:
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        ray_serve.delete("router-ab-cli")
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert [b["arm"] for b in report["blocks"]] == list("ABBA")
+    assert set(report["arms"]) == {"default", "prefix_aware"}
+    workload = SharedPrefixWorkload(prompts=4, requests_per_prompt=4, prefix_tokens=256, suffix_tokens=16)
+    aware = report["arms"]["prefix_aware"]["hit_rate"]
+    assert abs(aware["mean"] - predicted_hit_rate("prefix_aware", REPLICAS, workload, BLOCK_SIZE)) < 1e-9
+    assert "prefix_aware: ttft_p50_ms" in done.stdout

@@ -259,3 +259,47 @@ def run_ab(
             time.sleep(0.1)
         figures.append(block_figures(block, arm, sent, wall, read_truth(truth_log, block)))
     return figures
+
+
+def arm_models(
+    models: dict[str, Any], model: str, policy: str, imbalanced_threshold: float
+) -> dict[str, Any]:
+    """The models file (as a dict) with `model`'s router set to `policy`, in the router layout."""
+    out = json.loads(json.dumps(models))
+    out["ingress"] = {**out.get("ingress", {}), "layout": "router"}
+    router: dict[str, Any] = {"policy": policy}
+    if policy == "prefix_aware":
+        router["imbalanced_threshold"] = imbalanced_threshold
+    for entry in out["models"]:
+        if entry["name"] == model:
+            entry["request_router"] = router
+    return out
+
+
+def serve_run_deployer(
+    models: dict[str, Any], model: str, http_base: str, app_name: str, imbalanced_threshold: float
+) -> Callable[[str], str]:
+    """deploy(policy) for run_ab: `serve.run` of the app under /app_name on the connected Ray (the whole
+    file as args, so each model keeps its replica count)."""
+
+    def deploy(policy: str) -> str:
+        from ray import serve
+
+        from distinfer.serve.app import build_app
+
+        args = arm_models(models, model, policy, imbalanced_threshold)
+        serve.run(build_app(args), name=app_name, route_prefix=f"/{app_name}")
+        return f"{http_base.rstrip('/')}/{app_name}"
+
+    return deploy
+
+
+def ab_report(figures: Sequence[BlockFigures]) -> dict[str, Any]:
+    """What `distinfer bench ab` writes: every block's figures and each arm's estimates."""
+    return {
+        "blocks": [{**{k: v for k, v in vars(f).items()}, "imbalance": f.imbalance} for f in figures],
+        "arms": {
+            arm: {k: {"mean": e.mean, "ci95_half_width": e.half_width} for k, e in figs.items()}
+            for arm, figs in arm_summary(figures).items()
+        },
+    }

@@ -31,6 +31,51 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+DEFAULT_ROUTER = "ray.serve._private.request_router:PowerOfTwoChoicesRequestRouter"
+PREFIX_AWARE_ROUTER = "distinfer.serve.routing:PrefixCacheAffinityRouter"
+
+
+class RequestRouterChoice(_Strict):
+    """Which of Ray Serve's request routers a model's deployment uses (`request_router_config`)."""
+
+    policy: Literal["default", "prefix_aware"] = Field(
+        description="default: Serve's power-of-two-choices router; prefix_aware: PrefixCacheAffinityRouter "
+        "(sends a prompt to the replica that served its longest prefix while the load is balanced)."
+    )
+    imbalanced_threshold: float | None = Field(
+        None,
+        ge=0,
+        description="prefix_aware only, and required there: the difference in queued requests between "
+        "replicas past which the router stops following prefixes and balances load instead.",
+    )
+    match_rate_threshold: float = Field(
+        0.1, ge=0, le=1, description="prefix_aware: least share of the prompt matched to follow the match."
+    )
+
+    @model_validator(mode="after")
+    def _check_threshold(self) -> RequestRouterChoice:
+        if self.policy == "prefix_aware" and self.imbalanced_threshold is None:
+            raise ValueError(
+                "request_router policy prefix_aware needs imbalanced_threshold set explicitly "
+                "(Ray's own default, infinity, never balances load)"
+            )
+        if self.policy == "default" and self.imbalanced_threshold is not None:
+            raise ValueError("imbalanced_threshold applies to policy prefix_aware only")
+        return self
+
+    def serve_config(self) -> dict[str, Any]:
+        """Ray Serve's `request_router_config` for this choice."""
+        if self.policy == "default":
+            return {"request_router_class": DEFAULT_ROUTER}
+        return {
+            "request_router_class": PREFIX_AWARE_ROUTER,
+            "request_router_kwargs": {
+                "imbalanced_threshold": self.imbalanced_threshold,
+                "match_rate_threshold": self.match_rate_threshold,
+            },
+        }
+
+
 class _ModelBase(_Strict):
     name: str = Field(description="What clients send as `model`; unique within the file.")
     replicas: int = Field(1, ge=1, le=1024, description="Ray Serve replicas of this model.")
@@ -51,6 +96,11 @@ class _ModelBase(_Strict):
     )
     max_model_len: int | None = Field(
         None, ge=16, description="Longest prompt + completion in tokens; defaults to the model's own limit."
+    )
+    request_router: RequestRouterChoice | None = Field(
+        None,
+        description="How Ray Serve picks this model's replica: its default (power of two choices) or "
+        "PrefixCacheAffinityRouter (docs/router-ab.md). Unset: Serve's default, nothing in its config.",
     )
 
     @field_validator("name")
@@ -192,6 +242,24 @@ class HfModel(_ModelBase):
         return self.num_gpus
 
 
+class PrefixCacheModel(_Strict):
+    """The synthetic engine's prefix cache (engines/prefix_cache.py): an LRU of prompt blocks per
+    replica, and a prefill that costs time per prompt token not already cached on that replica."""
+
+    block_size: int = Field(16, ge=1, le=4096, description="Tokens per cached block (vLLM's default 16).")
+    capacity_blocks: int = Field(
+        4096,
+        ge=1,
+        le=100_000_000,
+        description="Blocks one replica holds; past it the least recently used go.",
+    )
+    prefill_ms_per_token: float = Field(
+        0.0,
+        ge=0,
+        description="Time to first token added per prompt token not found cached (on top of ttft_ms).",
+    )
+
+
 class SyntheticModel(_ModelBase):
     engine: Literal["synthetic"]
     ttft_ms: float = Field(0.0, ge=0, description="Time from arrival to the first token.")
@@ -209,6 +277,11 @@ class SyntheticModel(_ModelBase):
         None,
         description="JSONL file each replica appends one line per finished request to (arrival and "
         "token times as the engine saw them): ground truth for the load-generator fidelity check.",
+    )
+    prefix_cache: PrefixCacheModel | None = Field(
+        None,
+        description="Model a prefix cache per replica: prefill time proportional to the prompt tokens not "
+        "cached, vLLM's prefix-cache hit and query counters (docs/router-ab.md).",
     )
 
 
@@ -498,6 +571,8 @@ def model_deployment_options(spec: VllmModel | HfModel | SyntheticModel) -> dict
         "max_queued_requests": spec.max_queued_requests,
         "ray_actor_options": ray_actor_options(spec),
     }
+    if spec.request_router is not None:
+        options["request_router_config"] = spec.request_router.serve_config()
     bundles = placement_group_bundles(spec)
     if bundles is not None:
         options["placement_group_bundles"] = bundles

@@ -352,6 +352,56 @@ def _print_certificate(certificate: Any) -> None:
     typer.echo(certificate.line())
 
 
+@bench.command("ab")
+def ab_command(
+    models_file: Annotated[Path, typer.Option("--models", help="Models file naming the model to test.")],
+    model: Annotated[str, typer.Option(help="The model (synthetic, with prefix_cache and truth_log).")],
+    ray_address: Annotated[str, typer.Option("--ray-address", help="The running Ray to deploy onto.")],
+    out: Annotated[Path, typer.Option(help="JSON file for every block's and each arm's figures.")],
+    url: Annotated[str, typer.Option(help="Serve's HTTP address on that Ray.")] = "http://127.0.0.1:8000",
+    app_name: Annotated[str, typer.Option(help="Serve application (and route) name.")] = "router-ab",
+    blocks: Annotated[int, typer.Option(min=2, help="Blocks, arms in ABBA order.")] = 8,
+    prompts: Annotated[int, typer.Option(min=1, help="System prompts per block.")] = 8,
+    requests_per_prompt: Annotated[int, typer.Option(min=1)] = 6,
+    prefix_tokens: Annotated[int, typer.Option(min=1)] = 256,
+    suffix_tokens: Annotated[int, typer.Option(min=1)] = 16,
+    max_tokens: Annotated[int, typer.Option(min=1)] = 8,
+    concurrency: Annotated[int, typer.Option(min=1)] = 1,
+    imbalanced_threshold: Annotated[float, typer.Option(min=0)] = 4.0,
+) -> None:
+    """Router A/B (docs/router-ab.md): Serve's default router and PrefixCacheAffinityRouter in ABBA blocks
+    on a shared-prefix workload; per arm TTFT P50/P99, output tokens/s, prefix-cache hit rate and
+    imbalance with 95 % intervals from the blocks."""
+    import yaml
+
+    from distinfer.bench.ab import SharedPrefixWorkload, ab_report, run_ab, serve_run_deployer
+    from distinfer.config import SyntheticModel, load_models_file
+    from distinfer.serve.runner import connected_ray
+
+    def prepare() -> tuple[dict[str, Any], Path]:
+        try:
+            spec = load_models_file(models_file).model(model)
+        except KeyError:
+            raise ConfigError(f"bench ab: no model {model} in {models_file}") from None
+        if not isinstance(spec, SyntheticModel) or spec.truth_log is None or spec.prefix_cache is None:
+            raise ConfigError(
+                f"bench ab: model {model} must be a synthetic model with prefix_cache and truth_log "
+                "(the hit rates come from its truth log; real vLLM is not supported yet)"
+            )
+        return yaml.safe_load(models_file.read_text()), Path(spec.truth_log)
+
+    data, truth = prepare()
+    workload = SharedPrefixWorkload(prompts, requests_per_prompt, prefix_tokens, suffix_tokens, max_tokens)
+    with connected_ray(ray_address):
+        deploy = serve_run_deployer(data, model, url, app_name, imbalanced_threshold)
+        figures = run_ab(deploy, model, workload, truth, blocks=blocks, concurrency=concurrency)
+    report = ab_report(figures)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    for arm, figs in report["arms"].items():
+        line = ", ".join(f"{k} {v['mean']:.3g} ± {v['ci95_half_width']:.2g}" for k, v in figs.items())
+        typer.echo(f"{arm}: {line}")
+
+
 @bench.command("sweep")
 def sweep_command(
     scenarios: Annotated[Path, typer.Option(help="Scenarios YAML (files/scenarios/*.yaml).")],

@@ -141,6 +141,11 @@ class Engine(abc.ABC):
         """Share (0..1) of the most KV cache this replica can hold that is in use; None without one."""
         return None
 
+    def prefix_cache_counters(self) -> tuple[int, int] | None:
+        """Prompt tokens looked up in the prefix cache and tokens found there, since start (vLLM's
+        prefix_cache_queries / prefix_cache_hits); None without a prefix cache."""
+        return None
+
     def info(self) -> EngineInfo:
         return EngineInfo(engine=type(self).__name__, max_model_len=self.max_model_len)
 

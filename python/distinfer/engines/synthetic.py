@@ -8,13 +8,19 @@ and for the serving overhead (benchmarks/serve_overhead.py).
 
 Ground truth: with `truth_log` set, every finished request appends one JSON line to that file:
 `{"request_id", "received_unix", "arrival_unix", "first_token_unix", "last_token_unix",
-"prompt_tokens", "completion_tokens", "finish_reason"}` (unix seconds, this host's clock, taken inside
+"prompt_tokens", "cached_tokens", "completion_tokens", "finish_reason", "pid"}` (unix seconds, this
+host's clock, taken inside
 the replica: when its model server received the request, before tokenizing, admission and the start
 of the HTTP answer; when the engine itself got it; and when the engine emitted the tokens). The
 server's TTFT is `first_token_unix - received_unix` (vLLM also counts from the API server's
 receipt); `arrival_unix` leaves the server's own accept path out. The request id is the one the
 HTTP layer answers in the `X-Request-Id` header and the response `id` (`cmpl-<request_id>`); a
 client may choose it by sending `X-Request-Id` itself.
+
+Prefix cache (`prefix_cache` in the models file, engines/prefix_cache.py): each replica holds an LRU of
+prompt blocks; a request's first token comes `ttft_ms + prefill_ms_per_token * uncached` after arrival,
+`uncached` being its prompt tokens not found cached on this replica, and the truth log's
+`cached_tokens` says how many were. The engine's vLLM counters (prefix_cache_queries/hits) follow.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from distinfer.engines.base import (
     TokenDelta,
     simple_chat_prompt,
 )
+from distinfer.engines.prefix_cache import PrefixCache
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +66,8 @@ class SyntheticEngine(Engine):
         self._active: set[str] = set()
         self._truth_path = Path(spec.truth_log) if spec.truth_log else None
         self._tokens_generated = 0
+        cache = spec.prefix_cache
+        self.prefix_cache = PrefixCache(cache.block_size, cache.capacity_blocks) if cache else None
 
     @property
     def max_model_len(self) -> int:
@@ -73,6 +82,11 @@ class SyntheticEngine(Engine):
         return EngineStats(
             active=active, queued=0, batch_rows=active, tokens_generated=self._tokens_generated
         )
+
+    def prefix_cache_counters(self) -> tuple[int, int] | None:
+        if self.prefix_cache is None:
+            return None
+        return self.prefix_cache.queries, self.prefix_cache.hits
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
@@ -93,14 +107,18 @@ class SyntheticEngine(Engine):
         loop = asyncio.get_running_loop()
         arrival_mono, arrival_unix = loop.time(), time.time()
         request.timing.started = arrival_unix  # no queue: every request starts on arrival
-        prompt_tokens = (
-            len(request.prompt_token_ids)
-            if request.prompt_token_ids is not None
-            else self.count_tokens(request.prompt)
+        tokens: list[str] | list[int] = (
+            list(request.prompt_token_ids) if request.prompt_token_ids is not None else request.prompt.split()
         )
+        prompt_tokens = len(tokens)
         limit = request.sampling.max_tokens
         eos_after = None if request.sampling.ignore_eos else self._spec.eos_after
         ttft, itl = self._spec.ttft_ms / 1000.0, self._spec.itl_ms / 1000.0
+        cached = 0
+        if self.prefix_cache is not None and self._spec.prefix_cache is not None:
+            found = self.prefix_cache.lookup(tokens)
+            cached = found.cached_tokens
+            ttft += self._spec.prefix_cache.prefill_ms_per_token * found.uncached_tokens / 1000.0
         self._active.add(request.request_id)
         first_unix = last_unix = None
         emitted, finish = 0, "abort"  # stays "abort" unless the stream runs to its end
@@ -138,7 +156,9 @@ class SyntheticEngine(Engine):
         finally:
             self._active.discard(request.request_id)
             self._aborted.discard(request.request_id)
-            self._record_truth(request, arrival_unix, first_unix, last_unix, prompt_tokens, emitted, finish)
+            self._record_truth(
+                request, arrival_unix, first_unix, last_unix, prompt_tokens, cached, emitted, finish
+            )
 
     def _record_truth(
         self,
@@ -147,6 +167,7 @@ class SyntheticEngine(Engine):
         first_unix: float | None,
         last_unix: float | None,
         prompt_tokens: int,
+        cached_tokens: int,
         completion_tokens: int,
         finish: str,
     ) -> None:
@@ -160,6 +181,7 @@ class SyntheticEngine(Engine):
                 "first_token_unix": first_unix,
                 "last_token_unix": last_unix,
                 "prompt_tokens": prompt_tokens,
+                "cached_tokens": cached_tokens,
                 "completion_tokens": completion_tokens,
                 "finish_reason": finish,
                 "pid": os.getpid(),

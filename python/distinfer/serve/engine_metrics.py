@@ -14,14 +14,17 @@ every engine:
 | ray_vllm_prompt_tokens_total                          | counter   | prompt tokens of finished requests    |
 | ray_vllm_generation_tokens_total                      | counter   | generated tokens of finished requests |
 | ray_vllm_request_success_total                        | counter   | finished requests                     |
+| ray_vllm_prefix_cache_queries_total                   | counter   | prompt tokens looked up (synthetic)   |
+| ray_vllm_prefix_cache_hits_total                      | counter   | of those, tokens found cached         |
 | ray_vllm_time_to_first_token_seconds                  | histogram | replica receipt -> first token        |
 | ray_vllm_request_time_per_output_token_seconds        | histogram | a request's mean TPOT                 |
 | ray_vllm_e2e_request_latency_seconds                  | histogram | replica receipt -> last token         |
 | ray_vllm_request_queue_time_seconds                   | histogram | replica receipt -> engine start       |
 | ray_vllm_request_prefill_time_seconds                 | histogram | engine start -> first token           |
 
-Gauges are read from the engine once a second (never per token); the rest are recorded once per
-finished request. Ray exports them every few seconds, which is what any scrape can see.
+Gauges and the prefix-cache counters are read from the engine once a second (never per token); the
+rest are recorded once per finished request. Ray exports them every few seconds, which is what any
+scrape can see.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ KV_CACHE = "vllm_kv_cache_usage_perc"
 PROMPT_TOKENS = "vllm_prompt_tokens"
 GENERATION_TOKENS = "vllm_generation_tokens"
 REQUEST_SUCCESS = "vllm_request_success"
+PREFIX_QUERIES = "vllm_prefix_cache_queries"
+PREFIX_HITS = "vllm_prefix_cache_hits"
 TTFT = "vllm_time_to_first_token_seconds"
 TPOT = "vllm_request_time_per_output_token_seconds"
 E2E = "vllm_e2e_request_latency_seconds"
@@ -90,6 +95,11 @@ class EngineMetrics:
         self.prompt_tokens = counter(PROMPT_TOKENS, "Number of prefill tokens processed.")
         self.generation_tokens = counter(GENERATION_TOKENS, "Number of generation tokens processed.")
         self.success = counter(REQUEST_SUCCESS, "Count of successfully processed requests.")
+        self.prefix_queries = counter(
+            PREFIX_QUERIES, "Prefix cache queries, in terms of number of queried tokens."
+        )
+        self.prefix_hits = counter(PREFIX_HITS, "Prefix cache hits, in terms of number of cached tokens.")
+        self._prefix_seen = (0, 0)
         self.ttft = histogram(TTFT, "Histogram of time to first token in seconds.", TTFT_BUCKETS)
         self.tpot = histogram(TPOT, "Histogram of time per output token in seconds.", TPOT_BUCKETS)
         self.e2e = histogram(E2E, "Histogram of end to end request latency in seconds.", REQUEST_BUCKETS)
@@ -119,6 +129,14 @@ class EngineMetrics:
         if stats is not None:
             self.running.set(stats.active, tags=self._tags)
             self.waiting.set(stats.queued, tags=self._tags)
+        counters = self._engine.prefix_cache_counters()
+        if counters is not None:
+            queries, hits = counters
+            if queries > self._prefix_seen[0]:  # Ray's Counter refuses inc(0)
+                self.prefix_queries.inc(queries - self._prefix_seen[0], tags=self._tags)
+            if hits > self._prefix_seen[1]:
+                self.prefix_hits.inc(hits - self._prefix_seen[1], tags=self._tags)
+            self._prefix_seen = counters
         usage = self._engine.kv_cache_usage()
         if usage is not None:
             self.kv_cache.set(usage, tags=self._tags)

@@ -39,6 +39,7 @@ from distinfer.errors import format_validation_error
 from distinfer.results.base import Strict
 from distinfer.results.capacity import RESULT_FILE as CAPACITY_RESULT
 from distinfer.results.certificate import planned_events_per_s
+from distinfer.results.placement import STATE_PATHS
 from distinfer.results.scenario import (
     Deployment,
     ScenarioSpec,
@@ -175,6 +176,10 @@ class Plan(Strict):
         description="The Ray node label naming each node's inventory host (ray_local's `ray start --labels`, "
         "the RayService's pods from their node name); scenarios' replicas select it.",
     )
+    ray_state_paths: dict[str, str] = Field(
+        default_factory=lambda: dict(STATE_PATHS),
+        description="The dashboard paths whose answers `distinfer bench placement` judges, by key.",
+    )
     scenarios: list[PlannedScenario]
     certify_events_per_s: float = Field(
         0.0, description="The scenarios' highest planned event rate: the load generator's self-test rate."
@@ -243,6 +248,7 @@ def build_plan(request: PlanRequest) -> Plan:
         worker_groups=_worker_groups(request) if request.platform == "kubernetes" else [],
         node_labels=_node_labels(request) if request.platform == "kubernetes" else {},
         host_label=HOST_LABEL,
+        ray_state_paths=dict(STATE_PATHS),
         scenarios=[],
         certify_events_per_s=0.0,
         airgap=_airgap(request),

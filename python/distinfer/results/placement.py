@@ -22,6 +22,19 @@ from distinfer.results.base import ResultsFile, Strict
 
 PLACEMENT_FILE = "placement.json"
 SCHEMA_VERSION = 1
+# What `placement_from_state` reads: the dashboard's paths (Serve's REST API, Ray's state API as `ray list
+# ... --detail` asks it), by the key each answer takes in its `state`. The roles ask these (the plan's
+# `ray_state_paths`): the local platform from the head's dashboard, the RayService in its head pod.
+_ALIVE = "filter_keys=state&filter_predicates=%3D&filter_values=ALIVE"
+STATE_PATHS = {
+    "serve": "/api/serve/applications/",
+    "nodes": f"/api/v0/nodes?limit=10000&{_ALIVE}",
+    "actors": f"/api/v0/actors?limit=10000&detail=true&{_ALIVE}",
+    "placement_groups": (
+        "/api/v0/placement_groups?limit=10000&detail=true&filter_keys=state&filter_predicates=%3D"
+        "&filter_values=CREATED"
+    ),
+}
 
 
 class ReplicaPlacement(Strict):

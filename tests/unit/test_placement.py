@@ -28,7 +28,7 @@ from test_plan import LLAMA_NAME, POWEREDGE_HOSTS, REPO, deployment, refused, re
 from distinfer.config import HOST_LABEL, model_deployment_options, parse_models, pin_to_hosts, serve_config
 from distinfer.plan import build_plan
 from distinfer.report.render import node_section
-from distinfer.report.tables import node_row, node_rows, scenario_row
+from distinfer.report.tables import node_row, node_rows, results_document, scenario_row
 from distinfer.results.load import NodeSamples, Run, Scenario, load_scenario
 from distinfer.results.placement import Placement, RayStateError, placement_from_state
 from distinfer.results.scenario import ScenarioSpec, load_sweep
@@ -335,7 +335,12 @@ def test_the_report_has_node_rows_for_the_hosts_that_served_only(tmp_path: Path)
     assert scenario.served_nodes == ["node3"]
     assert [r.host for r in node_rows(scenario)] == ["node3"]
     assert scenario_row(scenario).inference_nodes == "Single Node" and scenario_row(scenario).nodes == "node3"
-    text = " ".join(str(b) for b in node_section(Run(path=tmp_path, provenance=None, scenarios=[scenario])))
+    run = Run(path=tmp_path, provenance=None, scenarios=[scenario])
+    (entry,) = results_document(run)["scenarios"]
+    assert entry["placement"]["served"] == ["node3"] and [n["host"] for n in entry["nodes_detail"]] == [
+        "node3"
+    ]
+    text = " ".join(str(b) for b in node_section(run))
     assert "the hosts that held its model's replicas" in text and "(one: node1, node2)" in text, text
 
 

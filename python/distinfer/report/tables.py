@@ -419,6 +419,8 @@ def results_document(run: Run) -> dict[str, Any]:
                 "spec": _dumped(s.spec),
                 "client": _dumped(s.summary.client if s.summary else None),
                 "ttft_split": _dumped(s.summary.ttft_split if s.summary else None),
+                # Where its replicas ran (placement.json), for runs that recorded it.
+                **({"placement": _dumped(s.placement)} if s.placement is not None else {}),
             }
             for s in scenarios
         ],

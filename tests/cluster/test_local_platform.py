@@ -472,8 +472,8 @@ def test_an_interrupted_benchmark_resumes_where_it_stopped(cluster: dict[str, An
     Its scenarios name their hosts (ON_NODES): each one's replicas, read from Ray's state API while its
     load runs, are on those hosts only, as its placement.json records, and its node rows in the report
     are the hosts that served. Without the selector Serve spreads replicas over the nodes with room
-    (SPREAD; in the first test, two replicas went to two hosts): two replicas would not share node3, and
-    three would not all miss node1."""
+    (SPREAD): two replicas would not share node3, and three would not all miss node1; the lost-host test
+    below is the control, the same model with no hosts named, its three replicas on the three hosts."""
     hosts: TestHosts = cluster["hosts"]
     assert cluster.get("inventory"), "the three-host run did not complete"
     inventory = three_hosts_in_turn(
@@ -598,6 +598,10 @@ def test_a_lost_host_is_recorded_its_replica_comes_back_and_the_sweep_goes_on(
         stopper.join(timeout=60)
         assert "at" in outcome, (outcome, run.describe())
         _assert_the_loss_was_recorded(hosts, workdir, run, outcome)
+        # The control of the scenarios on their nodes (above): no hosts named, Serve spread the same
+        # model's three replicas over all three hosts (as the benchmark found them before the load).
+        record = placement(workdir, "lost", "lost")
+        assert record["named"] == [] and sorted(record["served"]) == ["node1", "node2", "node3"], record
     finally:  # whatever happened above, the tests after this one get three running hosts back
         give_up.set()
         stopper.join(timeout=60)

@@ -248,6 +248,11 @@ def test_replicas_on_the_named_hosts_are_placed_and_the_hosts_that_served_record
         ray_state({"r1": "n1"}), "distinfer", MODEL, ["xe9680", "xe8545"], HOST_LABEL
     )
     assert packed.ok and packed.unused == ["xe8545"] and "xe8545 named but holding none" in packed.line()
+    # The guide's table says it beside its "Inference Nodes".
+    scenario = Scenario(
+        name="s", spec=None, summary=None, nodes={}, listed_nodes=["xe9680", "xe8545"], placement=packed
+    )
+    assert scenario_row(scenario).inference_nodes == "Single Node (xe8545 named, held none)"
 
 
 def test_a_replica_elsewhere_is_named_and_fails_the_check() -> None:

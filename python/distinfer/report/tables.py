@@ -35,9 +35,13 @@ def ordered(run: Run) -> list[Scenario]:
 
 
 def _nodes_label(s: Scenario) -> str:
+    """The guide's "Inference Nodes": the hosts that served (placement.json), else those listed; a host
+    named for the scenario that held none of its replicas is said beside it."""
     count = len(s.serving_nodes) or len(s.nodes)
     words = {1: "Single Node", 2: "Two Nodes", 3: "Three Nodes"}
-    return words.get(count, f"{count} Nodes") if count else "-"
+    label = words.get(count, f"{count} Nodes") if count else "-"
+    unused = s.placement.unused if s.placement is not None and s.served_nodes is not None else []
+    return f"{label} ({', '.join(unused)} named, held none)" if unused else label
 
 
 @dataclass(frozen=True)

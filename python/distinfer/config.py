@@ -580,6 +580,38 @@ def model_deployment_options(spec: VllmModel | HfModel | SyntheticModel) -> dict
     return options
 
 
+# The Ray node label naming the inventory host a Ray node runs on: `ray start --labels` on the local
+# platform (roles/ray_local), from the pod's Kubernetes node name on the RayService (roles/ray_service,
+# whose K3s node names are the inventory names). A scenario's replicas select it (`pin_to_hosts`).
+HOST_LABEL = "distinfer.io/host"
+
+
+def host_selector(hosts: list[str]) -> dict[str, str]:
+    """Ray's label selector for nodes of these hosts: `{HOST_LABEL: "a"}` or `{HOST_LABEL: "in(a,b)"}`."""
+    if not hosts:
+        raise ValueError("host_selector needs at least one host")
+    return {HOST_LABEL: hosts[0] if len(hosts) == 1 else f"in({','.join(hosts)})"}
+
+
+def pin_to_hosts(options: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
+    """A deployment's options (`model_deployment_options` and the like) with its replicas placed only on
+    Ray nodes of `hosts` (their HOST_LABEL).
+
+    A replica that is one actor selects them itself (`ray_actor_options.label_selector`); a replica
+    with a placement group (tensor parallelism: the actor sits in bundle 0, vLLM's workers in the
+    others) selects them for every bundle (`placement_group_bundle_label_selector`, one per bundle),
+    so the whole group, kept on one node by STRICT_PACK, lands on one of the hosts.
+    """
+    selector = host_selector(hosts)
+    pinned = {**options, "ray_actor_options": dict(options.get("ray_actor_options") or {})}
+    bundles = options.get("placement_group_bundles")
+    if bundles:
+        pinned["placement_group_bundle_label_selector"] = [dict(selector) for _ in bundles]
+    else:
+        pinned["ray_actor_options"]["label_selector"] = dict(selector)
+    return pinned
+
+
 def direct_deployment_options(models: ModelsFile) -> dict[str, Any]:
     """The one model's deployment when its replicas serve HTTP themselves (layout `direct`).
 

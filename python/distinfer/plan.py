@@ -22,20 +22,24 @@ from pydantic import Field, ValidationError
 from distinfer.airgap import AirgapPlan, AirgapSettings, airgap_plan
 from distinfer.config import (
     DEFAULT_APP_NAME,
+    HOST_LABEL,
     ConfigError,
     EngineStandIn,
     HfModel,
     ModelsFile,
     SyntheticModel,
     VllmModel,
+    deployment_name,
     load_models_file,
     parse_models,
+    pin_to_hosts,
     serve_config,
 )
 from distinfer.errors import format_validation_error
 from distinfer.results.base import Strict
 from distinfer.results.capacity import RESULT_FILE as CAPACITY_RESULT
 from distinfer.results.certificate import planned_events_per_s
+from distinfer.results.placement import STATE_PATHS
 from distinfer.results.scenario import (
     Deployment,
     ScenarioSpec,
@@ -45,6 +49,7 @@ from distinfer.results.scenario import (
     expand_repeats,
     parse_sweep,
     read_sweep,
+    scenario_nodes,
     validate_scenario,
 )
 from distinfer.results.summary import SUMMARY_FILE
@@ -135,6 +140,12 @@ class PlannedScenario(Strict):
     users_per_replica: int | None
     users: int
     duration_s: float = Field(description="Seconds of load (a capacity search: of one step at least).")
+    nodes: list[str] = Field(
+        default_factory=list,
+        description="The inventory hosts its model's replicas are pinned to (its `nodes:`; Ray's label "
+        "selector on `host_label` in its serve_config); empty: anywhere.",
+    )
+    deployment: str = Field(description="The Serve deployment of its model (whose replicas are placed).")
     spec: dict[str, Any] = Field(description="The ScenarioSpec `distinfer bench run|capacity` gets.")
     serve_config: dict[str, Any] = Field(description="What must be deployed while it runs.")
 
@@ -160,6 +171,15 @@ class Plan(Strict):
         default_factory=dict,
         description="Per host: the labels the K3s roles put on its node (kubernetes platform).",
     )
+    host_label: str = Field(
+        HOST_LABEL,
+        description="The Ray node label naming each node's inventory host (ray_local's `ray start --labels`, "
+        "the RayService's pods from their node name); scenarios' replicas select it.",
+    )
+    ray_state_paths: dict[str, str] = Field(
+        default_factory=lambda: dict(STATE_PATHS),
+        description="The dashboard paths whose answers `distinfer bench placement` judges, by key.",
+    )
     scenarios: list[PlannedScenario]
     certify_events_per_s: float = Field(
         0.0, description="The scenarios' highest planned event rate: the load generator's self-test rate."
@@ -180,6 +200,13 @@ def build_plan(request: PlanRequest) -> Plan:
     names = [h.name for h in request.hosts]
     if request.head not in names:
         raise ConfigError(f"the head {request.head!r} is not among the hosts {names}")
+    for name in names:
+        if not _RAY_LABEL_VALUE.match(name):
+            raise ConfigError(
+                f"{name}: the inventory host name becomes the Ray node label {HOST_LABEL}={name}, which Ray "
+                "refuses (at most 63 letters, digits, '-', '.', '_', starting and ending with a letter or "
+                "digit); rename the host in hosts.yml (ansible_host keeps its address)"
+            )
     try:
         loaded = load_models_file(request.models_file)
     except ConfigError as err:
@@ -220,6 +247,8 @@ def build_plan(request: PlanRequest) -> Plan:
         serve_config=_serve_config(deployed, request.platform),
         worker_groups=_worker_groups(request) if request.platform == "kubernetes" else [],
         node_labels=_node_labels(request) if request.platform == "kubernetes" else {},
+        host_label=HOST_LABEL,
+        ray_state_paths=dict(STATE_PATHS),
         scenarios=[],
         certify_events_per_s=0.0,
         airgap=_airgap(request),
@@ -330,18 +359,28 @@ def _replicas(models: ModelsFile, request: PlanRequest, capacity: dict[str, int]
     return replicas
 
 
-def _check_fits(models: ModelsFile, replicas: dict[str, int], request: PlanRequest, what: str) -> None:
-    """Every GPU model's replicas fit on the hosts' GPUs, each replica's GPUs on one host.
+def _check_fits(
+    models: ModelsFile,
+    replicas: dict[str, int],
+    request: PlanRequest,
+    what: str,
+    pinned: dict[str, list[str]] | None = None,
+) -> None:
+    """Every GPU model's replicas fit on the hosts' GPUs, each replica's GPUs on one host, and a model
+    in `pinned` on those hosts only.
 
-    First fit, largest replicas first: the same packing Ray's STRICT_PACK placement groups need.
+    First fit, largest replicas first (pinned models first among equals): the same packing Ray's
+    STRICT_PACK placement groups need.
     """
     if not _derives_from_gpus(request):
         return
+    pinned = pinned or {}
     free = {h.name: h.gpus for h in request.hosts}
-    for spec in sorted(_gpu_models(models), key=lambda s: -s.gpus_per_replica):
+    for spec in sorted(_gpu_models(models), key=lambda s: (-s.gpus_per_replica, s.name not in pinned)):
         per = int(spec.gpus_per_replica)
+        allowed = pinned.get(spec.name) or list(free)
         for placed in range(replicas[spec.name]):
-            host = next((name for name, gpus in free.items() if gpus >= per), None)
+            host = next((name for name in allowed if free[name] >= per), None)
             if host is None:
                 alone = sum(h.gpus // per for h in request.hosts)
                 raise ConfigError(
@@ -399,6 +438,8 @@ LABEL_PREFIX = "distinfer.io/"
 GROUP_LABEL = LABEL_PREFIX + "worker-group"
 NO_GPU = "none"
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
+# Ray's rule for a node label's value (ray/_private/label_utils.py, LABEL_REGEX): the same, not empty.
+_RAY_LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
 
 
 def _label_value(text: str) -> str:
@@ -522,11 +563,14 @@ def _scenario(
     replicas = data["replicas"]
     if upr is not None:
         _check_cap(spec, upr, f"{where}: model {spec.name}", "users_per_replica")
+    nodes = _named_nodes(data, request, where)
+    if nodes:
+        _check_named_fit(spec, replicas, nodes, request, where)
     scaled = {**plan.replicas, spec.name: replicas}
-    _check_fits(models, scaled, request, f"{where}: replicas")
+    _check_fits(models, scaled, request, f"{where}: replicas", {spec.name: nodes} if nodes else None)
     data["users"] = data.get("users") or replicas * (upr or spec.max_ongoing_requests)
     data["url"] = plan.endpoint
-    data["meta"] = _scenario_meta(data, request, plan)
+    data["meta"] = _scenario_meta(data, request, plan, nodes)
     validated = validate_scenario(data, where)
     deployed = models.with_replicas(scaled)
     if upr is not None:  # the per-replica cap of the model under load (vLLM's max_num_seqs follows it)
@@ -541,6 +585,8 @@ def _scenario(
         )
     capacity_search = validated.capacity is not None
     config = _serve_config(deployed, request.platform)
+    if nodes:
+        config = _pinned(config, deployment_name(spec.name), nodes)
     return [
         PlannedScenario(
             name=each.name,
@@ -552,6 +598,8 @@ def _scenario(
             users_per_replica=upr,
             users=each.users,
             duration_s=each.duration_s,
+            nodes=nodes or [],
+            deployment=deployment_name(spec.name),
             spec=each.model_dump(mode="json", exclude_none=True),
             serve_config=config,
         )
@@ -561,12 +609,67 @@ def _scenario(
     ]
 
 
-def _scenario_meta(data: dict[str, Any], request: PlanRequest, plan: Plan) -> dict[str, str]:
-    """What the report shows about the deployment: the file's own labels win (the guide's)."""
+def _named_nodes(data: dict[str, Any], request: PlanRequest, where: str) -> list[str] | None:
+    """The inventory hosts a scenario names for its replicas (`nodes:`, or the older `meta: {nodes:}`
+    label, which always meant the same), checked against the inventory; None when it names none."""
+    nodes = scenario_nodes(data, where)
+    label = data.get("meta", {}).get("nodes")
+    if label is not None:
+        from_label = scenario_nodes({"nodes": label}, f"{where}: meta")
+        if nodes is None:
+            nodes = from_label
+        elif from_label != nodes:
+            raise ConfigError(
+                f"{where}: nodes {nodes} and meta.nodes {label!r} disagree; keep nodes: (where its replicas "
+                "run) and remove nodes from meta"
+            )
+    if nodes is None:
+        return None
+    names = [h.name for h in request.hosts]
+    unknown = [n for n in nodes if n not in names]
+    if unknown:
+        raise ConfigError(
+            f"{where}: nodes names {', '.join(unknown)}, which the inventory does not have (its hosts: "
+            f"{', '.join(names)}); name inventory hosts (their names in hosts.yml), or add the host"
+        )
+    return [n for n in names if n in nodes]  # in the inventory's order
+
+
+def _check_named_fit(spec: Spec, replicas: int, nodes: list[str], request: PlanRequest, where: str) -> None:
+    """A GPU model's replicas (each its tensor_parallel_size GPUs on one node) fit on the GPUs of the
+    hosts its scenario names."""
+    if not _derives_from_gpus(request) or spec.gpus_per_replica < 1:
+        return
+    per = int(spec.gpus_per_replica)
+    hosts = [h for h in request.hosts if h.name in nodes]
+    holds = sum(h.gpus // per for h in hosts)
+    if replicas > holds:
+        raise ConfigError(
+            f"{where} asks {replicas} replica(s) of {spec.name}, {replicas} x {per} = {replicas * per} GPUs "
+            f"({per} per replica, tensor_parallel_size, on one node), but its nodes "
+            f"{', '.join(f'{h.name} ({h.gpus} GPUs)' for h in hosts)} hold {holds} replica(s) "
+            f"({sum(h.gpus for h in hosts)} GPUs); lower its replicas to {holds} or name more hosts in its "
+            "nodes:"
+        )
+
+
+def _pinned(config: dict[str, Any], deployment: str, nodes: list[str]) -> dict[str, Any]:
+    """The Serve config with `deployment`'s replicas placed only on Ray nodes of `nodes`."""
+    (app,) = config["applications"]
+    deployments = [pin_to_hosts(d, nodes) if d["name"] == deployment else d for d in app["deployments"]]
+    return {**config, "applications": [{**app, "deployments": deployments}]}
+
+
+def _scenario_meta(
+    data: dict[str, Any], request: PlanRequest, plan: Plan, nodes: list[str] | None
+) -> dict[str, str]:
+    """What the report shows about the deployment: the hosts named for it (all, when it names none);
+    the file's own labels win (the guide's)."""
+    hosts = [h for h in request.hosts if not nodes or h.name in nodes]
     deployment = Deployment(
-        nodes=list(plan.hosts),
-        devices=",".join(h.device or h.name for h in request.hosts),
-        gpus=str(sum(h.gpus for h in request.hosts)),
+        nodes=[h.name for h in hosts],
+        devices=",".join(h.device or h.name for h in hosts),
+        gpus=str(sum(h.gpus for h in hosts)),
         replicas=data["replicas"],
         platform=request.platform,
         # The report asks this Prometheus for the server-side figures of the scenario's window.
@@ -576,7 +679,10 @@ def _scenario_meta(data: dict[str, Any], request: PlanRequest, plan: Plan) -> di
         if plan.engine_stand_in
         else None,
     )
-    return {**deployment.to_meta(), **data.get("meta", {})}
+    meta = {**deployment.to_meta(), **data.get("meta", {})}
+    if nodes:
+        meta["nodes"] = ",".join(nodes)  # as checked, in the inventory's order
+    return meta
 
 
 def plan_command(

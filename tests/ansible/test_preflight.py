@@ -98,6 +98,14 @@ def scenario_model_not_served(inv: Inventory) -> None:
     }
 
 
+def more_replicas_than_the_named_nodes_hold(inv: Inventory) -> None:
+    # xe8545's 4 GPUs hold one TP4 replica; the whole inventory (16 GPUs) would hold 4.
+    inv["all"]["vars"]["distinfer_scenarios"] = {
+        "defaults": {"duration_s": 10},
+        "scenarios": [{"name": "one-node", "replicas": 2, "users_per_replica": 4, "nodes": ["xe8545"]}],
+    }
+
+
 def incremental_upgrade(inv: Inventory) -> None:
     # KubeRay 1.5's strategy (Gateway API); the pinned 1.4.2 would refuse the RayService at apply time.
     inv["all"]["vars"]["ray_service_upgrade_strategy"] = "NewClusterWithIncrementalUpgrade"
@@ -136,6 +144,10 @@ CASES: dict[str, tuple[Callable[[Inventory], None], list[str]]] = {
     "replicas beyond the GPUs": (more_replicas_than_gpus, ["distinfer_replicas asks 5", "at most 4"]),
     "users per replica 0": (zero_users_per_replica, ["'empty'", "users_per_replica", "(got 0)", ">= 1"]),
     "scenario model not served": (scenario_model_not_served, ["llama-2-70b-chat", MODEL, "set its model"]),
+    "replicas beyond the scenario's nodes": (
+        more_replicas_than_the_named_nodes_hold,
+        ["scenario 'one-node' asks 2 replica(s)", "2 x 4 = 8 GPUs", "xe8545 (4 GPUs) hold 1", "more hosts"],
+    ),
     "upgrade strategy of a later KubeRay": (
         incremental_upgrade,
         ["ray_service_upgrade_strategy", "NewClusterWithIncrementalUpgrade", "None and NewCluster"],

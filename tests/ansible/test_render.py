@@ -26,7 +26,7 @@ import yaml
 from crd_schema import assert_valid, crd_errors, raycluster_of
 from helpers import REPO_ROOT, Render, poweredge_inventory, render_roles, run_playbook
 
-from distinfer.config import deployment_name
+from distinfer.config import HOST_LABEL, deployment_name
 from distinfer.serve.edge import haproxy_binary
 
 HERE = Path(__file__).parent
@@ -182,6 +182,17 @@ def test_rayservice_carries_the_guide_cluster(rendered: Path) -> None:
         assert volumes["model-cache"]["hostPath"]["path"]
         env = {e["name"]: e for e in container["env"]}
         assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "distinfer-secrets"
+    # Every Ray node names its host: KubeRay 1.4.2 writes rayStartParams into the `ray start` line it
+    # runs as the container's `bash -c` argument (common/pod.go: BuildPod, convertParamMap), and
+    # Kubernetes expands $(VAR) there from the container's env, here the pod's node name (the K3s node
+    # name is the inventory host's). One constant for every group: a host added changes no template.
+    head = cluster["headGroupSpec"]
+    for params, template in [(head["rayStartParams"], head["template"])] + [
+        (g["rayStartParams"], g["template"]) for g in groups.values()
+    ]:
+        assert params["labels"] == f"{HOST_LABEL}=$(DISTINFER_NODE_NAME)"
+        env = {e["name"]: e for e in template["spec"]["containers"][0]["env"]}
+        assert env["DISTINFER_NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     serve = yaml.safe_load(rs["spec"]["serveConfigV2"])
     (app,) = serve["applications"]
     assert app["import_path"] == "distinfer.serve.app:build_app"

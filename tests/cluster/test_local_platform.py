@@ -12,7 +12,10 @@ cluster:
 3. the idempotency gate: `site.yml` again without the benchmark tag reports changed=0 on every host;
 4. a fault: one replica's process killed by PID mid-scenario is recorded as errors in that scenario, the
    service recovers, the next scenario runs clean, and the finished scenarios keep their data;
-5. Ctrl-C during a benchmark, then the same command: the run resumes where it stopped;
+5. Ctrl-C during a benchmark, then the same command: the run resumes where it stopped; its two
+   scenarios name their hosts (one: node3 alone, two replicas; the other: node2 and node3, three
+   replicas), and every replica runs there (Ray's state API), where Serve's spreading would have put
+   them on other hosts without the scenario's label selector;
 6. `playbooks/reset.yml`: Ray, Prometheus and the node exporters stop on every host, the app and the chat
    page stop answering, a second reset changes nothing.
 
@@ -44,6 +47,8 @@ from leaks import places_holding, secret_file_modes
 from playbook_runs import PlaybookRun, ansible_env, run_playbook
 from raystate import node_names, ray_json
 from testhosts import REPO_ROOT, TestHosts
+
+from distinfer.config import HOST_LABEL
 
 SITE = REPO_ROOT / "site.yml"
 RESET = REPO_ROOT / "playbooks" / "reset.yml"
@@ -156,6 +161,28 @@ def scenario_dir(workdir: Path, run_id: str, scenario: str) -> Path:
     return workdir / "results" / run_id / "scenarios" / scenario
 
 
+def placement(workdir: Path, run_id: str, scenario: str) -> dict[str, Any]:
+    """The scenario's placement.json: where the benchmark found its replicas (Ray's state API)."""
+    path = scenario_dir(workdir, run_id, scenario) / "placement.json"
+    assert path.exists(), f"scenario {scenario}: no {path}"
+    return dict(json.loads(path.read_text()))
+
+
+def placed_hosts(hosts: TestHosts, record: dict[str, Any]) -> list[str]:
+    """The test host of each replica in a placement.json, by its Ray node's address in this test's own
+    read of Ray's state API (not by the host label the record carries)."""
+    nodes = node_names(hosts, "node1")
+    return sorted(nodes.get(r["node_id"], str(r["node_id"])) for r in record["replicas"])
+
+
+def node_rows_of(report: str, scenario: str) -> list[str]:
+    """The hosts of a scenario's rows in the report's node table."""
+    section = report[report.index("## Resource utilisation per node") :].split("\n## ")[0]
+    return sorted(
+        line.split("|")[2].strip() for line in section.splitlines() if line.startswith(f"| {scenario} | ")
+    )
+
+
 def summary(workdir: Path, run_id: str, scenario: str) -> dict[str, Any]:
     path = scenario_dir(workdir, run_id, scenario) / "summary.json"
     assert path.exists(), f"scenario {scenario} did not finish: no {path}"
@@ -196,6 +223,15 @@ def test_two_hosts_make_a_cluster_with_two_replicas(cluster: dict[str, Any], wor
 
     placed = replicas_by_host(hosts)
     assert {name: len(ids) for name, ids in placed.items()} == {"node1": 1, "node2": 1}, placed
+    # Every Ray node carries its inventory host's name as a label (ray start --labels), and a scenario
+    # naming no hosts has its replicas anywhere, where they ran recorded from Ray's state API.
+    alive = ray_json(hosts, "node1", "nodes", "--filter", "state=ALIVE")
+    assert {n["node_ip"]: n["labels"].get(HOST_LABEL) for n in alive} == {
+        hosts.host(name).ip: name for name in ("node1", "node2")
+    }, alive
+    record = placement(workdir, "scaling", "2n-2r-4u")
+    assert record["named"] == [] and sorted(record["served"]) == ["node1", "node2"], record
+    assert placed_hosts(hosts, record) == ["node1", "node2"], record
     data = summary(workdir, "scaling", "2n-2r-4u")
     assert completed(data) > 0 and error_count(data) == 0, data
     nodes = scenario_dir(workdir, "scaling", "2n-2r-4u") / "nodes"
@@ -387,18 +423,28 @@ def test_a_killed_replica_is_recorded_and_the_next_scenario_runs_clean(
     assert "killed" in report and "after" in report
 
 
+def movable_models(workdir: Path) -> Path:
+    """The synthetic model at 0.5 CPUs a replica: room for several replicas on one host (2 CPUs each)."""
+    path = workdir / "models-movable.yaml"
+    movable = {**MODELS, "models": [{**MODELS["models"][0], "num_cpus": 0.5}]}
+    path.write_text(yaml.safe_dump(movable, sort_keys=False))
+    return path
+
+
 def three_hosts_in_turn(
     hosts: TestHosts,
     workdir: Path,
     durations: dict[str, int],
     defaults: dict[str, Any] | None = None,
+    fields: dict[str, dict[str, Any]] | None = None,
     **extra: Any,
 ) -> Path:
     """The three hosts' inventory with scenarios run in turn, by name and duration, each at
-    USERS_PER_REPLICA, a 4 s warm-up and 16 tokens unless `defaults` says more; no self-test of the load
-    generator (the scaling run's); `extra` more group vars."""
+    USERS_PER_REPLICA, a 4 s warm-up and 16 tokens unless `defaults` says more, plus any scenario's own
+    `fields`; no self-test of the load generator (the scaling run's); `extra` more group vars."""
     entries = [
-        {"name": n, "users_per_replica": USERS_PER_REPLICA, "duration_s": d} for n, d in durations.items()
+        {"name": n, "users_per_replica": USERS_PER_REPLICA, "duration_s": d, **(fields or {}).get(n, {})}
+        for n, d in durations.items()
     ]
     return write_inventory(
         hosts,
@@ -410,13 +456,33 @@ def three_hosts_in_turn(
     )
 
 
+# Scenarios on their nodes (the one-node and the two-node case), in the interrupted run below: 0.5 CPUs
+# a replica leave room for all of them on one host, so only the label selector keeps them off the others.
+ON_NODES = {
+    "first": {"replicas": 2, "nodes": ["node3"]},
+    "second": {"replicas": 3, "nodes": ["node2", "node3"]},
+}
+
+
 def test_an_interrupted_benchmark_resumes_where_it_stopped(cluster: dict[str, Any], workdir: Path) -> None:
     """Ctrl-C during the second scenario, then the same command again: the run resumes under the same
     id, the finished scenario is not run again, the interrupted attempt's records are kept aside, and
-    the report covers both scenarios."""
+    the report covers both scenarios.
+
+    Its scenarios name their hosts (ON_NODES): each one's replicas, read from Ray's state API while its
+    load runs, are on those hosts only, as its placement.json records, and its node rows in the report
+    are the hosts that served. Without the selector Serve spreads replicas over the nodes with room
+    (SPREAD): two replicas would not share node3, and three would not all miss node1; the lost-host test
+    below is the control, the same model with no hosts named, its three replicas on the three hosts."""
     hosts: TestHosts = cluster["hosts"]
     assert cluster.get("inventory"), "the three-host run did not complete"
-    inventory = three_hosts_in_turn(hosts, workdir, {"first": 10, "second": 20})
+    inventory = three_hosts_in_turn(
+        hosts,
+        workdir,
+        {"first": 10, "second": 20},
+        fields=ON_NODES,
+        distinfer_models_file=str(movable_models(workdir)),
+    )
     results = workdir / "results"
     argv = ["ansible-playbook", "-i", str(inventory), str(SITE), "--tags", "benchmark"]
     log = (workdir / "logs" / "interrupted.log").open("w")
@@ -428,13 +494,17 @@ def test_an_interrupted_benchmark_resumes_where_it_stopped(cluster: dict[str, An
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    live: dict[str, list[str]] = {}  # scenario -> the test host of each replica while its load ran
     try:
         deadline = time.monotonic() + 600
         second = None
         while time.monotonic() < deadline and proc.poll() is None:
+            if "first" not in live and list(results.glob("*/scenarios/first/records.jsonl")):
+                live["first"] = sorted(host for host, _, _ in synth_replicas(hosts))
             found = sorted(results.glob("*/scenarios/second/records.jsonl"))
             if found and len(found[0].read_text().splitlines()) >= 20:
                 second = found[0]
+                live["second"] = sorted(host for host, _, _ in synth_replicas(hosts))
                 break
             time.sleep(0.5)
         assert second is not None, f"the second scenario never ran; see {log.name}"
@@ -459,6 +529,16 @@ def test_an_interrupted_benchmark_resumes_where_it_stopped(cluster: dict[str, An
     report = (run_dir / "report" / "report.md").read_text()
     assert "first" in report and "second" in report
     assert not (results / ".unfinished").exists()
+    # On their nodes: live (Ray's state API during each load), as recorded, and as the report's rows.
+    assert live.get("first") == ["node3", "node3"], live  # one node: both replicas on node3
+    assert len(live.get("second", [])) == 3 and set(live["second"]) <= {"node2", "node3"}, live
+    for name, asked in ON_NODES.items():
+        record = placement(workdir, run_dir.name, name)
+        assert record["named"] == asked["nodes"] and record["outside"] == [], record
+        assert len(record["replicas"]) == asked["replicas"], record
+        assert placed_hosts(hosts, record) == live[name], (record, live)
+        assert sorted(record["served"]) == sorted(set(live[name])), record
+        assert node_rows_of(report, name) == sorted(record["served"]), report
 
 
 def _power_off_mid_scenario(
@@ -491,8 +571,7 @@ def test_a_lost_host_is_recorded_its_replica_comes_back_and_the_sweep_goes_on(
     powered on again and rejoins."""
     hosts: TestHosts = cluster["hosts"]
     assert cluster.get("inventory"), "the three-host run did not complete"
-    movable = {**MODELS, "models": [{**MODELS["models"][0], "num_cpus": 0.5}]}  # room left on 2 hosts
-    (workdir / "models-movable.yaml").write_text(yaml.safe_dump(movable, sort_keys=False))
+    movable = movable_models(workdir)  # room left on 2 hosts
     inventory = three_hosts_in_turn(
         hosts,
         workdir,
@@ -501,7 +580,7 @@ def test_a_lost_host_is_recorded_its_replica_comes_back_and_the_sweep_goes_on(
         {"lost": 40, "after": 10},
         {"timeout_s": 30, "drain_timeout_s": 30, "slo": {"ttft_ms": 2000}},
         distinfer_run_id="lost",
-        distinfer_models_file=str(workdir / "models-movable.yaml"),
+        distinfer_models_file=str(movable),
     )
     outcome: dict[str, Any] = {}
     give_up = threading.Event()
@@ -519,6 +598,10 @@ def test_a_lost_host_is_recorded_its_replica_comes_back_and_the_sweep_goes_on(
         stopper.join(timeout=60)
         assert "at" in outcome, (outcome, run.describe())
         _assert_the_loss_was_recorded(hosts, workdir, run, outcome)
+        # The control of the scenarios on their nodes (above): no hosts named, Serve spread the same
+        # model's three replicas over all three hosts (as the benchmark found them before the load).
+        record = placement(workdir, "lost", "lost")
+        assert record["named"] == [] and sorted(record["served"]) == ["node1", "node2", "node3"], record
     finally:  # whatever happened above, the tests after this one get three running hosts back
         give_up.set()
         stopper.join(timeout=60)

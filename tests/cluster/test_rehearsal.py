@@ -15,7 +15,10 @@ The tests run in order and share the hosts:
    K3s, add-ons and the RayService in check mode (the K3s config diff comes from the inventory, the join
    token never shows); the stand-in serves the rendered serveConfigV2 at the NodePort's address with the
    API key the environment gave; the benchmark, node metrics and report for real, with a node row per
-   PowerEdge host; the TP4 model's 4 replicas each hold 4 GPU bundles on one node (Ray's state API);
+   host that served each scenario; the TP4 model's 4 replicas each hold 4 GPU bundles on one node (Ray's
+   state API); the guide's one-node scenario (bs32-1node-1replica: xe8545) and two-node scenario
+   (bs32-2nodes-2replicas: xe9680, xe8545) have their replicas only on those hosts while their load
+   runs (Ray's state API), as their placement.json records;
 2. a fourth host (4 GPUs) added to the inventory: 5 replicas, the first 4 placement groups unchanged;
 3. playbooks/upgrade.yml on the same hosts: every play runs, agents one at a time;
 4. the Ray head's machine stopped mid-scenario: the benchmark ends cleanly, records kept, and says so.
@@ -39,6 +42,8 @@ from leaks import places_holding, secret_file_modes
 from playbook_runs import POWEREDGE_INVENTORY, REPO_ROOT, PlaybookRun, run_playbook
 from raystate import node_names, ray_json
 from testhosts import TestHosts
+
+from distinfer.config import HOST_LABEL
 
 pytestmark = pytest.mark.cluster
 
@@ -181,9 +186,36 @@ def model_placement(hosts: TestHosts) -> dict[str, list[str]]:
     }
 
 
+def watch_placement(
+    hosts: TestHosts, results: Path, scenarios: list[str]
+) -> tuple[dict[str, Any], threading.Event]:
+    """A thread that, as each scenario's load begins (its records.jsonl appears), reads the model's
+    placement groups from Ray's state API; the dict fills in as they run, the event stops it."""
+    seen: dict[str, Any] = {}
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set() and len(seen) < len(scenarios):
+            for name in scenarios:
+                if name not in seen and (results / "scenarios" / name / "records.jsonl").exists():
+                    try:
+                        seen[name] = model_placement(hosts)
+                    except Exception as err:  # said by the test's assertion
+                        seen[name] = repr(err)
+            stop.wait(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return seen, stop
+
+
 def test_the_shipped_inventory_runs_every_play_and_benchmarks_the_stand_in(rehearsal: dict[str, Any]) -> None:
     hosts: TestHosts = rehearsal["hosts"]
-    run = play(SITE, rehearsal, "site")
+    results = rehearsal["workdir"] / "results" / "rehearsal"
+    live, stop_watching = watch_placement(hosts, results, SCENARIOS)
+    try:
+        run = play(SITE, rehearsal, "site")
+    finally:
+        stop_watching.set()
     assert plays_run(run) == PLAYS, run.describe()
     # Preflight's plan: the GPUs give 4 replicas of the TP4 model.
     assert replicas_planned(run) == 4, run.describe()
@@ -191,11 +223,8 @@ def test_the_shipped_inventory_runs_every_play_and_benchmarks_the_stand_in(rehea
     assert "the RayService is not checked" in run.output  # check mode, no cluster: said, not skipped silently
     assert "CRDs, chart, monitors and dashboards are not checked" in run.output  # kube-prometheus-stack
 
-    report = (rehearsal["workdir"] / "results" / "rehearsal" / "report" / "report.md").read_text()
-    nodes = report[report.index("## Resource utilisation per node") :].split("\n## ")[0]
-    for scenario in SCENARIOS:
-        rows = [line for line in nodes.splitlines() if line.startswith(f"| {scenario} | ")]
-        assert sorted(line.split("|")[2].strip() for line in rows) == sorted(MAPPING), report
+    report = (results / "report" / "report.md").read_text()
+    _assert_the_scenarios_ran_on_their_nodes(hosts, results, report, live)
     assert "Rehearsal: a synthetic engine stood in for the model" in report, "the report hides the stand-in"
     # The stand-in Prometheus answers where kube-prometheus-stack's NodePort would, and fed the report.
     prometheus = f"http://{hosts.host('node1').ip}:{PROMETHEUS_NODE_PORT}"
@@ -225,6 +254,42 @@ def test_the_shipped_inventory_runs_every_play_and_benchmarks_the_stand_in(rehea
     per_host = sorted(bundles[0] for bundles in placement.values())
     assert per_host == ["node1", "node1", "node2", "node3"], placement  # 8 + 4 + 4 GPUs
     rehearsal["placement"] = placement
+
+
+def _assert_the_scenarios_ran_on_their_nodes(
+    hosts: TestHosts, results: Path, report: str, live: dict[str, Any]
+) -> None:
+    """The guide's one-node and two-node scenarios (their `nodes:` in files/scenarios/guide.yaml, as
+    shipped): while each one's load ran, every bundle of every replica's placement group was on a named
+    host (Ray's state API, read by this test); placement.json says the same, its replicas' Ray nodes
+    being the named hosts' test hosts by address; the report's node rows are the hosts that served."""
+    guide = {
+        s["name"]: s
+        for s in yaml.safe_load((REPO_ROOT / "files/scenarios/guide.yaml").read_text())["scenarios"]
+    }
+    nodes = node_names(hosts, "node1")
+    section = report[report.index("## Resource utilisation per node") :].split("\n## ")[0]
+    for name in SCENARIOS:
+        named = guide[name]["nodes"]
+        allowed = {MAPPING[h] for h in named}
+        groups = live.get(name)
+        assert isinstance(groups, dict) and len(groups) == guide[name]["replicas"], (name, live)
+        for bundles in groups.values():
+            assert len(bundles) == 4 and len(set(bundles)) == 1 and bundles[0] in allowed, (name, groups)
+        record = json.loads((results / "scenarios" / name / "placement.json").read_text())
+        assert record["label"] == HOST_LABEL and record["named"] == named and record["outside"] == [], record
+        assert len(record["replicas"]) == guide[name]["replicas"], record
+        for replica in record["replicas"]:
+            assert nodes[replica["node_id"]] == MAPPING[replica["host"]], (record, nodes)
+            assert replica["bundle_hosts"] == [replica["host"]] * 4, record
+        served = record["served"]
+        assert served and set(served) <= set(named), record
+        live_hosts = sorted({bundles[0] for bundles in groups.values()})
+        assert sorted(MAPPING[h] for h in served) == live_hosts, (record, groups)
+        rows = [line for line in section.splitlines() if line.startswith(f"| {name} | ")]
+        assert sorted(line.split("|")[2].strip() for line in rows) == sorted(served), section
+    (only,) = live["bs32-1node-1replica"].values()  # the one-node scenario: xe8545 (node2) alone
+    assert only == ["node2"] * 4, live
 
 
 def _assert_k3s_config_from_inventory_and_token_hidden(run: PlaybookRun) -> None:

@@ -12,6 +12,7 @@ import typer
 
 from distinfer.bench.status import (
     EXIT_INVALID,
+    EXIT_MISPLACED,
     EXIT_OK,
     EXIT_RESULTS_LOST,
     EXIT_STATUSES,
@@ -346,6 +347,51 @@ def certify_command(
     certificate = _guarded(lambda: certify(out, events_per_s))
     _print_certificate(certificate)
     raise typer.Exit(EXIT_OK if certificate.certified_events_per_s is not None else EXIT_INVALID)
+
+
+@bench.command("placement")
+def placement_command(
+    out: Annotated[Path, typer.Option(help="Scenario directory: placement.json goes there.")],
+    deployment: Annotated[str, typer.Option(help="The Serve deployment of the scenario's model.")],
+    state: Annotated[
+        str,
+        typer.Option(
+            help="Ray's answers as one JSON object (a file, or - for standard input): `serve` (GET "
+            "/api/serve/applications/), `nodes`, `actors` (detail) and `placement_groups` (detail) "
+            "(GET /api/v0/<resource> of Ray's state API), each as the dashboard gave it."
+        ),
+    ] = "-",
+    app_name: Annotated[str, typer.Option("--app", help="The Serve application.")] = "distinfer",
+    nodes: Annotated[
+        str, typer.Option(help="The inventory hosts the scenario names, comma-separated; empty: anywhere.")
+    ] = "",
+    label: Annotated[str, typer.Option(help="The node label naming the host.")] = "distinfer.io/host",
+) -> None:
+    """Record where a scenario's replicas run (OUT/placement.json), from Ray's own state, and check they
+    run only on the hosts it names: exit 0 when they do, 7 when one is elsewhere or none runs."""
+    from distinfer.results.placement import RayStateError, placement_from_state
+
+    try:
+        text = sys.stdin.read() if state == "-" else Path(state).read_text()
+        answers = json.loads(text)
+    except OSError as err:
+        raise ConfigError(f"cannot read --state {state}: {err.strerror}") from None
+    except ValueError as err:
+        raise ConfigError(f"--state {state} is not JSON: {err}") from None
+    if not isinstance(answers, dict):
+        raise ConfigError(f"--state {state} must be a JSON object (serve, nodes, actors, placement_groups)")
+    named = [n.strip() for n in nodes.split(",") if n.strip()]
+    try:
+        placement = placement_from_state(answers, app_name, deployment, named, label)
+    except RayStateError as err:
+        raise ConfigError(f"cannot tell where the replicas run: {err}") from None
+    placement.save_file(out)
+    typer.echo(f"placement: {placement.line()}")
+    if not placement.replicas:
+        typer.secho(f"PLACEMENT: no replica of {deployment} is running", fg=typer.colors.RED, err=True)
+    for line in placement.outside:
+        typer.secho(f"PLACEMENT: {line}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(EXIT_OK if placement.ok else EXIT_MISPLACED)
 
 
 def _print_certificate(certificate: Any) -> None:

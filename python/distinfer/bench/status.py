@@ -15,9 +15,11 @@ the API key missing or wrong; the message names the fix); 3 no request succeeded
 search: no rate passed); 4 the saturation guard marked the run INVALID (summary.json says why); 5 a
 results write failed mid-run (no summary.json: a resumed sweep runs the scenario again); 6 the
 server stopped answering during the run and never came back (its summary says when; a sweep stops
-there). A sweep exits with the worst of its scenarios' statuses."""
+there). A sweep exits with the worst of its scenarios' statuses. `bench placement`: 0 every replica on
+the scenario's hosts, 7 one is elsewhere (or none runs), 2 the answers given do not say."""
 
 EXIT_OK, EXIT_ALL_FAILED, EXIT_INVALID, EXIT_RESULTS_LOST, EXIT_SERVER_LOST = 0, 3, 4, 5, 6
+EXIT_MISPLACED = 7
 
 
 def scenario_status(summary: Summary) -> int:

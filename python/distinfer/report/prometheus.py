@@ -129,7 +129,7 @@ def server_figures(prom: Prometheus, s: Scenario) -> ServerFigures | None:
     window = f"{max(1, math.ceil(end - start))}s"
     model = f'model_name="{_label(s.spec.model)}"'
     deployment = f'deployment="{_label(deployment_name(s.spec.model))}"'
-    gpus = _hosts_selector(s.listed_nodes)
+    gpus = _hosts_selector(s.serving_nodes)
     fulfil = "ray_serve_request_router_fulfillment_time_ms"
     energy = prom.value(
         f"sum(increase(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{{{gpus}}}[{window}])) / 1000", end

@@ -469,6 +469,34 @@ def node_section(run: Run) -> list[Block]:
                 "averaged into its interval."
             )
         )
+    placed = [s for s in ordered(run) if s.served_nodes is not None]
+    if placed:
+        idle = [
+            f"{s.name}: {', '.join(others)}"
+            for s in placed
+            if (others := [h for h in sorted({*s.nodes, *s.node_errors}) if h not in (s.served_nodes or [])])
+        ]
+        blocks.append(
+            Paragraph(
+                "Each scenario's rows are the hosts that held its model's replicas, as Ray had placed them "
+                "before its load (placement.json, from Ray's state API)"
+                + (
+                    f"; the other hosts' samples stay in its nodes/ folder ({'; '.join(idle)})."
+                    if idle
+                    else "."
+                )
+            )
+        )
+        unused = [
+            f"{s.name}: {', '.join(s.placement.unused)}" for s in placed if s.placement and s.placement.unused
+        ]
+        if unused:
+            blocks.append(
+                Paragraph(
+                    f"**Named for a scenario but holding none of its replicas** (Ray packed them on fewer "
+                    f"hosts): {'; '.join(unused)}"
+                )
+            )
     missing = [f"{n.host} ({n.scenario})" for n in nodes if n.note.startswith("MISSING")]
     if missing:
         blocks.append(

@@ -35,9 +35,13 @@ def ordered(run: Run) -> list[Scenario]:
 
 
 def _nodes_label(s: Scenario) -> str:
-    count = len(s.listed_nodes) or len(s.nodes)
+    """The guide's "Inference Nodes": the hosts that served (placement.json), else those listed; a host
+    named for the scenario that held none of its replicas is said beside it."""
+    count = len(s.serving_nodes) or len(s.nodes)
     words = {1: "Single Node", 2: "Two Nodes", 3: "Three Nodes"}
-    return words.get(count, f"{count} Nodes") if count else "-"
+    label = words.get(count, f"{count} Nodes") if count else "-"
+    unused = s.placement.unused if s.placement is not None and s.served_nodes is not None else []
+    return f"{label} ({', '.join(unused)} named, held none)" if unused else label
 
 
 @dataclass(frozen=True)
@@ -177,7 +181,7 @@ def scenario_row(s: Scenario) -> ScenarioRow:
         valid=summary.valid if summary else None,
         invalid_reasons=summary.invalid_reasons if summary else [],
         inference_nodes=_nodes_label(s),
-        nodes=",".join(s.listed_nodes or sorted(s.nodes)),
+        nodes=",".join(s.serving_nodes or sorted(s.nodes)),
         devices="-" if s.deployment.devices is None else s.deployment.devices,
         gpus="-" if s.deployment.gpus is None else s.deployment.gpus,
         replicas=s.replicas,
@@ -382,6 +386,11 @@ def path_cost(s: Scenario) -> PathCost | None:
 
 
 def node_rows(s: Scenario) -> list[NodeRow]:
+    """A row per host that served the scenario (its placement.json); without one (a run of an older
+    distinfer, `distinfer bench` by hand), per host listed for it or recorded."""
+    served = s.served_nodes
+    if served is not None:
+        return [node_row(s, host, s.nodes.get(host)) for host in served]
     hosts = list(dict.fromkeys([*s.listed_nodes, *sorted(s.nodes), *sorted(s.node_errors)]))
     return [node_row(s, host, s.nodes.get(host)) for host in hosts]
 
@@ -414,6 +423,8 @@ def results_document(run: Run) -> dict[str, Any]:
                 "spec": _dumped(s.spec),
                 "client": _dumped(s.summary.client if s.summary else None),
                 "ttft_split": _dumped(s.summary.ttft_split if s.summary else None),
+                # Where its replicas ran (placement.json), for runs that recorded it.
+                **({"placement": _dumped(s.placement)} if s.placement is not None else {}),
             }
             for s in scenarios
         ],

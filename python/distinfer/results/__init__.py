@@ -6,6 +6,8 @@ shared by the writers (bench), the readers (report, capacity_plan) and the plan.
       certificate.json           Certificate      results/certificate.py: the load generator's self-test
       scenarios/<name>/
         scenario.json            ScenarioSpec     results/scenario.py, the scenario schema
+        placement.json           Placement        results/placement.py: where its replicas ran, from Ray's
+                                                  state before the load (`distinfer bench placement`)
         records.jsonl            RequestRecord    results/records.py: one line per request (bench workers),
                                                   each with the server's ServerTiming when it sent one
         status.jsonl             StatusLine       results/availability.py: the server's /status, each second

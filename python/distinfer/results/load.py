@@ -14,6 +14,7 @@ from distinfer.results.base import ResultsSchemaError, read_model
 from distinfer.results.capacity import CapacityResult
 from distinfer.results.certificate import Certificate
 from distinfer.results.nodes import NodeError, NodeNote, NodeSample, NodeStart, read_node_lines
+from distinfer.results.placement import Placement
 from distinfer.results.run import Provenance
 from distinfer.results.scenario import Deployment, ScenarioSpec
 from distinfer.results.slo import Slo, SloResult
@@ -45,6 +46,8 @@ class Scenario:
     folder: Path | None = None
     # `distinfer report --slo`: the SLO and its verdict judged again from the records, over the summary's.
     slo_override: tuple[Slo, SloResult] | None = None
+    # placement.json: where its replicas ran (the benchmark role reads it from Ray before the load).
+    placement: Placement | None = None
 
     @property
     def finished(self) -> bool:
@@ -54,6 +57,21 @@ class Scenario:
     def deployment(self) -> Deployment:
         """What it ran on (its `meta` labels, typed); empty when the folder has no scenario.json."""
         return self.spec.deployment if self.spec else Deployment()
+
+    @property
+    def served_nodes(self) -> list[str] | None:
+        """The hosts its replicas ran on (placement.json); None when not recorded, or when a replica was
+        on a node without a host label (a Ray started before the label existed)."""
+        placed = self.placement
+        if placed is None or not placed.replicas or placed.unlabelled:
+            return None
+        return list(placed.served)
+
+    @property
+    def serving_nodes(self) -> list[str]:
+        """The hosts that served it when recorded, else the hosts listed for it (its meta `nodes`)."""
+        served = self.served_nodes
+        return self.listed_nodes if served is None else served
 
     @property
     def replicas(self) -> int | None:
@@ -130,6 +148,7 @@ def load_scenario(folder: Path) -> Scenario:
         listed_nodes=spec.deployment.nodes if spec else [],
         node_errors=errors,
         folder=folder,
+        placement=Placement.load_file(folder),
     )
 
 

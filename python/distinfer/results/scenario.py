@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from distinfer.config import ConfigError
 from distinfer.errors import entry_locator, format_validation_error
@@ -76,7 +76,10 @@ class Deployment(Strict):
     """
 
     nodes: list[str] = Field(
-        default_factory=list, description="`nodes`: the inventory hosts that served it (comma-separated)."
+        default_factory=list,
+        description="`nodes`: the inventory hosts named for it (comma-separated): those its scenario "
+        "names (`nodes:`, where the plan pins its replicas), else every host of the inventory. Where its "
+        "replicas did run is `placement.json` (results/placement.py).",
     )
     devices: str | None = Field(default=None, description="`devices`: what the report calls the machines.")
     gpus: str | None = Field(
@@ -344,6 +347,26 @@ def parse_meta(items: list[str]) -> dict[str, str]:
 # ---- a scenarios file -----------------------------------------------------------------------------
 
 
+def host_names(value: Any) -> Any:
+    """A scenario's `nodes:` as a list: a YAML list of host names, or one string of them separated by
+    commas (as the older `meta: {nodes: "a,b"}` label wrote them). Anything else is left to the
+    validator, which names what it got."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def check_host_names(hosts: list[str] | None) -> list[str] | None:
+    if hosts is None:
+        return None
+    if not hosts:
+        raise ValueError("name at least one inventory host, or leave nodes: out (replicas anywhere)")
+    repeated = sorted({h for h in hosts if hosts.count(h) > 1})
+    if repeated:
+        raise ValueError(f"{repeated} named more than once; name each host once")
+    return hosts
+
+
 class SweepEntry(BaseModel):
     """One scenario of a sweep; unset fields come from the file's `defaults`."""
 
@@ -353,6 +376,41 @@ class SweepEntry(BaseModel):
     replicas: int | None = Field(None, ge=1)
     users_per_replica: int | None = Field(None, ge=1)
     users: int | None = Field(None, ge=1)
+    nodes: list[str] | None = Field(
+        None,
+        description="The inventory hosts its replicas run on (a list, or one comma-separated string): "
+        "the plan pins them there and the benchmark checks where they ran (placement.json); unset: "
+        "anywhere. A sweep without a plan (`distinfer bench sweep`) places nothing and only records "
+        "them (meta `nodes`).",
+    )
+
+    @field_validator("nodes", mode="before")
+    @classmethod
+    def _split_nodes(cls, value: Any) -> Any:
+        return host_names(value)
+
+    @field_validator("nodes")
+    @classmethod
+    def _check_nodes(cls, value: list[str] | None) -> list[str] | None:
+        return check_host_names(value)
+
+
+def scenario_nodes(data: dict[str, Any], where: str) -> list[str] | None:
+    """Take a merged scenario's `nodes` (its entry's, or the file's `defaults`) out of `data`, checked.
+
+    None when it names none. A `defaults:` value is not validated by SweepEntry, hence here too.
+    """
+    value = host_names(data.pop("nodes", None))
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(h, str) and h for h in value):
+        raise ConfigError(
+            f"{where}: nodes is {value!r}; give a list of inventory host names, e.g. nodes: [xe9680, xe8545]"
+        )
+    try:
+        return check_host_names(value)
+    except ValueError as err:
+        raise ConfigError(f"{where}: nodes: {err}") from None
 
 
 class SweepFile(Strict):
@@ -376,8 +434,13 @@ class SweepFile(Strict):
         return merged
 
     def specs(self, overrides: dict[str, Any]) -> list[ScenarioSpec]:
+        """The scenarios as run against what is deployed (`distinfer bench sweep`): no plan places them,
+        so a scenario's `nodes` are only recorded, as its meta `nodes` label."""
         specs = []
         for data in self.entries(overrides):
+            nodes = scenario_nodes(data, f"scenario {data.get('name', '(unnamed)')!r}")
+            if nodes:
+                data["meta"].setdefault("nodes", ",".join(nodes))
             if data.get("users") is None:
                 if data.get("replicas") is None or data.get("users_per_replica") is None:
                     raise ValueError(

@@ -70,6 +70,19 @@ class Outgoing:
     turn: int | None = None
 
 
+def _labels(out: Outgoing | None, max_tokens: int) -> dict[str, Any]:
+    """The record fields a request of its own shape sets (the prompt set's requests: the spec's)."""
+    if out is None:
+        return {"max_tokens": max_tokens}
+    return {
+        "max_tokens": out.max_tokens,
+        "trace_index": out.trace_index,
+        "input_tokens_asked": out.input_tokens,
+        "session": out.session,
+        "turn": out.turn,
+    }
+
+
 class Backoff:
     """The wait before a user's next request after consecutive failures."""
 
@@ -190,14 +203,10 @@ class Load:
             error=str(error)[:300] if error else None,
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,
-            max_tokens=out.max_tokens if out is not None else self.spec.max_tokens,
             chunks=result.chunks,
             gaps_ms=result.gaps_ms,
             server=_server_timing(result.server_timing),
-            trace_index=None if out is None else out.trace_index,
-            input_tokens_asked=None if out is None else out.input_tokens,
-            session=None if out is None else out.session,
-            turn=None if out is None else out.turn,
+            **_labels(out, self.spec.max_tokens),
         )
         self._write(record)
         if self.env is not None:  # Locust's own stats see every request too (never used for metrics)
@@ -244,11 +253,7 @@ class Load:
                 ok=False,
                 error_kind="client_overflow",
                 error=f"{self.plan.users} requests already in flight (the --users cap of this worker)",
-                max_tokens=out.max_tokens if out is not None else self.spec.max_tokens,
-                trace_index=None if out is None else out.trace_index,
-                input_tokens_asked=None if out is None else out.input_tokens,
-                session=None if out is None else out.session,
-                turn=None if out is None else out.turn,
+                **_labels(out, self.spec.max_tokens),
             )
         )
 

@@ -74,8 +74,8 @@ def load_hosts_section(run: Run) -> list[Block]:
         Paragraph(
             "The load came from several machines (Locust's distributed mode: the master on the control "
             "machine, workers on each load host). Every host timed its requests on its own clock; the "
-            "percentiles above are exact over the merged raw records of all of them. Each host has its own "
-            "self-test certificate and saturation guard:"
+            "percentiles of this report are exact over the merged raw records of all of them. Each host "
+            "has its own self-test certificate and saturation guard:"
         ),
     ]
     if run.host_certificates:

@@ -302,9 +302,9 @@ class ClosedLoopUser(User):
         ClosedLoopUser._next_index += 1
         LOAD.started.wait()
         positions = LOAD.plan.positions
-        # Load hosts: a user Locust deals beyond this worker's places (it re-deals a lost host's users
-        # after a minute) is not run: the scenario keeps the users it started with.
-        # (and when another of its workers finishes first, Locust re-deals that one's users too).
+        # Load hosts: a user Locust deals beyond this worker's places is not run, so the scenario keeps
+        # the users it started with (Locust re-deals a worker's users when it quits after its load, and
+        # a lost host's after a minute).
         self.extra = positions is not None and self.index >= len(positions)
         self.backoff = Backoff(random.Random(LOAD.plan.scenario.seed * 7_919 + self.index))
         # Locust starts every user at once; each waits for its place in the ramp instead, or all

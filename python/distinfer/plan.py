@@ -39,6 +39,7 @@ from distinfer.errors import format_validation_error
 from distinfer.results.base import Strict
 from distinfer.results.capacity import RESULT_FILE as CAPACITY_RESULT
 from distinfer.results.certificate import planned_events_per_s
+from distinfer.results.loadgen import check_load_hosts
 from distinfer.results.placement import STATE_PATHS
 from distinfer.results.scenario import (
     Deployment,
@@ -80,6 +81,13 @@ class PlanHost(Strict):
     device: str = Field("", description="distinfer_device: what the report calls the machine.")
 
 
+class LoadHost(Strict):
+    """One host of the inventory group `loadgen` (results/loadgen.py)."""
+
+    name: str
+    address: str = Field(description="ansible_host (or the name).")
+
+
 class PlanRequest(Strict):
     platform: Platform
     models_file: str = Field(description="distinfer_models_file, absolute.")
@@ -97,6 +105,9 @@ class PlanRequest(Strict):
     airgap: AirgapSettings | None = Field(None, description="distinfer_airgap (without registry_config).")
     images: dict[str, str] = Field(
         default_factory=dict, description="ray_service_images: put on the registry mirror under air gap."
+    )
+    loadgen: list[LoadHost] = Field(
+        default_factory=list, description="The inventory group loadgen: the machines that generate load."
     )
 
 
@@ -184,6 +195,11 @@ class Plan(Strict):
     certify_events_per_s: float = Field(
         0.0, description="The scenarios' highest planned event rate: the load generator's self-test rate."
     )
+    loadgen: list[str] = Field(
+        default_factory=list,
+        description="The load hosts (group loadgen) the benchmark runs Locust's workers on; empty: the "
+        "control machine generates the load (no group, or only localhost).",
+    )
     airgap: AirgapPlan | None = Field(
         None, description="Under distinfer_airgap: the bundle's files and the mirror the roles use instead."
     )
@@ -256,6 +272,11 @@ def build_plan(request: PlanRequest) -> Plan:
     plan.scenarios = _scenarios(request, models, plan, capacity)
     plan.certify_events_per_s = planned_events_per_s(
         [ScenarioSpec.model_validate(s.spec) for s in plan.scenarios]
+    )
+    plan.loadgen = check_load_hosts(
+        [(h.name, h.address) for h in request.loadgen],
+        names,
+        [s.name for s in plan.scenarios if s.kind == "capacity"],
     )
     return plan
 

@@ -115,6 +115,10 @@ def upgrade_strategy_lower_case(inv: Inventory) -> None:
     inv["all"]["vars"]["ray_service_upgrade_strategy"] = "newcluster"
 
 
+def load_host_that_serves(inv: Inventory) -> None:
+    inv["all"]["children"]["loadgen"] = {"hosts": {"xe8545": None}}
+
+
 CASES: dict[str, tuple[Callable[[Inventory], None], list[str]]] = {
     "no server": (no_server, ["k3s_server", "at least one host"]),
     "GPUs not divisible by TP": (gpus_not_divisible, ["xe8545", "distinfer_gpu_count is 6", "multiple of"]),
@@ -151,6 +155,13 @@ CASES: dict[str, tuple[Callable[[Inventory], None], list[str]]] = {
     "upgrade strategy of a later KubeRay": (
         incremental_upgrade,
         ["ray_service_upgrade_strategy", "NewClusterWithIncrementalUpgrade", "None and NewCluster"],
+    ),
+    "load host that serves": (
+        load_host_that_serves,
+        [
+            "inventory group loadgen lists xe8545, which also serve the model",
+            "List machines that do not serve",
+        ],
     ),
     "upgrade strategy misspelt": (
         upgrade_strategy_lower_case,

@@ -123,6 +123,14 @@ def run_command(
         ),
     ] = None,
     progress_interval: ProgressOpt = 10.0,
+    load_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A load host (repeat): run Locust's master here and take the load from the workers of "
+            "`distinfer bench loadhost` on these hosts; no summary until `distinfer bench merge`."
+        ),
+    ] = None,
+    master_port: Annotated[int, typer.Option(help="With --load-host: Locust's master port.")] = 24857,
 ) -> None:
     """Run one scenario: records.jsonl as requests end, summary.json at the end.
 
@@ -189,6 +197,9 @@ def run_command(
     _check_prompts(run_spec.prompts)
     _check_workload(run_spec)
     bearer = _api_key(api_key, api_key_file)
+    if load_host:
+        _run_on_load_hosts(run_spec, out, load_host, bearer, master_port)
+        return
     runs = expand_repeats(run_spec)
     statuses = []
     view = make_view(progress_interval)
@@ -198,6 +209,75 @@ def run_command(
         _print_summary(summary)
         statuses.append(scenario_status(summary))
     raise typer.Exit(max(statuses))
+
+
+def _run_on_load_hosts(spec: Any, out: Path, hosts: list[str], bearer: str | None, port: int) -> None:
+    from distinfer.bench.distributed import LoadgenError, run_on_load_hosts
+    from distinfer.results.loadgen import check_load_hosts
+
+    if spec.repeat > 1:
+        raise ConfigError(
+            f"repeat {spec.repeat} with --load-host is not supported; run the repeats one by one"
+        )
+    check_load_hosts([(h, h) for h in hosts], [])
+    try:
+        result = _guarded(lambda: run_on_load_hosts(spec, out, hosts, bearer, port))
+    except LoadgenError as err:
+        raise ConfigError(str(err)) from None
+    for loss in result.losses:
+        typer.secho(
+            f"LOST: load host {loss.host} {loss.after_s:.1f} s into the load ({loss.how})",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+    typer.echo(
+        f"load done on {', '.join(hosts)}; fetch each host's folder into {out}/hosts/<host>/, then "
+        f"`distinfer bench merge --out {out}`"
+    )
+
+
+@bench.command("merge")
+def merge_command(
+    out: Annotated[Path, typer.Option(help="Scenario directory that `bench run --load-host` wrote.")],
+) -> None:
+    """Merge the load hosts' records (OUT/hosts/<host>/) into OUT/records.jsonl and write the summary;
+    exit statuses as `bench run`."""
+    from distinfer.bench.distributed import LoadgenError, merge_scenario
+
+    try:
+        summary = _guarded(lambda: merge_scenario(out))
+    except LoadgenError as err:
+        raise ConfigError(str(err)) from None
+    _print_summary(summary)
+    for host in summary.load_hosts or []:
+        typer.echo(
+            f"load host {host.host}: {host.events_per_s:,.0f} events/s, {host.users} user(s), "
+            f"loop lag P99 {_ms(host.client.loop_lag_ms_p99 if host.client else None)}, "
+            f"{'valid' if host.valid else 'INVALID'}",
+            err=True,
+        )
+    raise typer.Exit(scenario_status(summary))
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+@bench.command("loadhost")
+def loadhost_command(
+    master: Annotated[str, typer.Option(help="HOST:PORT of the Locust master (`bench run --load-host`).")],
+    name: Annotated[str, typer.Option(help="This load host's name (the inventory's).")],
+    folder: Annotated[Path, typer.Option("--dir", help="Where its records and host.json go.")],
+    spec: Annotated[str, typer.Option(help="The scenario as JSON (a file, or - for standard input).")],
+    share: Annotated[int, typer.Option(help="How many load hosts share the scenario.", min=1)] = 1,
+    api_key_file: ApiKeyFileOpt = None,
+) -> None:
+    """On a load host: run this host's Locust workers for one scenario, then write host.json."""
+    from distinfer.bench.loadhost import run_load_host
+
+    run_spec = _spec(_read_spec(spec))
+    account = run_load_host(master, name, folder, run_spec, share, _api_key(None, api_key_file))
+    typer.echo(f"load host {name}: {account.processes} worker process(es), host.json in {folder}")
 
 
 _REQUIRED = (("url", "url"), ("model", "model"), ("users", "users"), ("duration", "duration_s"))

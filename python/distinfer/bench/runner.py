@@ -71,6 +71,15 @@ def expected_requests_per_s(spec: ScenarioSpec) -> float:
     return target_events_per_s(spec) / (spec.max_tokens + 2)
 
 
+def host_processes(spec: ScenarioSpec, share: int, cpu_count: int | None = None) -> int:
+    """Worker processes one of `share` load hosts runs for its part of a scenario: sized as
+    `plan_workers` sizes the control machine's, on that part's event rate and users."""
+    if spec.workers is not None:
+        return max(1, math.ceil(spec.workers / share))
+    wanted = math.ceil(target_events_per_s(spec) / share / EVENTS_PER_WORKER)
+    return max(1, min(wanted, cpu_count or os.cpu_count() or 1, math.ceil(spec.users / share)))
+
+
 def plan_workers(spec: ScenarioSpec) -> int:
     if spec.workers is not None:
         return spec.workers
@@ -247,33 +256,9 @@ class ScenarioRun:
             )
 
     def client_load(self, w0: float, w1: float) -> guard.ClientLoad:
-        def inside(samples: list[tuple[float, float]]) -> list[float]:
-            return [v for t, v in samples if w0 < t <= w1 + 1.0] or [v for _, v in samples]
-
-        means, maxes = [], []
-        for worker in self.workers:
-            values = inside(self.cpu_samples.get(worker.pid, []))
-            means.append(sum(values) / len(values) if values else 0.0)
-            maxes.append(max(values) if values else 0.0)
-        machine = inside(self.machine_samples)
-        lags: list[float] = []
-        reporting = 0
-        for index in range(len(self.workers)):
-            stats_path = self.out / "client" / f"worker-{index}.json"
-            if stats_path.exists():
-                reporting += 1
-                lags.extend(_read_json(stats_path).get("loop_lag_ms", []))
-        p50, p99, peak = guard.lag_summary(lags)
-        return guard.ClientLoad(
-            workers=len(self.workers),
-            worker_cpu_percent_mean=means,
-            worker_cpu_percent_max=maxes,
-            machine_cpu_percent_mean=sum(machine) / len(machine) if machine else None,
-            loop_lag_ms_p50=p50,
-            loop_lag_ms_p99=p99,
-            loop_lag_ms_max=peak,
-            workers_reporting=reporting,
-        )
+        stats = [self.out / "client" / f"worker-{index}.json" for index in range(len(self.workers))]
+        pids = [w.pid for w in self.workers]
+        return client_load(pids, self.cpu_samples, self.machine_samples, stats, w0, w1)[0]
 
     def summarise(self, start: float, finished: float) -> Summary:
         spec = self.spec
@@ -311,6 +296,47 @@ class ScenarioRun:
         if spec.sessions is not None:
             return replay_figures(records, start, spec.duration_s)
         return None
+
+
+def client_load(
+    pids: list[int],
+    cpu_samples: dict[int, list[tuple[float, float]]],
+    machine_samples: list[tuple[float, float]],
+    stats: list[Path],
+    w0: float,
+    w1: float,
+) -> tuple[guard.ClientLoad, list[float]]:
+    """The saturation guard's inputs over the window [w0, w1]: each worker's CPU (sampled by its
+    supervisor), the machine's, and the event-loop lag every worker wrote in its stats file; with
+    every lag sample."""
+
+    def inside(samples: list[tuple[float, float]]) -> list[float]:
+        return [v for t, v in samples if w0 < t <= w1 + 1.0] or [v for _, v in samples]
+
+    means, maxes = [], []
+    for pid in pids:
+        values = inside(cpu_samples.get(pid, []))
+        means.append(sum(values) / len(values) if values else 0.0)
+        maxes.append(max(values) if values else 0.0)
+    machine = inside(machine_samples)
+    lags: list[float] = []
+    reporting = 0
+    for stats_path in stats:
+        if stats_path.exists():
+            reporting += 1
+            lags.extend(_read_json(stats_path).get("loop_lag_ms", []))
+    p50, p99, peak = guard.lag_summary(lags)
+    load = guard.ClientLoad(
+        workers=len(pids),
+        worker_cpu_percent_mean=means,
+        worker_cpu_percent_max=maxes,
+        machine_cpu_percent_mean=sum(machine) / len(machine) if machine else None,
+        loop_lag_ms_p50=p50,
+        loop_lag_ms_p99=p99,
+        loop_lag_ms_max=peak,
+        workers_reporting=reporting,
+    )
+    return load, lags
 
 
 def _loop(spec: ScenarioSpec) -> str:

@@ -14,12 +14,19 @@ jitter, at least the server's Retry-After), so a server that refuses or has gone
 flooded with requests that fail at once; a success resets the wait. If a record cannot be written
 (disk full), the worker stops its load and exits with `WRITE_FAILED`: its runner then writes no
 summary.
+
+On a load host (results/loadgen.py), `python -m distinfer.bench.worker --master HOST:PORT --load-host
+NAME --dir DIR --process K --processes N` is one of Locust's distributed workers instead: started by
+its host's agent (bench/loadhost.py), it connects to the Locust master (bench/master.py), gets its
+share of the scenario from it, lets Locust's dispatcher spawn its users, and starts at the master's
+start message, on this host's own clock; its records go to DIR/records.jsonl, on this host.
 """
 
 # isort: off
 import locust  # noqa: F401  (first: gevent's monkey-patching must precede everything else)
 
 # isort: on
+import argparse
 import contextlib
 import ctypes
 import dataclasses
@@ -36,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+from gevent.event import AsyncResult, Event
 from gevent.pool import Pool
 from geventhttpclient import HTTPClient
 from locust import User, constant, task
@@ -106,6 +114,9 @@ class Load:
     def __init__(self, plan: WorkerPlan, api_key: str | None) -> None:
         sc = plan.scenario
         self.plan = plan
+        self.load_host = plan.load_host
+        self.started = Event()  # set once the start time is known (users wait for it)
+        self.arrival_user_taken = False
         self.spec = RequestSpec.of(sc, api_key)
         self.prompts = PromptSampler([p.text for p in load_prompts(sc.prompts)], sc.seed, plan.index)
         # Arrival times have their own stream, so they do not depend on how many prompts were drawn.
@@ -206,6 +217,7 @@ class Load:
             chunks=result.chunks,
             gaps_ms=result.gaps_ms,
             server=_server_timing(result.server_timing),
+            load_host=self.load_host,
             **_labels(out, self.spec.max_tokens),
         )
         self._write(record)
@@ -253,6 +265,7 @@ class Load:
                 ok=False,
                 error_kind="client_overflow",
                 error=f"{self.plan.users} requests already in flight (the --users cap of this worker)",
+                load_host=self.load_host,
                 **_labels(out, self.spec.max_tokens),
             )
         )
@@ -287,6 +300,12 @@ class ClosedLoopUser(User):
     def on_start(self) -> None:
         self.index = ClosedLoopUser._next_index
         ClosedLoopUser._next_index += 1
+        LOAD.started.wait()
+        positions = LOAD.plan.positions
+        # Load hosts: a user Locust deals beyond this worker's places is not run, so the scenario keeps
+        # the users it started with (Locust re-deals a worker's users when it quits after its load, and
+        # a lost host's after a minute).
+        self.extra = positions is not None and self.index >= len(positions)
         self.backoff = Backoff(random.Random(LOAD.plan.scenario.seed * 7_919 + self.index))
         # Locust starts every user at once; each waits for its place in the ramp instead, or all
         # would ask at the same instant (and, with equal answers, keep doing so every round).
@@ -294,7 +313,7 @@ class ClosedLoopUser(User):
 
     @task
     def one_request(self) -> None:
-        if not LOAD.sending():
+        if self.extra or not LOAD.sending():
             raise StopUser()
         error = LOAD.send(self.index, time.time())
         if error is None:
@@ -327,6 +346,15 @@ def dispatch(arrivals: Iterable[Dispatch]) -> Pool:
     return pool
 
 
+def arrival_user() -> None:
+    """An arrival user's start: wait for the start time; only one per worker sends (on a load host,
+    Locust might deal a worker more than one)."""
+    LOAD.started.wait()
+    if LOAD.arrival_user_taken:
+        raise StopUser()
+    LOAD.arrival_user_taken = True
+
+
 def drain(pool: Pool) -> None:
     pool.join(timeout=0 if LOAD.stopping else LOAD.plan.scenario.drain_timeout_s)
     raise StopUser()
@@ -339,6 +367,7 @@ class OpenLoopUser(User):
 
     @task
     def arrivals(self) -> None:
+        arrival_user()
         rate = LOAD.plan.rate or 1.0
 
         def poisson() -> Iterator[Dispatch]:
@@ -357,6 +386,8 @@ class TraceUser(User):
 
     @task
     def arrivals(self) -> None:
+        arrival_user()
+
         def rows() -> Iterator[Dispatch]:
             for row in LOAD.arrivals_due:
                 due = LOAD.start + row.due_s
@@ -393,6 +424,8 @@ class SessionUser(User):
 
     @task
     def conversations(self) -> None:
+        arrival_user()
+
         def starts() -> Iterator[Dispatch]:
             for conversation in LOAD.conversations:
                 first = conversation.turns[0]
@@ -408,8 +441,8 @@ class SessionUser(User):
         drain(pool)
 
 
-def _user_class(plan: WorkerPlan) -> type[User]:
-    sc = plan.scenario
+def user_class_for(sc: Any) -> type[User]:
+    """The user class a scenario runs (a ScenarioSpec; the master names it to Locust's dispatcher)."""
     if sc.trace is not None:
         return TraceUser
     if sc.sessions is not None:
@@ -426,7 +459,7 @@ def _die_with_parent() -> None:
 def run(plan: WorkerPlan) -> None:
     global LOAD
     LOAD = Load(plan, os.environ.get("DISTINFER_BENCH_API_KEY") or None)
-    user_class = _user_class(plan)
+    user_class = user_class_for(plan.scenario)
     env = Environment(user_classes=[user_class], host=plan.scenario.url)
     LOAD.env = env
     runner = env.create_local_runner()
@@ -442,6 +475,7 @@ def run(plan: WorkerPlan) -> None:
         return  # the runner went away before starting
     LOAD.start = float(line)
     LOAD.load_end = LOAD.start + plan.scenario.duration_s
+    LOAD.started.set()
     gevent.sleep(max(0.0, LOAD.start - time.time()))
     lag = gevent.spawn(LOAD.watch_loop_lag)
     users = 1 if plan.scenario.open_loop else plan.users
@@ -472,14 +506,87 @@ def _write_stats(plan: WorkerPlan, runner) -> None:  # type: ignore[no-untyped-d
     stats = {
         "worker": plan.index,
         "pid": os.getpid(),
+        "start": LOAD.start,
+        "load_host": plan.load_host,
         "loop_lag_ms": LOAD.lags_ms,
         "locust": {"requests": total.num_requests, "failures": total.num_failures},
     }
     Path(plan.stats).write_text(json.dumps(stats))
 
 
+PLAN_TIMEOUT_S = 300.0  # from connecting to the master to getting a share of the scenario
+START_TIMEOUT_S = 300.0  # from ready to the start message
+
+
+def run_distributed(master: str, host: str, folder: Path, process: int, processes: int) -> None:
+    """One Locust worker of a load host: its share, users and start come from the master."""
+    global LOAD
+    address, _, port = master.rpartition(":")
+    env = Environment(user_classes=[ClosedLoopUser, OpenLoopUser, TraceUser, SessionUser])
+    runner = env.create_worker_runner(address, int(port))  # returns once the master acknowledged it
+    got_plan: AsyncResult = AsyncResult()
+    got_start: AsyncResult = AsyncResult()
+    runner.register_message("distinfer_plan", lambda environment, msg, **_: got_plan.set(msg.data))
+    runner.register_message("distinfer_start", lambda environment, msg, **_: got_start.set(msg.data))
+
+    def report(client_id: str, data: dict[str, Any], **_: Any) -> None:
+        if "LOAD" in globals():
+            data["distinfer"] = {"requests": LOAD.seq, "in_flight": LOAD.in_flight}
+
+    env.events.report_to_master.add_listener(report)
+    hello = {
+        "host": host,
+        "process": process,
+        "processes": processes,
+        "pid": os.getpid(),
+        "records": str(folder / "records.jsonl"),
+        "stats": str(folder / f"worker-{process}.json"),
+    }
+    runner.send_message("distinfer_hello", hello)
+    plan = WorkerPlan.model_validate(got_plan.get(timeout=PLAN_TIMEOUT_S))
+    LOAD = Load(plan, os.environ.get("DISTINFER_BENCH_API_KEY") or None)
+    LOAD.env = env
+
+    def stop(signum: int, _frame: object) -> None:
+        LOAD.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    runner.send_message("distinfer_ready", {"process": process})
+    start = got_start.get(timeout=START_TIMEOUT_S)
+    plan.positions = list(start["positions"]) if start["positions"] else None
+    LOAD.start = time.time() + float(start["delay_s"])  # this host's clock: no clock sync needed
+    LOAD.load_end = LOAD.start + plan.scenario.duration_s
+    LOAD.started.set()
+    gevent.sleep(max(0.0, LOAD.start - time.time()))
+    lag = gevent.spawn(LOAD.watch_loop_lag)
+    _wait_until_done(runner, plan)
+    if LOAD.pool is not None:
+        LOAD.pool.kill(block=True, timeout=10)
+    lag.kill()
+    LOAD.writer.close()
+    _write_stats(plan, runner)
+    runner.send_message("distinfer_done", {"requests": LOAD.seq, "write_error": LOAD.write_error})
+    env.events.quitting.fire(environment=env, reverse=True)  # Locust's own `quit` to the master
+    gevent.sleep(0.2)
+    if LOAD.write_error is not None:
+        print(f"load worker {plan.index}: {LOAD.write_error}; stopping", file=sys.stderr, flush=True)
+        sys.exit(WRITE_FAILED)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    if len(sys.argv) > 1 and sys.argv[1] == "--master":
+        parser = argparse.ArgumentParser(prog="python -m distinfer.bench.worker")
+        parser.add_argument("--master", required=True, help="HOST:PORT of the Locust master")
+        parser.add_argument("--load-host", required=True)
+        parser.add_argument("--dir", required=True, type=Path)
+        parser.add_argument("--process", required=True, type=int)
+        parser.add_argument("--processes", required=True, type=int)
+        args = parser.parse_args()
+        _die_with_parent()
+        run_distributed(args.master, args.load_host, args.dir, args.process, args.processes)
+        return
     _die_with_parent()
     plan = WorkerPlan.model_validate_json(Path(sys.argv[1]).read_text())
     run(plan)

@@ -27,6 +27,8 @@ def above_certified(run: Run, certificate: Certificate | None) -> list[tuple[str
 
 
 def fidelity_section(run: Run, certificate: Certificate | None) -> list[Block]:
+    if certificate is None and run.host_certificates:
+        return []  # the load came from load hosts, each certified on its own (report/loadhosts.py)
     if certificate is None:
         return [
             Paragraph(

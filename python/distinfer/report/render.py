@@ -32,6 +32,7 @@ from distinfer.report.charts import all_charts
 from distinfer.report.fidelity import above_certified, fidelity_section
 from distinfer.report.goodput import slo_section
 from distinfer.report.html import to_html
+from distinfer.report.loadhosts import load_hosts_section
 from distinfer.report.planner import planner_section
 from distinfer.report.prometheus import Pair, ServerFigures, figures_for_run
 from distinfer.report.repeats import noise_comparison, noise_section, repeats_document, repeats_section
@@ -162,6 +163,7 @@ def report_blocks(
     ]
     blocks += served_by(run)
     blocks += fidelity_section(run, run.certificate)
+    blocks += load_hosts_section(run)
     stand_ins = [r.scenario for r in rows if r.engine_stand_in]
     if stand_ins:
         blocks.append(
@@ -689,6 +691,10 @@ def write_report(
     document["above_certified_event_rate"] = [
         {"name": name, "events_per_s": rate} for name, rate in above_certified(run, run.certificate)
     ]
+    if run.host_certificates:  # load hosts: each one's own self-test (a run without them: no key)
+        document["load_host_certificates"] = {
+            host: cert.model_dump(mode="json") for host, cert in sorted(run.host_certificates.items())
+        }
     document["server_figures_note"] = missing
     for entry in document["scenarios"]:
         found = figures.get(entry["scenario"])

@@ -47,25 +47,12 @@ def check(
 ) -> list[str]:
     """Reasons the run cannot be trusted; empty when it can. `rate`: the open loop's asked rate;
     `own_clock`: requests due on a schedule of their own (a trace, sessions) without one rate."""
+    return nothing_measured(metrics) + check_client(client) + shortfall(metrics, users, rate, own_clock)
+
+
+def shortfall(metrics: Metrics, users: int, rate: float | None, own_clock: bool = False) -> list[str]:
+    """Less load offered than asked (closed loop: concurrency; open loop: the send rate and its lag)."""
     reasons: list[str] = []
-    if metrics.completed == 0:
-        kinds = ", ".join(f"{kind}: {count}" for kind, count in sorted(metrics.errors_by_kind.items()))
-        reasons.append(
-            f"no request succeeded in the steady window ({metrics.failed} failed"
-            f"{'; ' + kinds if kinds else ''}): nothing was measured"
-        )
-    for index, cpu in enumerate(client.worker_cpu_percent_mean):
-        if cpu > WORKER_CPU_LIMIT:
-            reasons.append(f"load worker {index} used {cpu:.0f}% of a core (limit {WORKER_CPU_LIMIT:.0f}%)")
-    if client.workers_reporting < client.workers:
-        reasons.append(
-            f"only {client.workers_reporting} of {client.workers} load workers reported their stats"
-        )
-    if client.loop_lag_ms_p99 is not None and client.loop_lag_ms_p99 > LOOP_LAG_P99_LIMIT_MS:
-        reasons.append(
-            f"event-loop lag P99 {client.loop_lag_ms_p99:.1f} ms (limit {LOOP_LAG_P99_LIMIT_MS:.0f} ms): "
-            "timestamps were taken late"
-        )
     if rate is None and not own_clock:
         if metrics.achieved_concurrency < CONCURRENCY_SHORT * users:
             reasons.append(
@@ -86,4 +73,32 @@ def check(
         overflow = metrics.errors_by_kind.get("client_overflow", 0)
         if overflow:
             reasons.append(f"{overflow} arrivals were dropped: more than {users} requests were in flight")
+    return reasons
+
+
+def nothing_measured(metrics: Metrics) -> list[str]:
+    if metrics.completed:
+        return []
+    kinds = ", ".join(f"{kind}: {count}" for kind, count in sorted(metrics.errors_by_kind.items()))
+    return [
+        f"no request succeeded in the steady window ({metrics.failed} failed"
+        f"{'; ' + kinds if kinds else ''}): nothing was measured"
+    ]
+
+
+def check_client(client: ClientLoad) -> list[str]:
+    """The load machine's own verdict: its workers' CPU, their reports, its event loops' lag."""
+    reasons: list[str] = []
+    for index, cpu in enumerate(client.worker_cpu_percent_mean):
+        if cpu > WORKER_CPU_LIMIT:
+            reasons.append(f"load worker {index} used {cpu:.0f}% of a core (limit {WORKER_CPU_LIMIT:.0f}%)")
+    if client.workers_reporting < client.workers:
+        reasons.append(
+            f"only {client.workers_reporting} of {client.workers} load workers reported their stats"
+        )
+    if client.loop_lag_ms_p99 is not None and client.loop_lag_ms_p99 > LOOP_LAG_P99_LIMIT_MS:
+        reasons.append(
+            f"event-loop lag P99 {client.loop_lag_ms_p99:.1f} ms (limit {LOOP_LAG_P99_LIMIT_MS:.0f} ms): "
+            "timestamps were taken late"
+        )
     return reasons

@@ -13,6 +13,7 @@ from pathlib import Path
 from distinfer.results.base import ResultsSchemaError, read_model
 from distinfer.results.capacity import CapacityResult
 from distinfer.results.certificate import Certificate
+from distinfer.results.loadgen import CERTIFICATES_DIR
 from distinfer.results.nodes import NodeError, NodeNote, NodeSample, NodeStart, read_node_lines
 from distinfer.results.placement import Placement
 from distinfer.results.run import Provenance
@@ -111,6 +112,8 @@ class Run:
     capacity: list[CapacityResult] = field(default_factory=list)
     # The load generator's self-test (certificate.json), when the run has one.
     certificate: Certificate | None = None
+    # Load hosts: each one's own self-test (certificates/<host>/certificate.json), by host.
+    host_certificates: dict[str, Certificate] = field(default_factory=dict)
 
 
 def read_node_samples(path: Path) -> NodeSamples:
@@ -177,7 +180,18 @@ def load_run(path: Path) -> Run:
         scenarios=scenarios,
         capacity=capacity,
         certificate=Certificate.load_file(path),
+        host_certificates=host_certificates(path),
     )
+
+
+def host_certificates(path: Path) -> dict[str, Certificate]:
+    """Each load host's certificate in a run (results/loadgen.py), by host."""
+    found = {}
+    for folder in sorted(p.parent for p in path.glob(f"{CERTIFICATES_DIR}/*/{Certificate.DEFAULT_FILE}")):
+        certificate = Certificate.load_file(folder)
+        if certificate is not None:
+            found[folder.name] = certificate
+    return found
 
 
 __all__ = ["NodeSamples", "ResultsSchemaError", "Run", "Scenario", "load_run", "load_scenario"]

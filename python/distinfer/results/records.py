@@ -108,6 +108,11 @@ class RequestRecord(Strict):
     )
     session: int | None = Field(default=None, description="Multi-turn sessions: the conversation.")
     turn: int | None = Field(default=None, description="Multi-turn sessions: the turn, from 1.")
+    load_host: str | None = Field(
+        default=None,
+        description="Load hosts (results/loadgen.py): the host that sent it; its times were taken on that "
+        "host's clock and shifted onto the controller's by the merge. None: the control machine.",
+    )
 
 
 class RecordWriter:

@@ -323,6 +323,14 @@ class WorkerPlan(Strict):
     rate: float | None = None
     records: str
     stats: str
+    positions: list[int] | None = Field(
+        default=None,
+        description="Load hosts: its users' places in the scenario's ramp (Locust's dispatcher dealt them; "
+        "results/loadgen.py interleaves them); None: worker w's k-th user is k * workers + w.",
+    )
+    load_host: str | None = Field(
+        default=None, description="Load hosts: the host it runs on (its records say so)."
+    )
 
     def start_offset(self, local_user: int) -> float:
         """Seconds after the load start at which this worker's user `local_user` sends first.
@@ -330,7 +338,10 @@ class WorkerPlan(Strict):
         Users of all workers interleave (worker w's k-th user is user k * workers + w of the
         scenario, which `split` keeps below the total), evenly spread over the ramp.
         """
-        position = local_user * self.workers + self.index
+        if self.positions is not None:
+            position = self.positions[min(local_user, len(self.positions) - 1)] if self.positions else 0
+        else:
+            position = local_user * self.workers + self.index
         return self.scenario.ramp * position / self.scenario.users
 
 

@@ -15,6 +15,7 @@ from pydantic import Field
 from distinfer.results.availability import Availability
 from distinfer.results.base import READABLE_VERSIONS, SCHEMA_VERSION, ResultsFile, Strict
 from distinfer.results.guard import ClientLoad
+from distinfer.results.loadgen import LoadHostResult
 from distinfer.results.metrics import Distribution, Metrics
 from distinfer.results.replay import ReplayFigures
 from distinfer.results.scenario import ScenarioSpec
@@ -89,4 +90,9 @@ class Summary(ResultsFile):
     )
     replay: ReplayFigures | None = Field(
         default=None, description="A trace replay or sessions: what was sent against what was asked."
+    )
+    load_hosts: list[LoadHostResult] | None = Field(
+        default=None,
+        description="Load from load hosts (results/loadgen.py): each host's share, guard and losses; None: "
+        "the control machine generated the load.",
     )

@@ -246,3 +246,44 @@ def test_a_shipped_inventory_that_sets_a_roles_dict_whole_keeps_every_key_the_ro
         owner = max(roles, key=lambda r: len(r.name))
         missing = _dict_keys_read(owner, variable) - set(value)
         assert not missing, f"{path}: {variable} lacks {sorted(missing)}, which roles/{owner.name} reads"
+
+
+def _tasks(node: Any) -> Iterator[dict[str, Any]]:
+    """Every task dict in a tasks file or play, blocks and their rescue/always included."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _tasks(item)
+    elif isinstance(node, dict):
+        yield node
+        for key in ("block", "rescue", "always", "tasks", "pre_tasks", "post_tasks"):
+            if key in node:
+                yield from _tasks(node[key])
+
+
+def _process_names(node: Any) -> set[str]:
+    """The long-running processes a task list names: `distinfer_process: {name: ...}` and the process
+    role's `process_name` (its own template `{{ process_name }}` left out), plain or looped over."""
+    names: set[str] = set()
+    for task in _tasks(node):
+        module = task.get("distinfer_process")
+        if isinstance(module, dict) and isinstance(module.get("name"), str):
+            names.add(module["name"])
+        for value in (task.get("vars") or {}, task):
+            if isinstance(value.get("process_name"), str):
+                names.add(value["process_name"])
+        for item in task.get("loop") or []:
+            if isinstance(item, dict) and isinstance(item.get("name"), str):
+                names.add(item["name"])
+    return {n for n in names if "{{" not in n}
+
+
+def test_reset_stops_every_process_a_role_starts() -> None:
+    """A process the roles start and reset.yml does not stop would outlive a reset (issue 24's load
+    hosts' workers were one); reset.yml's stops are only exercised on the local platform's hosts."""
+    started = set()
+    for path in sorted((REPO_ROOT / "roles").glob("*/tasks/*.yml")):
+        started |= _process_names(_yaml(path))
+    stopped = _process_names(_yaml(REPO_ROOT / "playbooks" / "reset.yml"))
+    assert started >= {"distinfer-ray", "distinfer-loadgen", "distinfer-prometheus"}, started
+    missing = started - stopped
+    assert missing == set(), f"started by a role, never stopped by playbooks/reset.yml: {missing}"

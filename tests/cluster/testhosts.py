@@ -435,8 +435,14 @@ def _remove_resources(container_ids: Sequence[str], network: str | None) -> list
     errors = []
     if container_ids:
         # One call: podman stops the containers in parallel (systemd shutdown takes a second or two).
-        proc = podman("rm", "--force", "--time", "3", "--ignore", *container_ids, check=False)
-        if proc.returncode != 0:
+        # On a loaded machine a container may stop on its own between podman's stop signal and its
+        # SIGKILL ("container state improper: stopped"): the next try finds it stopped and removes it.
+        for attempt in range(3):
+            proc = podman("rm", "--force", "--time", "3", "--ignore", *container_ids, check=False)
+            if proc.returncode == 0:
+                break
+            time.sleep(1 + attempt)
+        else:
             errors.append(f"containers {[c[:12] for c in container_ids]}: {proc.stderr.strip()}")
     if network and podman("network", "exists", network, check=False).returncode == 0:
         proc = podman("network", "rm", network, check=False)

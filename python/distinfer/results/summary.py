@@ -12,6 +12,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from distinfer.results.autoscaling import AutoscalingFigures
 from distinfer.results.availability import Availability
 from distinfer.results.base import READABLE_VERSIONS, SCHEMA_VERSION, ResultsFile, Strict
 from distinfer.results.guard import ClientLoad
@@ -89,4 +90,8 @@ class Summary(ResultsFile):
     )
     replay: ReplayFigures | None = Field(
         default=None, description="A trace replay or sessions: what was sent against what was asked."
+    )
+    autoscaling: AutoscalingFigures | None = Field(
+        default=None,
+        description="An autoscaling scenario: its replicas against its load (results/autoscaling.py).",
     )

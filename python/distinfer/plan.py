@@ -640,7 +640,11 @@ def _scenario(
         _check_named_fit(spec, replicas, nodes, request, where)
     scaled = {**plan.replicas, spec.name: replicas}
     _check_fits(models, scaled, request, f"{where}: replicas", {spec.name: nodes} if nodes else None)
-    data["users"] = data.get("users") or replicas * (upr or spec.max_ongoing_requests)
+    closed_steps = bool(data.get("steps")) and all(
+        isinstance(s, dict) and "users" in s for s in data["steps"]
+    )
+    if not closed_steps:  # closed-loop steps: the users are their peak (ScenarioSpec)
+        data["users"] = data.get("users") or replicas * (upr or spec.max_ongoing_requests)
     data["url"] = plan.endpoint
     data["meta"] = _scenario_meta(data, request, plan, nodes)
     validated = validate_scenario(data, where)

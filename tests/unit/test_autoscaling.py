@@ -55,6 +55,10 @@ def test_the_block_becomes_serves_autoscaling_config_without_a_replica_count() -
     # A dump reads back as the same entry (no fixed `replicas` written beside the block).
     again = parse_models(models.model_dump(mode="json", exclude_none=True))
     assert again == models
+    from ray.serve.schema import DeploymentSchema
+
+    schema = DeploymentSchema.model_validate(deployment)  # Serve's own schema of a config's deployment
+    assert schema.autoscaling_config is not None and schema.autoscaling_config["max_replicas"] == 3
 
 
 @pytest.mark.parametrize(

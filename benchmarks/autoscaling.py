@@ -27,14 +27,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from distinfer.bench.replicas import ReplicaSource
 from distinfer.config import parse_models
-from distinfer.serve.local_ray import LocalRay, env_vars, free_ports
+from distinfer.serve.local_ray import serve_on_private_ray
 
 BIN = Path(sys.executable).parent
 STEPS = [{"at_s": 0, "users": 2}, {"at_s": 20, "users": 12}, {"at_s": 70, "users": 2}]
@@ -83,11 +85,12 @@ def deploy(name: str, scaling: dict[str, Any] | None, base: str) -> str:
     raise TimeoutError(f"{name} not running")
 
 
-def bench(scenario: dict[str, Any], out: Path, ray: LocalRay | None) -> int:
+def bench(scenario: dict[str, Any], out: Path, source: ReplicaSource | None) -> int:
+    """`distinfer bench run` of one scenario under `nice -n 10`, sampling replicas from `source`."""
     spec = out.parent / f"{scenario['name']}.spec.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     spec.write_text(json.dumps(scenario))
-    args = [
+    command = [
         "nice",
         "-n",
         "10",
@@ -99,10 +102,7 @@ def bench(scenario: dict[str, Any], out: Path, ray: LocalRay | None) -> int:
         "--out",
         str(out),
     ]
-    if ray is not None:
-        args += ["--serve-dashboard", ray.dashboard_url, "--ray-token-file", str(ray.token_path)]
-        args += ["--serve-app", scenario["name"]]
-    return subprocess.run(args, check=False).returncode
+    return subprocess.run(command + (source.cli_args() if source else []), check=False).returncode
 
 
 def main() -> None:
@@ -111,33 +111,35 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     scenarios = args.run_dir / "scenarios"
-    local = LocalRay.start(num_cpus=8)
-    try:
-        with env_vars(local.env):
-            import ray
-            from ray import serve
+    began, load_before = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), os.getloadavg()
+    common = {"duration_s": DURATION_S, "max_tokens": 32, "steps": STEPS, "slo": SLO, "workers": 1}
+    codes = {}
+    with serve_on_private_ray(num_cpus=8) as (local, port):
+        from ray import serve
 
-            ray.init(address=local.address, _node_ip_address="127.0.0.1", logging_level="WARNING")
-            (port,) = free_ports(1)
-            serve.start(http_options={"host": "127.0.0.1", "port": port})
-            base = f"http://127.0.0.1:{port}"
-            common = {"duration_s": DURATION_S, "max_tokens": 32, "steps": STEPS, "slo": SLO, "workers": 1}
-            codes = {}
-            for name, scaling in (("static-3", None), ("auto-1-3", AUTOSCALING)):
-                url = deploy(name, scaling, base)
-                scenario = {**common, "name": name, "model": name, "url": url}
-                if scaling:
-                    scenario |= {"autoscaling": scaling, "peak_static_scenario": "static-3"}
-                else:
-                    scenario["meta"] = {"replicas": "3"}
-                codes[name] = bench(scenario, scenarios / name, local if scaling else None)
-                serve.delete(name)
-            serve.shutdown()
-            ray.shutdown()
-    finally:
-        local.stop()
+        base = f"http://127.0.0.1:{port}"
+        for name, scaling in (("static-3", None), ("auto-1-3", AUTOSCALING)):
+            url = deploy(name, scaling, base)
+            scenario = {**common, "name": name, "model": name, "url": url}
+            if scaling:
+                scenario |= {"autoscaling": scaling, "peak_static_scenario": "static-3"}
+            else:
+                scenario["meta"] = {"replicas": "3"}
+            source = ReplicaSource(local.dashboard_url, local.token_path, name) if scaling else None
+            codes[name] = bench(scenario, scenarios / name, source)
+            serve.delete(name)
     subprocess.run([str(BIN / "distinfer"), "report", str(args.run_dir)], check=True)
-    result: dict[str, Any] = {"exit_codes": codes, "steps": STEPS, "slo": SLO, "autoscaling": AUTOSCALING}
+    result: dict[str, Any] = {
+        "began": began,
+        "ended": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "cpus": os.cpu_count(),
+        "exit_codes": codes,
+        "steps": STEPS,
+        "slo": SLO,
+        "autoscaling": AUTOSCALING,
+    }
     for name in codes:
         summary = json.loads((scenarios / name / "summary.json").read_text())
         result[name] = {

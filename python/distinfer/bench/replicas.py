@@ -57,6 +57,12 @@ class ReplicaSource:
     token_file: Path | None = None
     app: str | None = None
 
+    def cli_args(self) -> list[str]:
+        """The same source as `distinfer bench run` options."""
+        args = ["--serve-dashboard", self.dashboard]
+        args += ["--ray-token-file", str(self.token_file)] if self.token_file is not None else []
+        return args + (["--serve-app", self.app] if self.app is not None else [])
+
     def watcher(self, deployment: str, out: Path) -> ReplicaWatcher:
         return ReplicaWatcher(self.dashboard, deployment, out, self.app, self.token_file)
 

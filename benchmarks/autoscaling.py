@@ -39,6 +39,7 @@ from distinfer.config import parse_models
 from distinfer.serve.local_ray import serve_on_private_ray
 
 BIN = Path(sys.executable).parent
+DISTINFER = str(BIN / "distinfer")
 STEPS = [{"at_s": 0, "users": 2}, {"at_s": 20, "users": 12}, {"at_s": 70, "users": 2}]
 DURATION_S = 100.0
 SLO = {"name": "ttft-300-p90", "ttft_ms": 300, "percentile": 90}
@@ -90,18 +91,7 @@ def bench(scenario: dict[str, Any], out: Path, source: ReplicaSource | None) -> 
     spec = out.parent / f"{scenario['name']}.spec.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     spec.write_text(json.dumps(scenario))
-    command = [
-        "nice",
-        "-n",
-        "10",
-        str(BIN / "distinfer"),
-        "bench",
-        "run",
-        "--spec",
-        str(spec),
-        "--out",
-        str(out),
-    ]
+    command = ["nice", "-n", "10", DISTINFER, "bench", "run", "--spec", str(spec), "--out", str(out)]
     return subprocess.run(command + (source.cli_args() if source else []), check=False).returncode
 
 
@@ -128,7 +118,7 @@ def main() -> None:
             source = ReplicaSource(local.dashboard_url, local.token_path, name) if scaling else None
             codes[name] = bench(scenario, scenarios / name, source)
             serve.delete(name)
-    subprocess.run([str(BIN / "distinfer"), "report", str(args.run_dir)], check=True)
+    subprocess.run([DISTINFER, "report", str(args.run_dir)], check=True)
     result: dict[str, Any] = {
         "began": began,
         "ended": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),

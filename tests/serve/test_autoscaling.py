@@ -16,11 +16,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from distinfer.bench.replicas import ReplicaSource
 from distinfer.config import parse_models
 
 APP = "autoscale"
 MODEL = "as-syn"
 STEP_AT_S = 4.0
+DISTINFER = str(Path(sys.executable).parent / "distinfer")
 DURATION_S = 16.0
 SLO_TTFT_MS = 250.0
 
@@ -76,17 +78,8 @@ def test_a_load_step_grows_the_replicas_and_the_figures_follow_from_the_samples(
     out = tmp_path / "run" / "scenarios" / "step-1-to-6"
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(_scenario(url)))
-    args = [
-        str(Path(sys.executable).parent / "distinfer"),
-        "bench",
-        "run",
-        "--spec",
-        str(spec),
-        "--out",
-        str(out),
-    ]
-    args += ["--serve-dashboard", ray_serve.local.dashboard_url, "--serve-app", APP]
-    args += ["--ray-token-file", str(ray_serve.local.token_path)]
+    args = [DISTINFER, "bench", "run", "--spec", str(spec), "--out", str(out)]
+    args += ReplicaSource(ray_serve.local.dashboard_url, ray_serve.local.token_path, APP).cli_args()
     try:
         done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
     finally:
@@ -108,10 +101,16 @@ def test_a_load_step_grows_the_replicas_and_the_figures_follow_from_the_samples(
 
     # Scale-up to serving: the first sample at or after the step with 3 RUNNING (6 users / 2 per replica).
     change = start + STEP_AT_S
-    serving = next(s["t"] - change for s in samples if s["t"] >= change and s["running"] >= 3)
+    # (On a loaded machine the third replica may come after the load: then none, and the scaling
+    # window runs to the end.)
+    serving = next((s["t"] - change for s in samples if s["t"] >= change and s["running"] >= 3), None)
     (up,) = figures["scale_ups"]
     assert up["need"] == 3
-    assert math.isclose(up["serving_s"], round(serving, 3), abs_tol=1e-3)
+    if serving is None:
+        assert up["serving_s"] is None
+    else:
+        assert math.isclose(up["serving_s"], round(serving, 3), abs_tol=1e-3)
+    scaled_s = STEP_AT_S + serving if serving is not None else DURATION_S
 
     # SLO-violation seconds while scaling: whole seconds after the start, from the step until serving,
     # in which a request ended failed or with its TTFT past the limit.
@@ -121,7 +120,7 @@ def test_a_load_step_grows_the_replicas_and_the_figures_follow_from_the_samples(
         return r["first_token"] is None or (r["first_token"] - r["sent"]) * 1000 > SLO_TTFT_MS
 
     seconds = {int(r["end"] - start) for r in records if violated(r) and r["end"] >= start}
-    scaling = [k for k in seconds if k + 1 > STEP_AT_S and k < STEP_AT_S + serving]
+    scaling = [k for k in seconds if k + 1 > STEP_AT_S and k < scaled_s]
     assert up["slo_violated_s"] == len(scaling)
     assert figures["slo_violated_s"] == len([k for k in seconds if k < DURATION_S])
 
@@ -137,22 +136,13 @@ def test_a_load_step_grows_the_replicas_and_the_figures_follow_from_the_samples(
 
     # The report says the same.
     report = tmp_path / "report"
-    made = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "distinfer"),
-            "report",
-            str(tmp_path / "run"),
-            "--out",
-            str(report),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    command = [DISTINFER, "report", str(tmp_path / "run"), "--out", str(report)]
+    made = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert made.returncode == 0, made.stderr[-3000:]
     text = (report / "report.md").read_text()
     assert "## Autoscaling" in text
     row = next(line for line in text.splitlines() if line.startswith("| step-1-to-6") and "1-3" in line)
     assert f"{total:.1f}" in row and f"{(1 - total / (3 * DURATION_S)) * 100:.1f} %" in row
-    assert f"serving after {serving:.1f} s" in text
+    assert (
+        f"serving after {serving:.1f} s" in text if serving is not None else "not serving by the end" in text
+    )

@@ -303,3 +303,23 @@ def test_without_replicas_jsonl_the_samples_come_from_status_jsonl(tmp_path: Pat
 def test_a_load_step_level_is_one_of_users_or_rate() -> None:
     assert LoadStep(at_s=0, users=3).level == 3.0
     assert LoadStep(at_s=0, rate=2.5).level == 2.5
+
+
+def test_a_sweep_without_a_plan_takes_steps_for_users_and_refuses_replicas_beside_autoscaling(
+    tmp_path: Path,
+) -> None:
+    from distinfer.results.scenario import load_sweep
+
+    path = tmp_path / "sweep.yaml"
+    base = {
+        "name": "a",
+        "model": "syn",
+        "duration_s": 10,
+        "steps": [{"at_s": 0, "users": 1}, {"at_s": 5, "users": 4}],
+    }
+    path.write_text(yaml.safe_dump({"scenarios": [base]}))
+    (spec,) = load_sweep(path, {"url": "http://127.0.0.1:1"})
+    assert spec.users == 4
+    path.write_text(yaml.safe_dump({"scenarios": [{**base, "replicas": 2, "autoscaling": SCALING}]}))
+    with pytest.raises(ConfigError, match="scenario 'a': replicas 2 and autoscaling: both set"):
+        load_sweep(path, {"url": "http://127.0.0.1:1"})

@@ -590,6 +590,14 @@ def _print_summary(summary: Summary) -> None:
             request_goodput=round(verdict.request_goodput, 3),
             output_goodput=round(verdict.output_goodput, 1),
         )
+    scaling = summary.autoscaling
+    if scaling is not None:
+        line.update(
+            replicas_lowest=scaling.lowest_running,
+            replicas_highest=scaling.highest_running,
+            scale_up_serving_s=[u.serving_s for u in scaling.scale_ups],
+            replica_seconds=scaling.replica_seconds,
+        )
     json.dump(line, sys.stdout)
     sys.stdout.write("\n")
     for reason in summary.invalid_reasons:

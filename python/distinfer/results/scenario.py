@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from distinfer.config import AutoscalingOptions, ConfigError
+from distinfer.config import AutoscalingOptions, ConfigError, check_replicas_or_autoscaling
 from distinfer.errors import entry_locator, format_validation_error
 from distinfer.results.base import ResultsFile, Strict
 from distinfer.results.slo import Slo
@@ -499,7 +499,8 @@ class SweepFile(Strict):
             nodes = scenario_nodes(data, f"scenario {data.get('name', '(unnamed)')!r}")
             if nodes:
                 data["meta"].setdefault("nodes", ",".join(nodes))
-            if data.get("users") is None:
+            check_replicas_or_autoscaling(data, f"scenario {data.get('name', '(unnamed)')!r}: ")
+            if data.get("users") is None and not data.get("steps"):  # closed-loop steps: their peak
                 if data.get("replicas") is None or data.get("users_per_replica") is None:
                     raise ValueError(
                         f"scenario {data.get('name', '(unnamed)')!r} needs users, or replicas and "

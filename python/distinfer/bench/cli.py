@@ -572,7 +572,7 @@ def _check_prompts(path: str | None) -> None:
 
 def _print_summary(summary: Summary) -> None:
     m = summary.metrics
-    line = {
+    line: dict[str, Any] = {
         "valid": summary.valid,
         "completed": m.completed,
         "failed": m.failed,

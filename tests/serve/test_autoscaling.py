@@ -140,6 +140,7 @@ def test_a_load_step_grows_the_replicas_and_the_figures_follow_from_the_samples(
     made = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert made.returncode == 0, made.stderr[-3000:]
     text = (report / "report.md").read_text()
+    assert (report / "autoscaling.png").stat().st_size > 0  # replicas against the load, drawn
     assert "## Autoscaling" in text
     row = next(line for line in text.splitlines() if line.startswith("| step-1-to-6") and "1-3" in line)
     assert f"{total:.1f}" in row and f"{(1 - total / (3 * DURATION_S)) * 100:.1f} %" in row

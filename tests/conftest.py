@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from distinfer.config import ModelsFile, app_args
-from distinfer.serve.local_ray import LocalRay, env_vars, free_ports
+from distinfer.serve.local_ray import LocalRay, serve_on_private_ray
 
 # Exported into the Ray processes so the API-key tests have a key to ask for.
 TEST_API_KEY_ENV = "DISTINFER_TEST_API_KEY"
@@ -76,24 +76,8 @@ def ray_serve() -> Iterator[RayServe]:
     # Metrics handed to the export port every 2 s (Ray's default 10 s): the Prometheus tests' short
     # windows then hold several exports.
     extra_env = {TEST_API_KEY_ENV: TEST_API_KEY, "RAY_metrics_report_interval_ms": "2000"}
-    local = LocalRay.start(num_cpus=8, extra_env=extra_env)
-    try:
-        with env_vars(local.env):
-            import ray
-            from ray import serve
-
-            ray.init(address=local.address, _node_ip_address="127.0.0.1", logging_level="WARNING")
-            try:
-                (port,) = free_ports(1)
-                serve.start(http_options={"host": "127.0.0.1", "port": port})
-                yield RayServe(local, port)
-            finally:
-                try:
-                    serve.shutdown()
-                finally:
-                    ray.shutdown()
-    finally:
-        local.stop()
+    with serve_on_private_ray(num_cpus=8, extra_env=extra_env) as (local, port):
+        yield RayServe(local, port)
 
 
 @pytest.fixture(scope="session")

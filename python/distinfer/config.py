@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from distinfer.errors import default_fix
 from distinfer.errors import format_validation_error as describe_errors
@@ -76,6 +85,68 @@ class RequestRouterChoice(_Strict):
         }
 
 
+class AutoscalingOptions(_Strict):
+    """A model's `autoscaling:` block: Ray Serve's `autoscaling_config` for its deployment (the replica
+    count then moves between min_replicas and max_replicas with the load; docs/autoscaling.md)."""
+
+    min_replicas: int = Field(1, ge=0, le=1024, description="Fewest replicas (0: scale to zero when idle).")
+    max_replicas: int = Field(ge=1, le=1024, description="Most replicas; the cluster must hold them all.")
+    initial_replicas: int | None = Field(
+        None,
+        ge=0,
+        le=1024,
+        description="Replicas started on deploy; min_replicas when unset (Serve's default).",
+    )
+    target_ongoing_requests: float = Field(
+        2.0,
+        gt=0,
+        description="Requests in flight and queued per replica Serve aims at; more than that on average adds "
+        "replicas (Serve's default 2). Keep it at or below max_ongoing_requests.",
+    )
+    upscale_delay_s: float = Field(
+        30.0, ge=0, description="How long the load must ask for more replicas before Serve adds them."
+    )
+    downscale_delay_s: float = Field(
+        600.0, ge=0, description="How long the load must ask for fewer replicas before Serve removes them."
+    )
+    look_back_period_s: float | None = Field(
+        None, gt=0, description="Window the ongoing requests are averaged over (Serve's default 30)."
+    )
+    metrics_interval_s: float | None = Field(
+        None, gt=0, description="How often replicas and handles report their load (Serve's default 10)."
+    )
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> AutoscalingOptions:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas {self.min_replicas} exceeds max_replicas {self.max_replicas}; "
+                "set min_replicas at most max_replicas"
+            )
+        initial = self.initial_replicas
+        if initial is not None and not self.min_replicas <= initial <= self.max_replicas:
+            raise ValueError(
+                f"initial_replicas {initial} is outside [min_replicas {self.min_replicas}, max_replicas "
+                f"{self.max_replicas}]; set it between the two (or leave it out)"
+            )
+        return self
+
+    def serve_config(self) -> dict[str, Any]:
+        """Ray Serve's `autoscaling_config` (the options left unset take Serve's defaults)."""
+        return self.model_dump(exclude_none=True)
+
+
+def check_replicas_or_autoscaling(data: Any, where: str = "") -> Any:
+    """A raw model entry (or scenario) that gives both `replicas` and `autoscaling:`, refused."""
+    if isinstance(data, dict) and data.get("autoscaling") is not None and data.get("replicas") is not None:
+        raise ValueError(
+            f"{where}replicas {data['replicas']!r} and autoscaling: both set; an autoscaling deployment's "
+            "replicas move between autoscaling.min_replicas and max_replicas: remove replicas: "
+            "(or autoscaling:)"
+        )
+    return data
+
+
 class _ModelBase(_Strict):
     name: str = Field(description="What clients send as `model`; unique within the file.")
     replicas: int = Field(1, ge=1, le=1024, description="Ray Serve replicas of this model.")
@@ -102,6 +173,41 @@ class _ModelBase(_Strict):
         description="How Ray Serve picks this model's replica: its default (power of two choices) or "
         "PrefixCacheAffinityRouter (docs/router-ab.md). Unset: Serve's default, nothing in its config.",
     )
+    autoscaling: AutoscalingOptions | None = Field(
+        None,
+        description="Let Ray Serve scale the replicas with the load between min_replicas and max_replicas "
+        "(its autoscaling_config) instead of a fixed `replicas` (docs/autoscaling.md).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replicas_or_autoscaling(cls, data: Any) -> Any:
+        return check_replicas_or_autoscaling(data)
+
+    @model_serializer(mode="wrap")
+    def _without_fixed_replicas(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """An autoscaling entry is written without `replicas` (it has no fixed count), so a dump reads
+        back as the same entry."""
+        data: dict[str, Any] = handler(self)
+        if self.autoscaling is not None:
+            data.pop("replicas", None)
+        return data
+
+    @model_validator(mode="after")
+    def _check_autoscaling_target(self) -> _ModelBase:
+        scaling = self.autoscaling
+        if scaling is not None and scaling.target_ongoing_requests > self.max_ongoing_requests:
+            raise ValueError(
+                f"autoscaling.target_ongoing_requests {scaling.target_ongoing_requests:g} exceeds "
+                f"max_ongoing_requests {self.max_ongoing_requests}: a replica never holds that many, "
+                "so Serve would never scale up; set it at most max_ongoing_requests"
+            )
+        return self
+
+    @property
+    def most_replicas(self) -> int:
+        """Replicas the cluster must hold at most: the fixed count, or autoscaling's max_replicas."""
+        return self.autoscaling.max_replicas if self.autoscaling is not None else self.replicas
 
     @field_validator("name")
     @classmethod
@@ -309,7 +415,11 @@ class EngineStandIn(_Strict):
             {
                 "name": spec.name,
                 "engine": "synthetic",
-                "replicas": spec.replicas,
+                **(
+                    {"autoscaling": spec.autoscaling.model_dump(exclude_none=True)}
+                    if spec.autoscaling is not None
+                    else {"replicas": spec.replicas}
+                ),
                 "max_ongoing_requests": spec.max_ongoing_requests,
                 "max_queued_requests": spec.max_queued_requests,
                 "max_model_len": spec.max_model_len,
@@ -420,8 +530,11 @@ class ModelsFile(_Strict):
             raise ConfigError(
                 f"replica override names unknown model(s) {unknown}; known: {[m.name for m in self.models]}"
             )
+        # An autoscaling model keeps no fixed count: Serve's autoscaling_config moves its replicas.
         models = [
-            m.model_copy(update={"replicas": overrides[m.name]}) if m.name in overrides else m
+            m.model_copy(update={"replicas": overrides[m.name]})
+            if m.name in overrides and m.autoscaling is None
+            else m
             for m in self.models
         ]
         return self.model_copy(update={"models": models})
@@ -566,7 +679,12 @@ def model_deployment_options(spec: VllmModel | HfModel | SyntheticModel) -> dict
         )
     options: dict[str, Any] = {
         "name": deployment_name(spec.name),
-        "num_replicas": spec.replicas,
+        # An autoscaling deployment has no fixed count: Serve's autoscaling_config moves it.
+        **(
+            {"autoscaling_config": spec.autoscaling.serve_config()}
+            if spec.autoscaling is not None
+            else {"num_replicas": spec.replicas}
+        ),
         "max_ongoing_requests": spec.max_ongoing_requests,
         "max_queued_requests": spec.max_queued_requests,
         "ray_actor_options": ray_actor_options(spec),
@@ -640,7 +758,7 @@ def ingress_deployment_options(models: ModelsFile) -> dict[str, Any]:
 def cpus_reserved(models: ModelsFile) -> float:
     """Ray CPUs the app's replicas reserve in all (every model's replicas, and the router's in the router
     layout): a private Ray must declare at least this many or a replica is never scheduled."""
-    total = sum(spec.replicas * ray_actor_options(spec)["num_cpus"] for spec in models.models)
+    total = sum(spec.most_replicas * ray_actor_options(spec)["num_cpus"] for spec in models.models)
     if not models.direct:
         total += models.ingress.replicas * models.ingress.num_cpus
     return total

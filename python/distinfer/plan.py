@@ -23,12 +23,14 @@ from distinfer.airgap import AirgapPlan, AirgapSettings, airgap_plan
 from distinfer.config import (
     DEFAULT_APP_NAME,
     HOST_LABEL,
+    AutoscalingOptions,
     ConfigError,
     EngineStandIn,
     HfModel,
     ModelsFile,
     SyntheticModel,
     VllmModel,
+    check_replicas_or_autoscaling,
     deployment_name,
     load_models_file,
     parse_models,
@@ -135,6 +137,11 @@ class WorkerGroup(Strict):
     gpus: int
     hosts: list[str]
     node_selector: dict[str, str] = Field(description="Node labels its pods require.")
+    min_hosts: int | None = Field(
+        None,
+        description="Under autoscaling: the group's fewest pods (KubeRay's minReplicas), the hosts the "
+        "models' least replicas need (an autoscaling model's min_replicas); None: every host, fixed.",
+    )
 
 
 class PlannedScenario(Strict):
@@ -192,6 +199,11 @@ class Plan(Strict):
         description="The dashboard paths whose answers `distinfer bench placement` judges, by key.",
     )
     scenarios: list[PlannedScenario]
+    autoscaling: bool = Field(
+        False,
+        description="A model or scenario autoscales: the RayService enables KubeRay's in-tree autoscaler "
+        "and its worker groups grow from min_hosts to every host (roles/ray_service).",
+    )
     certify_events_per_s: float = Field(
         0.0, description="The scenarios' highest planned event rate: the load generator's self-test rate."
     )
@@ -266,10 +278,16 @@ def build_plan(request: PlanRequest) -> Plan:
         host_label=HOST_LABEL,
         ray_state_paths=dict(STATE_PATHS),
         scenarios=[],
+        autoscaling=False,
         certify_events_per_s=0.0,
         airgap=_airgap(request),
     )
     plan.scenarios = _scenarios(request, models, plan, capacity)
+    plan.autoscaling = any(m.autoscaling is not None for m in models.models) or any(
+        s.spec.get("autoscaling") is not None for s in plan.scenarios
+    )
+    if plan.autoscaling:
+        plan.worker_groups = _autoscaled_groups(plan.worker_groups, models, replicas, request)
     plan.certify_events_per_s = planned_events_per_s(
         [ScenarioSpec.model_validate(s.spec) for s in plan.scenarios]
     )
@@ -277,6 +295,7 @@ def build_plan(request: PlanRequest) -> Plan:
         [(h.name, h.address) for h in request.loadgen],
         names,
         [s.name for s in plan.scenarios if s.kind == "capacity"],
+        [s.name for s in plan.scenarios if s.spec.get("steps") or s.spec.get("autoscaling")],
     )
     return plan
 
@@ -350,7 +369,16 @@ def _replicas(models: ModelsFile, request: PlanRequest, capacity: dict[str, int]
             )
         if count < 1:
             raise ConfigError(f"distinfer_replicas.{name} is {count}; give at least 1 (or remove it)")
-    derived = [name for name in capacity if name not in request.replicas]
+    for spec in models.models:
+        if spec.autoscaling is not None and spec.name in request.replicas:
+            raise ConfigError(
+                f"distinfer_replicas.{spec.name} is set but {request.models_file} gives {spec.name} "
+                "autoscaling: (its replicas move between min_replicas and max_replicas); remove one of "
+                "the two"
+            )
+    derived = [
+        name for name in capacity if name not in request.replicas and models.model(name).autoscaling is None
+    ]
     if len(derived) > 1:
         raise ConfigError(
             f"several GPU models ({', '.join(derived)}) would each take every GPU; set distinfer_replicas "
@@ -361,7 +389,9 @@ def _replicas(models: ModelsFile, request: PlanRequest, capacity: dict[str, int]
     slots = sum(h.replica_slots for h in request.hosts)
     replicas: dict[str, int] = {}
     for spec in models.models:
-        if spec.name in request.replicas:
+        if spec.autoscaling is not None:  # the most it may scale to must fit
+            replicas[spec.name] = spec.autoscaling.max_replicas
+        elif spec.name in request.replicas:
             replicas[spec.name] = request.replicas[spec.name]
         elif spec.name in capacity:
             if capacity[spec.name] < 1:
@@ -512,10 +542,34 @@ def _worker_groups(request: PlanRequest) -> list[WorkerGroup]:
                 gpus=host.gpus,
                 hosts=[],
                 node_selector={GROUP_LABEL: name},
+                min_hosts=None,
             ),
         )
         group.hosts.append(host.name)
     return list(groups.values())
+
+
+def _autoscaled_groups(
+    groups: list[WorkerGroup], models: ModelsFile, replicas: dict[str, int], request: PlanRequest
+) -> list[WorkerGroup]:
+    """The worker groups with their fewest pods: the hosts the GPU models' least replicas take (an
+    autoscaling model's min_replicas, the others' fixed count), placed first fit in inventory order as
+    _check_fits does; at least one pod in the first group, so the cluster has somewhere to grow from."""
+    free = {h.name: h.gpus for h in request.hosts}
+    used: set[str] = set()
+    for spec in sorted(_gpu_models(models), key=lambda s: -s.gpus_per_replica):
+        per = int(spec.gpus_per_replica)
+        least = spec.autoscaling.min_replicas if spec.autoscaling is not None else replicas[spec.name]
+        for _ in range(least):
+            host = next((name for name in free if free[name] >= per), None)
+            if host is not None:
+                free[host] -= per
+                used.add(host)
+    out = []
+    for index, group in enumerate(groups):
+        least = sum(1 for host in group.hosts if host in used)
+        out.append(group.model_copy(update={"min_hosts": max(least, 1 if index == 0 else 0)}))
+    return out
 
 
 # ---- the benchmark's scenarios ------------------------------------------------------------------
@@ -538,6 +592,11 @@ def _scenarios(
     entries = sweep.entries(request.scenario_overrides)
     for data in entries:
         data.setdefault("model", models.models[0].name)
+        try:
+            check_replicas_or_autoscaling(data, f"{source}: scenario {data.get('name', '(unnamed)')!r}: ")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        _autoscaling_defaults(data, models)
         data.setdefault("replicas", plan.replicas.get(data["model"], 1))
         data.setdefault("name", default_scenario_name(data, prefix=f"{len(request.hosts)}n-"))
     try:
@@ -557,6 +616,20 @@ def _scenarios(
     except ValueError as err:
         raise ConfigError(f"{source}: {err}") from None
     return planned
+
+
+def _autoscaling_defaults(data: dict[str, Any], models: ModelsFile) -> None:
+    """A scenario of an autoscaling model (its own `autoscaling:`, else its model's) is planned at the most
+    replicas it may scale to (the fits are checked there), and carries the block the report reads."""
+    spec = next((m for m in models.models if m.name == data["model"]), None)
+    if data.get("autoscaling") is None and spec is not None and spec.autoscaling is not None:
+        data["autoscaling"] = spec.autoscaling.model_dump(exclude_none=True)
+    try:
+        scaling = AutoscalingOptions.model_validate(data["autoscaling"]) if data.get("autoscaling") else None
+    except ValidationError:
+        return  # validate_scenario names the problem, with the scenario's name
+    if scaling is not None:
+        data["replicas"] = scaling.max_replicas
 
 
 def _scenario(
@@ -589,11 +662,17 @@ def _scenario(
         _check_named_fit(spec, replicas, nodes, request, where)
     scaled = {**plan.replicas, spec.name: replicas}
     _check_fits(models, scaled, request, f"{where}: replicas", {spec.name: nodes} if nodes else None)
-    data["users"] = data.get("users") or replicas * (upr or spec.max_ongoing_requests)
+    closed_steps = bool(data.get("steps")) and all(
+        isinstance(s, dict) and "users" in s for s in data["steps"]
+    )
+    if not closed_steps:  # closed-loop steps: the users are their peak (ScenarioSpec)
+        data["users"] = data.get("users") or replicas * (upr or spec.max_ongoing_requests)
     data["url"] = plan.endpoint
     data["meta"] = _scenario_meta(data, request, plan, nodes)
     validated = validate_scenario(data, where)
     deployed = models.with_replicas(scaled)
+    if validated.autoscaling is not None and validated.autoscaling != spec.autoscaling:
+        deployed = _rescaled(deployed, spec.name, validated.autoscaling, where)
     if upr is not None:  # the per-replica cap of the model under load (vLLM's max_num_seqs follows it)
         capped = [
             m.model_copy(update={"max_ongoing_requests": upr}) if m.name == spec.name else m
@@ -628,6 +707,17 @@ def _scenario(
             validated
         )  # a repeated scenario: each run redeploys, as run-to-run noise should
     ]
+
+
+def _rescaled(models: ModelsFile, name: str, scaling: AutoscalingOptions, where: str) -> ModelsFile:
+    """The models file with model `name` autoscaling as a scenario asks, validated again as a whole (its
+    target against the model's per-replica cap)."""
+    data = models.model_dump(mode="json", exclude_none=True)
+    for entry in data["models"]:
+        if entry["name"] == name:
+            entry.pop("replicas", None)
+            entry["autoscaling"] = scaling.model_dump(exclude_none=True)
+    return parse_models(data, f"{where}: the models file with its autoscaling")
 
 
 def _named_nodes(data: dict[str, Any], request: PlanRequest, where: str) -> list[str] | None:

@@ -279,6 +279,38 @@ def test_amd_hosts_get_their_own_group_and_device_plugin(tmp_path: Path) -> None
     assert _load(out / "amd-device-plugin-values.yaml")["nodeSelector"] == {"distinfer.io/gpu-vendor": "amd"}
 
 
+def test_an_autoscaling_model_renders_serve_autoscaling_and_kuberays_in_tree_autoscaler(
+    tmp_path: Path,
+) -> None:
+    """The guide's model with `autoscaling:` (1 to 4 replicas of 4 GPUs): its deployment has Serve's
+    autoscaling_config and no num_replicas, KubeRay's in-tree autoscaler is on, and each worker group
+    starts at the hosts the least replicas need (one, the first host's) and may grow to all of its hosts;
+    the RayService still fits KubeRay's CRD."""
+    models = yaml.safe_load((REPO_ROOT / "files/models/llama2-70b-tp4.yaml").read_text())
+    models["models"][0].pop("replicas", None)
+    models["models"][0]["autoscaling"] = {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16}
+    models_file = tmp_path / "models.yaml"
+    models_file.write_text(yaml.safe_dump(models))
+    rs = _load(
+        render_roles(tmp_path, poweredge_inventory(models_file), ("ray_service",)).out / "rayservice.yaml"
+    )
+    assert_valid(rs, KUBE_MINOR)
+    cluster = rs["spec"]["rayClusterConfig"]
+    assert cluster["enableInTreeAutoscaling"] is True
+    assert cluster["autoscalerOptions"]["upscalingMode"] == "Default"
+    groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
+    assert {name: (g["minReplicas"], g["replicas"], g["maxReplicas"]) for name, g in groups.items()} == {
+        "nvidia-a100-sxm-80gb-x8": (1, 1, 1),
+        "nvidia-a100-sxm-80gb-x4": (0, 0, 1),
+        "nvidia-h100-pcie-80gb-x4": (0, 0, 1),
+    }
+    serve = yaml.safe_load(rs["spec"]["serveConfigV2"])
+    (deployment,) = [d for d in serve["applications"][0]["deployments"] if d["name"] != "OpenAIIngress"]
+    assert "num_replicas" not in deployment
+    assert deployment["autoscaling_config"]["min_replicas"] == 1
+    assert deployment["autoscaling_config"]["max_replicas"] == 4
+
+
 def test_gpu_operator_values_point_at_k3s_containerd(rendered: Path) -> None:
     env = {e["name"]: e["value"] for e in _load(rendered / "gpu-operator-values.yaml")["toolkit"]["env"]}
     assert env["CONTAINERD_SOCKET"] == "/run/k3s/containerd/containerd.sock"

@@ -21,7 +21,7 @@ import pytest
 from synthetic_server import DISTINFER, FINISHED, SyntheticServer
 
 from distinfer.bench.stream import RequestSpec, StreamResult, make_client, stream_request
-from distinfer.results.records import load_records
+from distinfer.results.records import RequestRecord, load_records
 
 
 def bench_run(
@@ -172,3 +172,38 @@ def test_the_server_truth_counts_ttft_from_receipt(server, tmp_path):
         # the model server received the request before the engine started on it
         assert t["received_unix"] <= t["arrival_unix"] <= t["first_token_unix"]
         assert t["arrival_unix"] - t["received_unix"] == pytest.approx(0.0, abs=0.5)
+
+
+def _stepped(
+    server: SyntheticServer, out: Path, spec: dict[str, object]
+) -> tuple[float, list[RequestRecord]]:
+    """`distinfer bench run --spec` of a stepped scenario: its load's start and its records."""
+    path = out.parent / f"{out.name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(spec))
+    result = bench_run(server.url, server.model, out, "--spec", str(path))
+    assert result.returncode in FINISHED, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    return summary["started"], list(load_records(out / "records.jsonl"))
+
+
+def test_closed_loop_steps_change_the_users_at_their_time(server, tmp_path):
+    """Steps of 2 then 6 users (2 workers): before the step only two users send, after it all six,
+    spread over both workers; the guard judges the concurrency against the steps' mean (valid)."""
+    spec = {"steps": [{"at_s": 0, "users": 2}, {"at_s": 2, "users": 6}], "duration_s": 4, "max_tokens": 10}
+    start, records = _stepped(server, tmp_path / "closed", {**spec, "workers": 2})
+    before = {(r.worker, r.user) for r in records if r.sent - start < 1.9}
+    after = {(r.worker, r.user) for r in records if r.sent - start > 2.3}
+    assert len(before) == 2 and {w for w, _ in before} == {0, 1}, before
+    assert len(after) == 6, after
+    assert json.loads((tmp_path / "closed" / "summary.json").read_text())["valid"] is True
+
+
+def test_open_loop_rate_steps_send_each_steps_rate(server, tmp_path):
+    """Poisson at 10/s then 40/s (thinned from the peak): the sends of each half near its rate."""
+    spec = {"steps": [{"at_s": 0, "rate": 10}, {"at_s": 2, "rate": 40}], "users": 64, "duration_s": 4}
+    start, records = _stepped(server, tmp_path / "open", {**spec, "max_tokens": 4, "seed": 3})
+    low = sum(1 for r in records if r.scheduled - start < 2)
+    high = sum(1 for r in records if r.scheduled - start >= 2)
+    # Expected 20 and 80 (Poisson sd ~4.5 and ~9): well inside, and the second clearly 4x the first.
+    assert 8 <= low <= 34 and 55 <= high <= 110 and high > 2 * low, (low, high)

@@ -56,6 +56,8 @@ def test_bad_loadgen_groups_are_refused_naming_the_fix() -> None:
     assert "host name 'lg 1' names its results folder" in name
     search = refused([("lg1", "10.0.0.21")], SERVING, ["cap-1"])
     assert "cap-1 search a capacity" in search and "distinfer_scenarios_only" in search
+    scaling = refused([("lg1", "10.0.0.21")], SERVING, [], ["step-up"])
+    assert "step-up change their load over time" in scaling and "without the loadgen group" in scaling
 
 
 def test_the_planner_refuses_a_bad_group_before_any_change_and_lists_a_good_one() -> None:

@@ -122,6 +122,23 @@ def run_command(
             max=100,
         ),
     ] = None,
+    serve_dashboard: Annotated[
+        str | None,
+        typer.Option(
+            help="The Ray dashboard (http://HEAD:8265): sample the model's replicas (running, starting, "
+            "Serve's target) from Serve's REST API each second into replicas.jsonl (autoscaling)."
+        ),
+    ] = None,
+    ray_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="RAY_AUTH_TOKEN_PATH",
+            help="Ray's auth token for --serve-dashboard (or env RAY_AUTH_TOKEN_PATH).",
+        ),
+    ] = None,
+    serve_app: Annotated[
+        str | None, typer.Option(help="The Serve application of the model (default: the one that has it).")
+    ] = None,
     progress_interval: ProgressOpt = 10.0,
     load_host: Annotated[
         list[str] | None,
@@ -185,7 +202,11 @@ def run_command(
     trace = fields.get("trace")
     if isinstance(trace, dict) and trace.get("length_s") is not None:
         fields.setdefault("duration_s", None)  # the trace window's length sets it (ScenarioSpec)
-    missing = [f"--{flag}" for flag, key in _REQUIRED if key not in fields]
+    missing = [
+        f"--{flag}"
+        for flag, key in _REQUIRED
+        if key not in fields and not (key == "users" and fields.get("steps"))  # steps: their peak
+    ]
     if missing:
         raise ConfigError(f"bench run needs {', '.join(missing)} (or a --spec that has them)")
     run_spec = _spec(fields)
@@ -197,6 +218,13 @@ def run_command(
     _check_prompts(run_spec.prompts)
     _check_workload(run_spec)
     bearer = _api_key(api_key, api_key_file)
+    source = None
+    if serve_dashboard is not None:
+        from distinfer.bench.replicas import ReplicaSource
+
+        if ray_token_file is not None and not ray_token_file.is_file():
+            raise ConfigError(f"--ray-token-file {ray_token_file} is not a file; give Ray's auth token file")
+        source = ReplicaSource(serve_dashboard, ray_token_file, serve_app)
     if load_host:
         _run_on_load_hosts(run_spec, out, load_host, bearer, master_port)
         return
@@ -205,7 +233,9 @@ def run_command(
     view = make_view(progress_interval)
     for index, each in enumerate(runs, start=1):
         folder = out if len(runs) == 1 else out.with_name(f"{out.name}-rep{index}")
-        summary = _guarded(lambda: run_scenario(each, folder, bearer, view, (index, len(runs))))  # noqa: B023
+        summary = _guarded(
+            lambda: run_scenario(each, folder, bearer, view, (index, len(runs)), replicas_from=source)  # noqa: B023
+        )
         _print_summary(summary)
         statuses.append(scenario_status(summary))
     raise typer.Exit(max(statuses))
@@ -386,7 +416,11 @@ def capacity_command(
         **{k: v for k, v in search.items() if v is not None},
     }
     fields.setdefault("users", 1)
-    missing = [f"--{flag}" for flag, key in _REQUIRED if key not in fields]
+    missing = [
+        f"--{flag}"
+        for flag, key in _REQUIRED
+        if key not in fields and not (key == "users" and fields.get("steps"))  # steps: their peak
+    ]
     if missing:
         raise ConfigError(f"bench capacity needs {', '.join(missing)} (or a --spec that has them)")
     base = _spec(fields)
@@ -618,7 +652,7 @@ def _check_prompts(path: str | None) -> None:
 
 def _print_summary(summary: Summary) -> None:
     m = summary.metrics
-    line = {
+    line: dict[str, Any] = {
         "valid": summary.valid,
         "completed": m.completed,
         "failed": m.failed,
@@ -635,6 +669,14 @@ def _print_summary(summary: Summary) -> None:
             slo_share_meeting=verdict.share_meeting,
             request_goodput=round(verdict.request_goodput, 3),
             output_goodput=round(verdict.output_goodput, 1),
+        )
+    scaling = summary.autoscaling
+    if scaling is not None:
+        line.update(
+            replicas_lowest=scaling.lowest_running,
+            replicas_highest=scaling.highest_running,
+            scale_up_serving_s=[u.serving_s for u in scaling.scale_ups],
+            replica_seconds=scaling.replica_seconds,
         )
     json.dump(line, sys.stdout)
     sys.stdout.write("\n")

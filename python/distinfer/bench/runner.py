@@ -33,11 +33,14 @@ from distinfer.bench.probe import ProbeError, probe
 from distinfer.bench.progress import ScenarioProgress, View
 from distinfer.bench.prompts import load_prompts
 from distinfer.bench.provenance import collect_provenance
+from distinfer.bench.replicas import ReplicaSource, ReplicaWatcher
 from distinfer.bench.storage import ResultsWriteError, check_results_dir, required_bytes
 from distinfer.bench.stream import RequestSpec
 from distinfer.bench.traces import read_trace, schedule, window
 from distinfer.bench.watcher import StatusWatcher
+from distinfer.config import deployment_name
 from distinfer.results import guard
+from distinfer.results.autoscaling import AutoscalingFigures, autoscaling_figures, read_replicas
 from distinfer.results.availability import STATUS_FILE, assess, read_status
 from distinfer.results.legs import ttft_split
 from distinfer.results.metrics import compute_metrics
@@ -46,6 +49,7 @@ from distinfer.results.replay import ReplayFigures, replay_figures
 from distinfer.results.run import Provenance
 from distinfer.results.scenario import ScenarioSpec, WorkerPlan, target_events_per_s
 from distinfer.results.summary import StoppedEarly, Summary
+from distinfer.results.workload import mean_level
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +65,8 @@ StopWhen = Callable[[float], "str | None"]
 
 def expected_requests_per_s(spec: ScenarioSpec) -> float:
     """Requests per second the records will hold at most (closed loop: at the assumed token rate)."""
-    if spec.rate is not None:
-        return spec.rate
+    if spec.peak_rate is not None:
+        return spec.peak_rate
     if spec.trace is not None:
         rows = window(read_trace(spec.trace.file, spec.trace.format), spec.trace, spec.duration_s)
         return len(rows) / spec.duration_s
@@ -269,8 +273,11 @@ class ScenarioRun:
         metrics = compute_metrics(records, w0, w1, spec.max_tokens, spec.slo)
         availability = assess(records, read_status(self.out / STATUS_FILE), start, spec.slo)
         client = self.client_load(w0, w1)
-        own_clock = spec.trace is not None or spec.sessions is not None
-        reasons = guard.check(metrics, client, spec.users, spec.rate, own_clock)
+        own_clock = spec.trace is not None or spec.sessions is not None or spec.rate_steps
+        users: float = spec.users
+        if spec.steps is not None and not spec.rate_steps:  # the users the steps kept active on average
+            users = mean_level(spec.steps, w0 - start, w1 - start)
+        reasons = guard.check(metrics, client, users, spec.rate, own_clock)
         stopped = self.stopped_early
         return Summary(
             scenario=spec,
@@ -285,7 +292,15 @@ class ScenarioRun:
             stopped_early=None if stopped is None else StoppedEarly(reason=stopped[0], at=stopped[1]),
             ttft_split=ttft_split(records, w0, w1, socket.gethostname()),
             replay=self.replay(records, start),
+            autoscaling=self.autoscaling(records, start),
         )
+
+    def autoscaling(self, records: list[RequestRecord], start: float) -> AutoscalingFigures | None:
+        """An autoscaling scenario's figures from its replica samples (results/autoscaling.py)."""
+        if self.spec.autoscaling is None:
+            return None
+        samples, source = read_replicas(self.out, self.spec.model)
+        return autoscaling_figures(self.spec, records, samples, start, source)
 
     def replay(self, records: list[RequestRecord], start: float) -> ReplayFigures | None:
         spec = self.spec
@@ -344,6 +359,10 @@ def _loop(spec: ScenarioSpec) -> str:
         return f", trace {spec.trace.file} from {spec.trace.start_s:g} s at x{spec.trace.time_scale:g}"
     if spec.sessions is not None:
         return ", multi-turn sessions"
+    if spec.steps is not None:
+        unit = " req/s" if spec.rate_steps else " users"
+        levels = " -> ".join(f"{step.level:g}{unit} at {step.at_s:g} s" for step in spec.steps)
+        return f", steps {levels}"
     return f", {spec.rate:g} req/s open loop" if spec.rate else " closed loop"
 
 
@@ -374,19 +393,25 @@ def run_scenario(
     view: View | None = None,
     position: tuple[int, int] = (1, 1),
     stop_when: StopWhen | None = None,
+    replicas_from: ReplicaSource | None = None,
 ) -> Summary:
     """Run one scenario to its summary. Ctrl-C stops the load, keeps the records, writes no summary.
 
     With a `view`, its progress (scenario `position` = i of n) is shown while the load runs. With
     `stop_when`, the load stops as soon as it gives a reason; the summary then covers the steady
-    window up to that moment and says why (`stopped_early`)."""
+    window up to that moment and says why (`stopped_early`). With `replicas_from`, the model's
+    replicas are sampled from Serve's REST API each second into replicas.jsonl (bench/replicas.py)."""
     _take_ctrl_c()
     progress = ScenarioProgress(view, out / RECORDS_FILE, spec.name, position) if view else None
     run = ScenarioRun(spec, out, api_key, progress, stop_when)
     run.check()
     run.prepare()
     watcher: StatusWatcher | None = None
+    sampler: ReplicaWatcher | None = None
     try:
+        if replicas_from is not None:  # from before the load, so the first samples show where it began
+            sampler = replicas_from.watcher(deployment_name(spec.model), out)
+            sampler.start()
         run.start_workers()
         start = run.go()
         if spec.watch_status:
@@ -409,6 +434,8 @@ def run_scenario(
     finally:
         if watcher is not None:
             watcher.stop()
+        if sampler is not None:
+            sampler.stop()
         if progress is not None and progress.started:
             progress.end()
     try:

@@ -56,6 +56,7 @@ from distinfer.bench.stream import RequestSpec, StreamError, StreamResult, make_
 from distinfer.bench.traces import Arrival, schedule
 from distinfer.results.records import WRITE_FAILED, RecordWriter, RequestRecord, ServerTiming
 from distinfer.results.scenario import WorkerPlan
+from distinfer.results.workload import level_at
 
 log = logging.getLogger("distinfer.bench.worker")
 
@@ -63,6 +64,8 @@ LAG_PROBE_S = 0.05  # how often the event loop is asked to wake; lateness beyond
 # A closed-loop user's wait after a failed request: doubles from the first to the cap.
 BACKOFF_FIRST_S = 0.1
 BACKOFF_CAP_S = 5.0
+# A closed-loop user a step does not ask for looks again this often.
+STEP_POLL_S = 0.1
 
 
 @dataclasses.dataclass
@@ -148,6 +151,15 @@ class Load:
 
     def sending(self) -> bool:
         return not self.stopping and time.time() < self.load_end
+
+    def active(self, local_user: int) -> bool:
+        """Closed-loop steps: whether this worker's user `local_user` is one of the users the step in
+        force asks for (users of all workers interleave as in the ramp, so the active ones stay spread)."""
+        steps = self.plan.scenario.steps
+        if steps is None:
+            return True
+        position = local_user * self.plan.workers + self.plan.index
+        return position < level_at(steps, time.time() - self.start)
 
     def send(
         self, user: int, scheduled: float, out: Outgoing | None = None, result: StreamResult | None = None
@@ -315,6 +327,9 @@ class ClosedLoopUser(User):
     def one_request(self) -> None:
         if self.extra or not LOAD.sending():
             raise StopUser()
+        if not LOAD.active(self.index):  # not asked for by the step in force: wait for one that does
+            gevent.sleep(STEP_POLL_S)
+            return
         error = LOAD.send(self.index, time.time())
         if error is None:
             self.backoff.success()
@@ -368,12 +383,18 @@ class OpenLoopUser(User):
     @task
     def arrivals(self) -> None:
         arrival_user()
-        rate = LOAD.plan.rate or 1.0
+        steps = LOAD.plan.scenario.steps
+        workers = LOAD.plan.workers
+        # Steps: a Poisson process whose rate changes, by thinning one at the peak rate (each arrival
+        # kept with probability rate now / peak): exact for steps and ramps alike.
+        peak = (LOAD.plan.scenario.peak_rate or 0.0) / workers if steps else LOAD.plan.rate or 1.0
 
         def poisson() -> Iterator[Dispatch]:
             due = LOAD.start
-            while True:
-                due += LOAD.arrivals.expovariate(rate)
+            while peak > 0 and due < LOAD.load_end:
+                due += LOAD.arrivals.expovariate(peak)
+                if steps and LOAD.arrivals.random() * peak >= level_at(steps, due - LOAD.start) / workers:
+                    continue
                 yield due, None, functools.partial(LOAD.send, -1, due)
 
         drain(dispatch(poisson()))

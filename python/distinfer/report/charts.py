@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from distinfer.report.tables import Latency, ScenarioRow, _physical_rates, ordered, scenario_row
+from distinfer.results.autoscaling import read_replicas
 from distinfer.results.load import Run, Scenario
 from distinfer.results.metrics import steady_population, tpot_ms, ttft_ms
 from distinfer.results.nodes import NodeSample
 from distinfer.results.records import RECORDS_FILE, iter_records
+from distinfer.results.workload import level_at
 
 
 def _pyplot():  # type: ignore[no-untyped-def]
@@ -263,10 +265,50 @@ def _gpu_mean(key: str) -> Callable[[NodeSample], float | None]:
     return value
 
 
+def autoscaling_chart(run: Run, out: Path) -> Path | None:
+    """Each autoscaling scenario's replicas (RUNNING, Serve's target) and its load's level over time."""
+    shown = [
+        s
+        for s in ordered(run)
+        if s.spec is not None and s.spec.autoscaling is not None and s.folder is not None
+    ]
+    series = []
+    for s in shown:
+        assert s.spec is not None and s.folder is not None
+        samples, _ = read_replicas(s.folder, s.spec.model)
+        start = s.summary.started if s.summary is not None else (samples[0].t if samples else 0.0)
+        if samples:
+            series.append((s, samples, start))
+    if not series:
+        return None
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(len(series), 1, figsize=(8, 3 * len(series)), squeeze=False)
+    for ax, (s, samples, start) in zip(axes[:, 0], series, strict=True):
+        assert s.spec is not None
+        t = [x.t - start for x in samples]
+        ax.step(t, [x.running for x in samples], where="post", label="running")
+        if any(x.target is not None for x in samples):
+            ax.step(t, [x.target for x in samples], where="post", ls="--", label="Serve's target")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(f"{s.name}: replicas")
+        ax.set_xlabel("seconds after the load began")
+        if s.spec.steps:
+            level = ax.twinx()
+            grid = [i * s.spec.duration_s / 400 for i in range(401)]
+            unit = "req/s" if s.spec.rate_steps else "users"
+            level.plot(grid, [level_at(s.spec.steps, x) for x in grid], color="grey", lw=0.8, label=unit)
+            level.set_ylabel(f"load ({unit})")
+            level.grid(False)
+        ax.legend(fontsize=7, loc="upper left")
+    return _save(fig, out / "autoscaling.png", "Autoscaling: replicas against the load (grey)")
+
+
 def all_charts(run: Run, out: Path) -> list[Path]:
     charts: list[Path | None] = []
     if run.scenarios:
         charts += [throughput_vs_replicas(run, out), latency_vs_concurrency(run, out)]
         charts += [token_latency_distributions(run, out), pareto_chart(run, out)]
-    charts += [capacity_chart(run, out), node_utilisation(run, out)]
+    charts += [capacity_chart(run, out), node_utilisation(run, out), autoscaling_chart(run, out)]
     return [path for path in charts if path is not None]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from distinfer.report.autoscaling import autoscaling_section
 from distinfer.report.blocks import (
     Block,
     Bullets,
@@ -188,6 +189,7 @@ def report_blocks(
     if unfinished:
         blocks.append(Paragraph(f"Unfinished scenarios (no summary.json): {', '.join(unfinished)}"))
     blocks += availability_section(run)
+    blocks += autoscaling_section(run)
     blocks += replay_section(run, server.figures if server else {})
     blocks += where_the_time_goes(run)
     blocks += server_section(run, server or ServerSection({}, "Server-side figures: not asked for."))

@@ -12,6 +12,8 @@ shared by the writers (bench), the readers (report, capacity_plan) and the plan.
                                                   each with the server's ServerTiming when it sent one
         status.jsonl             StatusLine       results/availability.py: the server's /status, each second
                                                   (bench/watcher.py)
+        replicas.jsonl           ReplicaSample    results/autoscaling.py: an autoscaling scenario's replicas,
+                                                  each second from Serve's REST API (bench/replicas.py)
         summary.json             Summary          results/summary.py (bench/runner.py), written last
         nodes/<host>.jsonl       NodeStart, NodeNote, NodeSample lines: results/nodes.py (nodemetrics)
         nodes/<host>.error.json  NodeError        the node_metrics role, for a host with no samples

@@ -90,20 +90,7 @@ def assess(
 ) -> Availability:
     failed = sorted(r.end - start for r in records if not r.ok and r.error_kind != "cancelled")
     error_buckets = {int(t) for t in failed if t >= 0}
-    slo_buckets: set[int] | None = None
-    if slo is not None:
-        missed = (
-            r.end - start
-            for r in records
-            if r.error_kind != "cancelled"
-            and (
-                not r.ok
-                or slo.missed(
-                    r.ok, {"ttft": ttft_ms(r), "tpot": tpot_ms(r), "e2el": (r.end - r.sent) * 1000.0}
-                )
-            )
-        )
-        slo_buckets = {int(t) for t in missed if t >= 0}
+    slo_buckets = None if slo is None else slo_missed_seconds(records, start, slo)
     polled = [s for s in status if not s.get("absent")]
     courses = _replica_courses(polled, start)
     lost_at = _endpoint_lost_at(polled, start)
@@ -120,6 +107,21 @@ def assess(
     )
     result.summary = describe(result)
     return result
+
+
+def slo_missed_seconds(records: Sequence[RequestRecord], start: float, slo: Slo) -> set[int]:
+    """The whole seconds after `start` in which a request ended failed or outside the SLO (a request
+    cancelled at the run's end is not counted)."""
+    missed = (
+        r.end - start
+        for r in records
+        if r.error_kind != "cancelled"
+        and (
+            not r.ok
+            or slo.missed(r.ok, {"ttft": ttft_ms(r), "tpot": tpot_ms(r), "e2el": (r.end - r.sent) * 1000.0})
+        )
+    )
+    return {int(t) for t in missed if t >= 0}
 
 
 def _replica_courses(status: Sequence[dict[str, Any]], start: float) -> list[ReplicaCourse]:

@@ -43,20 +43,21 @@ def lag_summary(lags_ms: list[float]) -> tuple[float | None, float | None, float
 
 
 def check(
-    metrics: Metrics, client: ClientLoad, users: int, rate: float | None, own_clock: bool = False
+    metrics: Metrics, client: ClientLoad, users: float, rate: float | None, own_clock: bool = False
 ) -> list[str]:
-    """Reasons the run cannot be trusted; empty when it can. `rate`: the open loop's asked rate;
-    `own_clock`: requests due on a schedule of their own (a trace, sessions) without one rate."""
+    """Reasons the run cannot be trusted; empty when it can. `users`: the closed loop's (closed-loop
+    steps: their mean over the window); `rate`: the open loop's asked rate; `own_clock`: requests due on
+    a schedule of their own (a trace, sessions, rate steps) without one rate."""
     return nothing_measured(metrics) + check_client(client) + shortfall(metrics, users, rate, own_clock)
 
 
-def shortfall(metrics: Metrics, users: int, rate: float | None, own_clock: bool = False) -> list[str]:
+def shortfall(metrics: Metrics, users: float, rate: float | None, own_clock: bool = False) -> list[str]:
     """Less load offered than asked (closed loop: concurrency; open loop: the send rate and its lag)."""
     reasons: list[str] = []
     if rate is None and not own_clock:
         if metrics.achieved_concurrency < CONCURRENCY_SHORT * users:
             reasons.append(
-                f"achieved concurrency {metrics.achieved_concurrency:.1f} is short of the {users} users "
+                f"achieved concurrency {metrics.achieved_concurrency:.1f} is short of the {users:g} users "
                 f"(below {CONCURRENCY_SHORT:.0%})"
             )
     else:

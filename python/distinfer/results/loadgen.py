@@ -59,7 +59,10 @@ def _is_controller(name: str, address: str) -> bool:
 
 
 def check_load_hosts(
-    loadgen: Sequence[tuple[str, str]], serving: Sequence[str], capacity_scenarios: Sequence[str] = ()
+    loadgen: Sequence[tuple[str, str]],
+    serving: Sequence[str],
+    capacity_scenarios: Sequence[str] = (),
+    scaling_scenarios: Sequence[str] = (),
 ) -> list[str]:
     """The load hosts a run uses, from the `loadgen` group's (name, address) pairs; [] when the group
     is missing, empty or only the control machine (localhost): the load then runs there, as without
@@ -97,6 +100,13 @@ def check_load_hosts(
             f"scenario(s) {', '.join(capacity_scenarios)} search a capacity (capacity:), which runs from the "
             "control machine only; run them without the loadgen group (e.g. a run of their own with "
             "distinfer_scenarios_only), or remove capacity: to load them at a fixed size from the load hosts"
+        )
+    if scaling_scenarios:
+        raise ConfigError(
+            f"scenario(s) {', '.join(scaling_scenarios)} change their load over time (steps:) or autoscale "
+            "(autoscaling:), which runs from the control machine only for now (its replica samples and "
+            "figures are not merged across load hosts); run them without the loadgen group (e.g. a run of "
+            "their own with distinfer_scenarios_only)"
         )
     return names
 

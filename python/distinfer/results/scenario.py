@@ -13,11 +13,11 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from distinfer.config import ConfigError
+from distinfer.config import AutoscalingOptions, ConfigError, check_replicas_or_autoscaling
 from distinfer.errors import entry_locator, format_validation_error
 from distinfer.results.base import ResultsFile, Strict
 from distinfer.results.slo import Slo
-from distinfer.results.workload import Sessions, TraceReplay
+from distinfer.results.workload import LoadStep, Sessions, TraceReplay, check_steps
 
 SCENARIO_FILE = "scenario.json"
 # Closed loop without a known token rate: assume a fast server (10 ms between tokens per user).
@@ -209,6 +209,26 @@ class ScenarioSpec(ResultsFile):
     sessions: Sessions | None = Field(
         None, description="Multi-turn conversations, each turn sending the whole history (docs/traces.md)."
     )
+    steps: list[LoadStep] | None = Field(
+        None,
+        description="A load that changes: from each step's at_s on, its users (closed loop) or rate (open "
+        "loop), at once or over its ramp_s; `users` defaults to the peak (docs/autoscaling.md).",
+    )
+    autoscaling: AutoscalingOptions | None = Field(
+        None,
+        description="The model's Ray Serve autoscaling while it runs (the plan deploys it; a scenario run "
+        "against what is deployed records it): the report's autoscaling figures (docs/autoscaling.md).",
+    )
+    peak_static_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="Autoscaling: the smallest fixed replica count that met the SLO at the peak, which the "
+        "replica-seconds are compared with; unset: `peak_static_scenario`'s replicas, else the smallest "
+        "static scenario of the run (same model) that met its SLO.",
+    )
+    peak_static_scenario: str | None = Field(
+        None, description="Autoscaling: the static scenario of the same run whose replicas are that size."
+    )
     meta: dict[str, str] = Field(
         default_factory=dict,
         description="Labels for the report: the deployment's facts (read them typed: `deployment`) and any "
@@ -225,9 +245,21 @@ class ScenarioSpec(ResultsFile):
                 return {**data, "duration_s": float(trace["length_s"]) / float(trace.get("time_scale", 1.0))}
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _peak_users(cls, data: Any) -> Any:
+        """Closed-loop steps set `users` when it is not given: the most users any step asks for."""
+        if isinstance(data, dict) and isinstance(data.get("steps"), list) and data.get("users") is None:
+            levels = [s.get("users") for s in data["steps"] if isinstance(s, dict)]
+            whole = [u for u in levels if isinstance(u, int)]
+            if whole and len(whole) == len(levels):
+                return {**data, "users": max(max(whole), 1)}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> ScenarioSpec:
         self._check_workload()
+        self._check_steps()
         if self.warmup_s >= self.duration_s:
             raise ValueError(
                 f"warm-up ({self.warmup_s}s) must be shorter than duration ({self.duration_s}s): "
@@ -255,14 +287,27 @@ class ScenarioSpec(ResultsFile):
             )
         return self
 
+    def _check_steps(self) -> None:
+        if self.steps is None:
+            return
+        check_steps(self.steps, self.duration_s)
+        peak = max(step.users or 0 for step in self.steps)
+        if self.steps[0].users is not None and peak > self.users:
+            raise ValueError(
+                f"steps ask for {peak} users but users is {self.users}; raise users to {peak} (or leave it "
+                "out: it defaults to the steps' peak)"
+            )
+        if self.capacity is not None:
+            raise ValueError("steps: and capacity: both set; a capacity search sets each step's rate itself")
+
     def _check_workload(self) -> None:
-        chosen = [name for name in ("rate", "trace", "sessions") if getattr(self, name) is not None]
+        chosen = [name for name in ("rate", "trace", "sessions", "steps") if getattr(self, name) is not None]
         if self.capacity is not None and (self.trace is not None or self.sessions is not None):
             chosen.append("capacity")
         if len(chosen) > 1:
             raise ValueError(
                 f"{' and '.join(chosen)} are all set; a scenario sends one kind of load: a Poisson rate, a "
-                "trace replay, multi-turn sessions or a capacity search (keep one)"
+                "trace replay, multi-turn sessions, steps or a capacity search (keep one)"
             )
         trace = self.trace
         lasts = None if trace is None or trace.length_s is None else trace.length_s / trace.time_scale
@@ -282,7 +327,19 @@ class ScenarioSpec(ResultsFile):
     @property
     def open_loop(self) -> bool:
         """Requests sent on a clock of their own (Poisson, a trace's, sessions'), not when one ends."""
-        return self.rate is not None or self.trace is not None or self.sessions is not None
+        return self.rate is not None or self.trace is not None or self.sessions is not None or self.rate_steps
+
+    @property
+    def rate_steps(self) -> bool:
+        """Open-loop steps: a Poisson rate that changes."""
+        return self.steps is not None and self.steps[0].rate is not None
+
+    @property
+    def peak_rate(self) -> float | None:
+        """The open loop's highest Poisson rate (its `rate`, or its steps' peak)."""
+        if self.rate_steps:
+            return max(step.rate or 0.0 for step in self.steps or [])
+        return self.rate
 
     @property
     def deployment(self) -> Deployment:
@@ -292,8 +349,9 @@ class ScenarioSpec(ResultsFile):
 
 def target_events_per_s(spec: ScenarioSpec) -> float:
     """How many SSE events per second the client must read at most."""
-    if spec.rate is not None:
-        return spec.rate * (spec.max_tokens + 2)
+    rate = spec.peak_rate
+    if rate is not None:
+        return rate * (spec.max_tokens + 2)
     return spec.users * ASSUMED_EVENTS_PER_USER
 
 
@@ -452,7 +510,8 @@ class SweepFile(Strict):
             nodes = scenario_nodes(data, f"scenario {data.get('name', '(unnamed)')!r}")
             if nodes:
                 data["meta"].setdefault("nodes", ",".join(nodes))
-            if data.get("users") is None:
+            check_replicas_or_autoscaling(data, f"scenario {data.get('name', '(unnamed)')!r}: ")
+            if data.get("users") is None and not data.get("steps"):  # closed-loop steps: their peak
                 if data.get("replicas") is None or data.get("users_per_replica") is None:
                     raise ValueError(
                         f"scenario {data.get('name', '(unnamed)')!r} needs users, or replicas and "

@@ -12,6 +12,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from distinfer.results.autoscaling import AutoscalingFigures
 from distinfer.results.availability import Availability
 from distinfer.results.base import READABLE_VERSIONS, SCHEMA_VERSION, ResultsFile, Strict
 from distinfer.results.guard import ClientLoad
@@ -95,4 +96,8 @@ class Summary(ResultsFile):
         default=None,
         description="Load from load hosts (results/loadgen.py): each host's share, guard and losses; None: "
         "the control machine generated the load.",
+    )
+    autoscaling: AutoscalingFigures | None = Field(
+        default=None,
+        description="An autoscaling scenario: its replicas against its load (results/autoscaling.py).",
     )

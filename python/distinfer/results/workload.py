@@ -6,6 +6,7 @@ bench/worker.py) reads the files and synthesises the prompts; the report reads t
 
 from __future__ import annotations
 
+import itertools
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -117,3 +118,83 @@ class Sessions(Strict):
     tokenizer: str = Field(
         "words", min_length=1, description="Counts the prompt tokens: " + TOKENIZER_HELP + "."
     )
+
+
+# ---- a load that changes over the scenario (`steps:`) ----------------------------------------------
+
+
+class LoadStep(Strict):
+    """One step of a scenario's `steps:`: from `at_s` on, `users` closed-loop users (or a Poisson `rate`),
+    reached at once, or linearly over `ramp_s` from the step before (a ramp)."""
+
+    at_s: float = Field(ge=0, description="Seconds after the load starts.")
+    users: int | None = Field(None, ge=0, le=100_000, description="Closed loop: users active from then on.")
+    rate: float | None = Field(None, ge=0, description="Open loop: Poisson arrivals per second from then on.")
+    ramp_s: float = Field(
+        0.0, ge=0, description="Reach this level linearly over this many seconds from the level before."
+    )
+
+    @model_validator(mode="after")
+    def _one_level(self) -> LoadStep:
+        if (self.users is None) == (self.rate is None):
+            raise ValueError(
+                f"step at_s {self.at_s:g} gives "
+                f"{'both users and rate' if self.users is not None else 'neither'}"
+                "; give users (closed loop) or rate (open loop), one of the two"
+            )
+        return self
+
+    @property
+    def level(self) -> float:
+        return float(self.users if self.users is not None else self.rate or 0.0)
+
+
+def check_steps(steps: list[LoadStep], duration_s: float) -> None:
+    """Steps in time order from 0, all of one kind, each inside the load and its ramp before the next."""
+    if not steps:
+        raise ValueError("steps: is empty; give at least one {at_s: 0, users: N} (or rate:)")
+    if steps[0].at_s != 0:
+        raise ValueError(f"the first step is at_s {steps[0].at_s:g}; start the steps at at_s 0")
+    if len({step.users is None for step in steps}) > 1:
+        raise ValueError("steps mix users and rate; a scenario's steps are all closed loop or all open loop")
+    for before, after in itertools.pairwise(steps):
+        if after.at_s < before.at_s + before.ramp_s or after.at_s == before.at_s:
+            raise ValueError(
+                f"step at_s {after.at_s:g} comes before the step at {before.at_s:g} (and its ramp_s "
+                f"{before.ramp_s:g}) ends; list the steps in time order, each after the last one's ramp"
+            )
+    if steps[-1].at_s >= duration_s:
+        raise ValueError(
+            f"the last step starts at {steps[-1].at_s:g} s, not before duration_s {duration_s:g}; lengthen "
+            "duration_s or move the step"
+        )
+
+
+def level_at(steps: list[LoadStep], t: float) -> float:
+    """The load's level (users or rate) `t` seconds after it starts: the step in force, on its ramp."""
+    level = 0.0
+    for step in steps:
+        if t < step.at_s:
+            break
+        if step.ramp_s > 0 and t < step.at_s + step.ramp_s:
+            return level + (step.level - level) * (t - step.at_s) / step.ramp_s
+        level = step.level
+    return level
+
+
+def step_index(steps: list[LoadStep], t: float) -> int:
+    """Which step (0-based) is in force `t` seconds after the load starts (-1 before the first)."""
+    index = -1
+    for number, step in enumerate(steps):
+        if t >= step.at_s:
+            index = number
+    return index
+
+
+def mean_level(steps: list[LoadStep], t0: float, t1: float, points: int = 1000) -> float:
+    """The steps' mean level over [t0, t1) seconds after the load starts (a midpoint sum, exact for
+    steps and within a thousandth of a ramp)."""
+    if t1 <= t0:
+        return level_at(steps, t0)
+    width = (t1 - t0) / points
+    return sum(level_at(steps, t0 + (i + 0.5) * width) for i in range(points)) / points

@@ -70,7 +70,7 @@ def edge_limits(models: ModelsFile) -> EdgeLimits | None:
         return None
     (spec,) = models.models
     return EdgeLimits(
-        model=spec.name, slots=spec.max_ongoing_requests * spec.replicas, queue=spec.max_queued_requests
+        model=spec.name, slots=spec.max_ongoing_requests * spec.most_replicas, queue=spec.max_queued_requests
     )
 
 

@@ -15,7 +15,10 @@ cluster:
 5. Ctrl-C during a benchmark, then the same command: the run resumes where it stopped; its two
    scenarios name their hosts (one: node3 alone, two replicas; the other: node2 and node3, three
    replicas), and every replica runs there (Ray's state API), where Serve's spreading would have put
-   them on other hosts without the scenario's label selector;
+   them on other hosts without the scenario's label selector; the resumed run goes on to an autoscaling
+   scenario (Serve autoscaling 1-3 replicas, a load step from 1 to 6 users): the replicas grow within the
+   bounds, and the summary's scale-up time, seconds past the SLO and replica-seconds are the ones computed
+   here from its replicas.jsonl (Serve's REST API, sampled by the benchmark) and records;
 6. `playbooks/reset.yml`: Ray, Prometheus and the node exporters stop on every host, the app and the chat
    page stop answering, a second reset changes nothing.
 
@@ -48,6 +51,7 @@ from playbook_runs import PlaybookRun, ansible_env, run_playbook
 from raystate import node_names, ray_json
 from testhosts import REPO_ROOT, TestHosts
 
+from autoscale_figures import check_figures
 from distinfer.config import HOST_LABEL
 
 SITE = REPO_ROOT / "site.yml"
@@ -463,6 +467,28 @@ ON_NODES = {
     "first": {"replicas": 2, "nodes": ["node3"]},
     "second": {"replicas": 3, "nodes": ["node2", "node3"]},
 }
+# An autoscaling scenario through site.yml (issue 24), the resumed run's third: Serve autoscales the model
+# between 1 and 3 replicas (2 ongoing requests each; short delays) while the load steps from 1 to 6
+# users after 4 s: 6 users need 3 replicas. Its figures are computed again from what the run recorded.
+SCALING_STEP_AT_S, SCALING_S, SCALING_SLO_TTFT_MS = 4.0, 16.0, 250.0
+SCALING = {
+    "duration_s": SCALING_S,
+    "warmup_s": 0,
+    "max_tokens": 20,
+    "drain_timeout_s": 10,
+    "steps": [{"at_s": 0, "users": 1}, {"at_s": SCALING_STEP_AT_S, "users": 6}],
+    "slo": {"name": "scaling", "ttft_ms": SCALING_SLO_TTFT_MS, "percentile": 90},
+    "autoscaling": {
+        "min_replicas": 1,
+        "max_replicas": 3,
+        "target_ongoing_requests": 2,
+        "upscale_delay_s": 1,
+        "downscale_delay_s": 600,
+        "look_back_period_s": 1,
+        "metrics_interval_s": 0.5,
+    },
+    "peak_static_replicas": 3,
+}
 
 
 def test_an_interrupted_benchmark_resumes_where_it_stopped(cluster: dict[str, Any], workdir: Path) -> None:
@@ -480,8 +506,8 @@ def test_an_interrupted_benchmark_resumes_where_it_stopped(cluster: dict[str, An
     inventory = three_hosts_in_turn(
         hosts,
         workdir,
-        {"first": 10, "second": 20},
-        fields=ON_NODES,
+        {"first": 10, "second": 20, "scaling": int(SCALING_S)},
+        fields={**ON_NODES, "scaling": SCALING},
         distinfer_models_file=str(movable_models(workdir)),
     )
     results = workdir / "results"
@@ -540,6 +566,17 @@ def test_an_interrupted_benchmark_resumes_where_it_stopped(cluster: dict[str, An
         assert placed_hosts(hosts, record) == live[name], (record, live)
         assert sorted(record["served"]) == sorted(set(live[name])), record
         assert node_rows_of(report, name) == sorted(record["served"]), report
+    # The autoscaling scenario the resumed run went on to: the replicas grew within [1, 3] while the load
+    # stepped up, and its figures are the samples' and records' (Serve's REST API via the head's dashboard).
+    check_figures(
+        scenario_dir(workdir, run_dir.name, "scaling"),
+        bounds=(1, 3),
+        step_at_s=SCALING_STEP_AT_S,
+        need=3,
+        duration_s=SCALING_S,
+        slo_ttft_ms=SCALING_SLO_TTFT_MS,
+    )
+    assert "## Autoscaling" in report
 
 
 def _power_off_mid_scenario(

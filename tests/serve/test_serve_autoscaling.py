@@ -10,12 +10,12 @@ Serve's delays are short (upscale 1 s, metrics every 0.5 s over 1 s) so the whol
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from autoscale_figures import check_figures
 from distinfer.bench.replicas import ReplicaSource
 from distinfer.config import parse_models
 
@@ -86,53 +86,10 @@ def test_a_load_step_grows_the_replicas_and_the_figures_follow_from_the_samples(
         ray_serve.delete(APP)
     assert done.returncode in (0, 4), done.stderr[-3000:]
 
-    summary = json.loads((out / "summary.json").read_text())
-    figures = summary["autoscaling"]
-    samples = [json.loads(line) for line in (out / "replicas.jsonl").read_text().splitlines()]
-    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
-    start = summary["started"]
-    during = [s for s in samples if start <= s["t"] <= start + DURATION_S]
-
-    # Grew, and only within [min, max].
-    assert figures["source"] == "replicas.jsonl"
-    assert all(1 <= s["running"] <= 3 and 1 <= s["target"] <= 3 for s in during), during
-    assert max(s["running"] for s in during) > 1, during
-    assert figures["within_bounds"] is True
-
-    # Scale-up to serving: the first sample at or after the step with 3 RUNNING (6 users / 2 per replica).
-    change = start + STEP_AT_S
-    # (On a loaded machine the third replica may come after the load: then none, and the scaling
-    # window runs to the end.)
-    serving = next((s["t"] - change for s in samples if s["t"] >= change and s["running"] >= 3), None)
-    (up,) = figures["scale_ups"]
-    assert up["need"] == 3
-    if serving is None:
-        assert up["serving_s"] is None
-    else:
-        assert math.isclose(up["serving_s"], round(serving, 3), abs_tol=1e-3)
-    scaled_s = STEP_AT_S + serving if serving is not None else DURATION_S
-
-    # SLO-violation seconds while scaling: whole seconds after the start, from the step until serving,
-    # in which a request ended failed or with its TTFT past the limit.
-    def violated(r: dict[str, Any]) -> bool:
-        if not r["ok"]:
-            return r.get("error_kind") != "cancelled"
-        return r["first_token"] is None or (r["first_token"] - r["sent"]) * 1000 > SLO_TTFT_MS
-
-    seconds = {int(r["end"] - start) for r in records if violated(r) and r["end"] >= start}
-    scaling = [k for k in seconds if k + 1 > STEP_AT_S and k < scaled_s]
-    assert up["slo_violated_s"] == len(scaling)
-    assert figures["slo_violated_s"] == len([k for k in seconds if k < DURATION_S])
-
-    # Replica-seconds: each sample's RUNNING held until the next, over the load.
-    ordered = sorted(samples, key=lambda s: s["t"])
-    total = 0.0
-    for i, s in enumerate(ordered):
-        begin = start if i == 0 else max(start, s["t"])
-        end = start + DURATION_S if i + 1 == len(ordered) else min(start + DURATION_S, ordered[i + 1]["t"])
-        total += s["running"] * max(0.0, end - begin)
-    assert math.isclose(figures["replica_seconds"], round(total, 3), abs_tol=1e-3)
-    assert total < 3 * DURATION_S  # fewer than the static peak size, which ran 3 all along
+    found = check_figures(
+        out, bounds=(1, 3), step_at_s=STEP_AT_S, need=3, duration_s=DURATION_S, slo_ttft_ms=SLO_TTFT_MS
+    )
+    serving, total = found["serving_s"], found["replica_seconds"]
 
     # The report says the same.
     report = tmp_path / "report"

@@ -45,9 +45,12 @@ def check_figures(
     # Scale-up to serving: the first sample at or after the step with `need` RUNNING. (On a loaded machine
     # the last replica may come after the load: then none, and the scaling window runs to the end.)
     change = start + step_at_s
+    before = [s for s in samples if s["t"] <= change]
+    had = (before[-1] if before else samples[0])["running"]
+    assert had < need, f"{had} replicas RUNNING at the step already: nothing to scale up to ({samples})"
     serving = next((s["t"] - change for s in samples if s["t"] >= change and s["running"] >= need), None)
     (up,) = figures["scale_ups"]
-    assert up["need"] == need, up
+    assert (up["need"], up["replicas_before"]) == (need, had), up
     if serving is None:
         assert up["serving_s"] is None, up
     else:

@@ -11,7 +11,10 @@ way, and the arms differ only in the router.
 
 The synthetic engine's truth log (engines/synthetic.py: `cached_tokens`, `pid`) gives each request's
 prefix-cache hit and its replica; `predicted_hit_rate` is what the prefix-cache model predicts for
-each router on this workload (docs/router-ab.md).
+each router on this workload (docs/router-ab.md). On vLLM there is no truth log: each block's hit rate
+and requests per replica are the differences, over the block, of vLLM's own counters
+(`vllm:prefix_cache_queries`, `vllm:prefix_cache_hits`, `vllm:request_success`, per `ReplicaId`) as
+its Ray stat logger exports them on Ray's metrics port (`VllmCounters`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import statistics
 import time
 from collections import Counter
@@ -26,7 +30,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -55,18 +59,26 @@ class SharedPrefixWorkload:
     suffix_tokens: int = 16
     max_tokens: int = 8
     seed: int = 0
+    # A real model's tokens: words its tokenizer encodes as one token each with a leading space
+    # (bench/traces.py `load_counter`), drawn at random. None: the synthetic engine's words.
+    vocabulary: tuple[str, ...] | None = None
+
+    def _words(self, prefix: str, count: int) -> str:
+        """`count` words: `prefix` numbered (synthetic), or drawn from the vocabulary seeded by it."""
+        if self.vocabulary is None:
+            return " ".join(f"{prefix}{i}" for i in range(count))
+        rng = random.Random(f"{self.seed}/{prefix}")
+        return " ".join(rng.choice(self.vocabulary) for _ in range(count))
 
     def requests(self, block: int) -> list[tuple[int, str]]:
         """(system prompt index, prompt text) of one block's requests, in sending order."""
         rng = random.Random(f"{self.seed}-{block}")
-        systems = [
-            " ".join(f"b{block}p{p}w{i}" for i in range(self.prefix_tokens)) for p in range(self.prompts)
-        ]
+        systems = [self._words(f"b{block}p{p}w", self.prefix_tokens) for p in range(self.prompts)]
         order = [p for p in range(self.prompts) for _ in range(self.requests_per_prompt)]
         rng.shuffle(order)
         out = []
         for n, p in enumerate(order):
-            suffix = " ".join(f"q{block}x{n}y{i}" for i in range(self.suffix_tokens))
+            suffix = self._words(f"q{block}x{n}y", self.suffix_tokens)
             out.append((p, f"{systems[p]} {suffix}"))
         return out
 
@@ -174,20 +186,144 @@ def _quantile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
+@dataclass(frozen=True)
+class BlockCache:
+    """What the engines say of one block: prompt tokens looked up, of those found cached, and requests
+    per replica."""
+
+    queried: int
+    hits: int
+    per_replica: dict[str, int]
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / self.queried if self.queried else math.nan
+
+
+def truth_cache(truth: list[dict[str, Any]]) -> BlockCache:
+    """A block's figures from the synthetic engine's truth-log lines."""
+    return BlockCache(
+        queried=sum(x["prompt_tokens"] for x in truth),
+        hits=sum(x["cached_tokens"] for x in truth),
+        per_replica=dict(Counter(str(x["pid"]) for x in truth)),
+    )
+
+
 def block_figures(
-    block: int, arm: str, sent: list[Sent], wall_s: float, truth: list[dict[str, Any]]
+    block: int, arm: str, sent: list[Sent], wall_s: float, cache: BlockCache | list[dict[str, Any]]
 ) -> BlockFigures:
+    """One block's figures; `cache` is what the engines counted (or the block's truth-log lines)."""
+    if isinstance(cache, list):
+        cache = truth_cache(cache)
     ttfts = [s.ttft_s * 1000 for s in sent if s.ttft_s is not None]
-    prompt = sum(x["prompt_tokens"] for x in truth)
     return BlockFigures(
         block=block,
         arm=arm,
         ttft_p50_ms=statistics.median(ttfts),
         ttft_p99_ms=_quantile(ttfts, 0.99),
         output_tokens_per_s=sum(s.completion_tokens for s in sent) / wall_s,
-        hit_rate=sum(x["cached_tokens"] for x in truth) / prompt if prompt else math.nan,
-        per_replica=dict(Counter(str(x["pid"]) for x in truth)),
+        hit_rate=cache.hit_rate,
+        per_replica=cache.per_replica,
     )
+
+
+class TruthLog:
+    """Hit source of the synthetic engine: its truth log's lines of the block's requests."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def start(self, block: int) -> None:
+        del block
+
+    def finish(self, block: int, requests: int) -> BlockCache:
+        deadline = time.monotonic() + 10  # the truth log's lines are written as requests finish
+        while len(read_truth(self.path, block)) < requests and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return truth_cache(read_truth(self.path, block))
+
+
+# Ray's export names of vLLM's counters (`vllm:x` -> `ray_vllm_x`, `_total` added by the exporter).
+_QUERIES, _HITS, _SUCCESS = "vllm_prefix_cache_queries", "vllm_prefix_cache_hits", "vllm_request_success"
+_SAMPLE = re.compile(r"^(?P<name>[A-Za-z_:][A-Za-z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_vllm_counters(text: str, model: str) -> dict[str, dict[str, float]]:
+    """Per ReplicaId, vLLM's prefix-cache and request counters for `model` (its `model_name` label)
+    from a Prometheus text export (Ray's metrics port)."""
+    out: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        found = _SAMPLE.match(line)
+        if found is None or line.startswith("#"):
+            continue
+        name = found["name"].removeprefix("ray_").removesuffix("_total")
+        if name not in (_QUERIES, _HITS, _SUCCESS):
+            continue
+        labels = dict(_LABEL.findall(found["labels"] or ""))
+        if labels.get("model_name") != model:
+            continue
+        replica = labels.get("ReplicaId") or labels.get("WorkerId") or "?"
+        counts = out.setdefault(replica, {_QUERIES: 0.0, _HITS: 0.0, _SUCCESS: 0.0})
+        counts[name] += float(found["value"])
+    return out
+
+
+class VllmCounters:
+    """Hit source of real vLLM: its counters on Ray's metrics export, read before and after each block.
+
+    Ray's metrics agent takes them from the replicas every few seconds, so after a block the export is
+    read until vLLM's `request_success` has grown by the block's requests (and once more, so the
+    prefix-cache counters of the same step are in), at most `timeout_s`."""
+
+    def __init__(self, metrics_url: str, model: str, timeout_s: float = 60, poll_s: float = 1.0) -> None:
+        self.metrics_url = metrics_url
+        self.model = model
+        self.timeout_s = timeout_s
+        self.poll_s = poll_s
+        self._before: dict[str, dict[str, float]] = {}
+
+    def read(self) -> dict[str, dict[str, float]]:
+        resp = httpx.get(self.metrics_url, timeout=10)
+        resp.raise_for_status()
+        return parse_vllm_counters(resp.text, self.model)
+
+    def start(self, block: int) -> None:
+        del block
+        self._before = self.read()
+
+    def _diff(self, after: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        zero = {_QUERIES: 0.0, _HITS: 0.0, _SUCCESS: 0.0}
+        return {
+            replica: {k: v - self._before.get(replica, zero)[k] for k, v in counts.items()}
+            for replica, counts in after.items()
+        }
+
+    def finish(self, block: int, requests: int) -> BlockCache:
+        deadline = time.monotonic() + self.timeout_s
+        diff = self._diff(self.read())
+        while sum(c[_SUCCESS] for c in diff.values()) < requests and time.monotonic() < deadline:
+            time.sleep(self.poll_s)
+            diff = self._diff(self.read())
+        time.sleep(self.poll_s)
+        diff = self._diff(self.read())
+        done = sum(c[_SUCCESS] for c in diff.values())
+        if done != requests:
+            raise RuntimeError(
+                f"block {block}: vLLM's request_success grew by {done:g} on {self.metrics_url}, "
+                f"not by the block's {requests} requests, within {self.timeout_s:g} s"
+            )
+        return BlockCache(
+            queried=round(sum(c[_QUERIES] for c in diff.values())),
+            hits=round(sum(c[_HITS] for c in diff.values())),
+            per_replica={r: round(c[_SUCCESS]) for r, c in diff.items() if c[_SUCCESS]},
+        )
+
+
+class HitSource(Protocol):
+    def start(self, block: int) -> None: ...
+
+    def finish(self, block: int, requests: int) -> BlockCache: ...
 
 
 def replay(
@@ -240,24 +376,23 @@ def run_ab(
     deploy: Callable[[str], str],
     model: str,
     workload: SharedPrefixWorkload,
-    truth_log: Path,
+    truth_log: Path | HitSource,
     blocks: int = 4,
     concurrency: int = 1,
 ) -> list[BlockFigures]:
     """Run `blocks` blocks ABBA: `deploy(policy)` puts that router in front of the replicas and returns
-    the base URL."""
+    the base URL. `truth_log`: the synthetic engine's truth log, or another HitSource (VllmCounters)."""
+    source = TruthLog(truth_log) if isinstance(truth_log, Path) else truth_log
     figures = []
     url, deployed = "", None
     for block, arm in enumerate(abba(blocks)):
         if arm != deployed:
             url, deployed = deploy(ARMS[arm]), arm
+        source.start(block)
         sent, wall = run_block(url, model, workload, block, concurrency)
         if not all(s.ok for s in sent):
             raise RuntimeError(f"block {block}: {sum(not s.ok for s in sent)} requests failed")
-        deadline = time.monotonic() + 10  # the truth log's lines are written as requests finish
-        while len(read_truth(truth_log, block)) < len(sent) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        figures.append(block_figures(block, arm, sent, wall, read_truth(truth_log, block)))
+        figures.append(block_figures(block, arm, sent, wall, source.finish(block, len(sent))))
     return figures
 
 

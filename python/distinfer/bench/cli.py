@@ -515,10 +515,26 @@ def _print_certificate(certificate: Any) -> None:
 @bench.command("ab")
 def ab_command(
     models_file: Annotated[Path, typer.Option("--models", help="Models file naming the model to test.")],
-    model: Annotated[str, typer.Option(help="The model (synthetic, with prefix_cache and truth_log).")],
-    ray_address: Annotated[str, typer.Option("--ray-address", help="The running Ray to deploy onto.")],
+    model: Annotated[
+        str, typer.Option(help="The model: synthetic with prefix_cache and truth_log, or vllm.")
+    ],
     out: Annotated[Path, typer.Option(help="JSON file for every block's and each arm's figures.")],
-    url: Annotated[str, typer.Option(help="Serve's HTTP address on that Ray.")] = "http://127.0.0.1:8000",
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help="The running Ray to deploy onto; default: start a private one."),
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="Serve's HTTP address on that Ray [http://127.0.0.1:8000; private Ray: its own]."),
+    ] = None,
+    metrics_url: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-url",
+            help="vllm: Ray's metrics export of the replicas' node (http://HOST:PORT/metrics); default on "
+            "a private Ray: its own.",
+        ),
+    ] = None,
     app_name: Annotated[str, typer.Option(help="Serve application (and route) name.")] = "router-ab",
     blocks: Annotated[int, typer.Option(min=2, help="Blocks, arms in ABBA order.")] = 8,
     prompts: Annotated[int, typer.Option(min=1, help="System prompts per block.")] = 8,
@@ -531,35 +547,74 @@ def ab_command(
 ) -> None:
     """Router A/B (docs/router-ab.md): Serve's default router and PrefixCacheAffinityRouter in ABBA blocks
     on a shared-prefix workload; per arm TTFT P50/P99, output tokens/s, prefix-cache hit rate and
-    imbalance with 95 % intervals from the blocks."""
+    imbalance with 95 % intervals from the blocks. Hit rates: the synthetic engine's truth log, or vLLM's
+    own prefix-cache counters on Ray's metrics export."""
+    import math
+    import os
+
     import yaml
 
-    from distinfer.bench.ab import SharedPrefixWorkload, ab_report, run_ab, serve_run_deployer
-    from distinfer.config import SyntheticModel, load_models_file
+    from distinfer.bench.ab import (
+        HitSource,
+        SharedPrefixWorkload,
+        TruthLog,
+        VllmCounters,
+        ab_report,
+        arm_models,
+        run_ab,
+        serve_run_deployer,
+    )
+    from distinfer.config import SyntheticModel, VllmModel, cpus_reserved, load_models_file, parse_models
     from distinfer.serve.runner import connected_ray
 
-    def prepare() -> tuple[dict[str, Any], Path]:
-        try:
-            spec = load_models_file(models_file).model(model)
-        except KeyError:
-            raise ConfigError(f"bench ab: no model {model} in {models_file}") from None
-        if not isinstance(spec, SyntheticModel) or spec.truth_log is None or spec.prefix_cache is None:
-            raise ConfigError(
-                f"bench ab: model {model} must be a synthetic model with prefix_cache and truth_log "
-                "(the hit rates come from its truth log; real vLLM is not supported yet)"
-            )
-        return yaml.safe_load(models_file.read_text()), Path(spec.truth_log)
+    try:
+        spec = load_models_file(models_file).model(model)
+    except KeyError:
+        raise ConfigError(f"bench ab: no model {model} in {models_file}") from None
+    vllm = isinstance(spec, VllmModel)
+    if not vllm and not (
+        isinstance(spec, SyntheticModel) and spec.truth_log is not None and spec.prefix_cache is not None
+    ):
+        raise ConfigError(
+            f"bench ab: model {model} must be a synthetic model with prefix_cache and truth_log (the hit "
+            "rates come from its truth log) or a vllm model (from vLLM's prefix-cache counters)"
+        )
+    if vllm and ray_address is not None and metrics_url is None:
+        raise ConfigError("bench ab: a vllm model on a given --ray-address needs --metrics-url")
+    data = yaml.safe_load(models_file.read_text())
+    vocabulary = None
+    if isinstance(spec, VllmModel):  # prompts of the model's own one-token words, so sizes are tokens
+        from distinfer.bench.traces import load_counter
 
-    data, truth = prepare()
-    workload = SharedPrefixWorkload(prompts, requests_per_prompt, prefix_tokens, suffix_tokens, max_tokens)
-    with connected_ray(ray_address):
-        deploy = serve_run_deployer(data, model, url, app_name, imbalanced_threshold)
-        figures = run_ab(deploy, model, workload, truth, blocks=blocks, concurrency=concurrency)
+        vocabulary = tuple(load_counter(spec.model if Path(spec.model).is_dir() else "smollm2").words)
+    workload = SharedPrefixWorkload(
+        prompts, requests_per_prompt, prefix_tokens, suffix_tokens, max_tokens, vocabulary=vocabulary
+    )
+    arm = parse_models(arm_models(data, model, "prefix_aware", imbalanced_threshold))
+    cpus = max(os.cpu_count() or 1, math.ceil(cpus_reserved(arm)))
+    with connected_ray(ray_address, num_cpus=cpus) as local:
+        base = url or "http://127.0.0.1:8000"
+        if local is not None:
+            from ray import serve
+
+            from distinfer.serve.local_ray import free_ports
+
+            (port,) = free_ports(1)
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            base = url or f"http://127.0.0.1:{port}"
+            metrics_url = metrics_url or f"http://127.0.0.1:{local.ports['--metrics-export-port']}/metrics"
+        source: HitSource = (
+            TruthLog(Path(str(spec.truth_log)))
+            if isinstance(spec, SyntheticModel)
+            else VllmCounters(str(metrics_url), model)
+        )
+        deploy = serve_run_deployer(data, model, base, app_name, imbalanced_threshold)
+        figures = run_ab(deploy, model, workload, source, blocks=blocks, concurrency=concurrency)
     report = ab_report(figures)
     out.write_text(json.dumps(report, indent=1) + "\n")
-    for arm, figs in report["arms"].items():
+    for arm_name, figs in report["arms"].items():
         line = ", ".join(f"{k} {v['mean']:.3g} ± {v['ci95_half_width']:.2g}" for k, v in figs.items())
-        typer.echo(f"{arm}: {line}")
+        typer.echo(f"{arm_name}: {line}")
 
 
 @bench.command("sweep")

@@ -25,6 +25,7 @@ from synthetic_server import DISTINFER, FINISHED, SyntheticServer, synthetic_ser
 
 from distinfer.bench.sessions import plan_sessions
 from distinfer.bench.traces import PromptSynth, TraceError, load_counter, read_trace, schedule, window
+from distinfer.config import load_models_file
 from distinfer.report.blocks import to_markdown
 from distinfer.report.prometheus import Pair, ServerFigures
 from distinfer.report.replay import replay_section
@@ -330,3 +331,22 @@ def test_a_trace_prompt_past_the_models_context_stops_the_run_before_any_load(tm
         -1500:
     ]
     assert not (tmp_path / "out" / "records.jsonl").exists()
+
+
+def test_the_demo_replay_as_shipped_fits_the_demos_model():
+    """`files/scenarios/traces-demo.yaml` as shipped (its run against the demo's vLLM deployment is the
+    benchmark in benchmarks/README.md, too slow for the suite): it asks for a model of the demo's models
+    file, its window arrives in time order inside its 30 s, and every prompt is exactly its token count
+    by SmolLM2's own tokenizer, within its max_input_tokens, and leaves room for its answer in SmolLM2's
+    context (8192 tokens: the demo's models file sets no max_model_len)."""
+    (spec,) = load_sweep(ROOT / "files" / "scenarios" / "traces-demo.yaml", {})
+    demo = load_models_file(ROOT / "files" / "models" / "smollm2.yaml")
+    assert spec.model in {m.name for m in demo.models} and spec.trace is not None
+    counter = load_counter(spec.trace.tokenizer)
+    arrivals = schedule(spec.trace, spec.duration_s, spec.seed, counter)
+    assert len(arrivals) > 100
+    dues = [a.due_s for a in arrivals]
+    assert dues == sorted(dues) and dues[0] >= 0 and dues[-1] <= spec.duration_s
+    for arrival in arrivals:
+        assert counter.count(arrival.prompt) == arrival.input_tokens <= spec.trace.max_input_tokens
+        assert arrival.input_tokens + arrival.output_tokens <= 8192

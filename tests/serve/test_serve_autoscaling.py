@@ -89,7 +89,7 @@ def test_a_load_step_grows_the_replicas_and_the_figures_follow_from_the_samples(
     found = check_figures(
         out, bounds=(1, 3), step_at_s=STEP_AT_S, need=3, duration_s=DURATION_S, slo_ttft_ms=SLO_TTFT_MS
     )
-    serving, total = found["serving_s"], found["replica_seconds"]
+    serving, total = found["serving_s"], found["reported_replica_seconds"]
 
     # The report says the same.
     report = tmp_path / "report"

@@ -5,6 +5,8 @@ summary whose percentiles are exact over every raw record, with a lost host name
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -175,3 +177,22 @@ def test_a_load_hosts_own_guard_fails_it_by_name(tmp_path: Path) -> None:
     [host] = summary.load_hosts or []
     assert not host.valid and "event-loop lag P99 45.0 ms" in host.reasons[0]
     assert any(r.startswith("load host lg1: event-loop lag P99 45.0 ms") for r in summary.invalid_reasons)
+
+
+def test_the_cli_refuses_autoscaling_or_steps_from_load_hosts_before_any_load(tmp_path: Path) -> None:
+    """`distinfer bench run --load-host` with a stepped scenario: exit 2, the reason and the fix, no
+    results folder (the planner refuses the same for the role; this is the command run by hand)."""
+    spec = tmp_path / "spec.json"
+    spec.write_text(
+        json.dumps(
+            {"name": "step", "model": "m", "url": "http://127.0.0.1:9", "duration_s": 10,
+             "steps": [{"at_s": 0, "users": 1}, {"at_s": 5, "users": 4}]}
+        )
+    )  # fmt: skip
+    out = tmp_path / "out"
+    distinfer = str(Path(sys.executable).with_name("distinfer"))
+    argv = [distinfer, "bench", "run", "--spec", str(spec), "--out", str(out), "--load-host", "lg1"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "control machine only" in done.stderr and "drop --load-host" in done.stderr, done.stderr
+    assert not out.exists()

@@ -218,6 +218,11 @@ def run_command(
     _check_prompts(run_spec.prompts)
     _check_workload(run_spec)
     bearer = _api_key(api_key, api_key_file)
+    if load_host and (serve_dashboard is not None or run_spec.steps or run_spec.autoscaling):
+        raise ConfigError(
+            f"scenario {run_spec.name}: load steps, autoscaling and --serve-dashboard run from the control "
+            "machine only for now (the replica samples are not merged across load hosts); drop --load-host"
+        )
     source = None
     if serve_dashboard is not None:
         from distinfer.bench.replicas import ReplicaSource

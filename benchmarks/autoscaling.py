@@ -36,7 +36,7 @@ from typing import Any
 
 from distinfer.bench.replicas import ReplicaSource
 from distinfer.config import parse_models
-from distinfer.serve.local_ray import serve_on_private_ray
+from distinfer.serve.runner import serve_on_private_ray
 
 BIN = Path(sys.executable).parent
 DISTINFER = str(BIN / "distinfer")

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from distinfer.config import ModelsFile, app_args
-from distinfer.serve.local_ray import LocalRay, serve_on_private_ray
+from distinfer.serve.local_ray import LocalRay
+from distinfer.serve.runner import serve_on_private_ray
 
 # Exported into the Ray processes so the API-key tests have a key to ask for.
 TEST_API_KEY_ENV = "DISTINFER_TEST_API_KEY"

@@ -235,30 +235,3 @@ def env_vars(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = old
-
-
-@contextlib.contextmanager
-def serve_on_private_ray(
-    num_cpus: int | None = None, extra_env: dict[str, str] | None = None
-) -> Iterator[tuple[LocalRay, int]]:
-    """A private LocalRay (LocalRay.start's `num_cpus`, `extra_env`) with this process as its driver and
-    Serve's HTTP proxy on a free port of 127.0.0.1: yields the Ray and that port; Serve, the driver and
-    that Ray stopped at the end (on failure too)."""
-    local = LocalRay.start(num_cpus=num_cpus, extra_env=extra_env)
-    try:
-        with env_vars(local.env):
-            import ray
-            from ray import serve
-
-            ray.init(address=local.address, _node_ip_address="127.0.0.1", logging_level=logging.WARNING)
-            try:
-                (port,) = free_ports(1)
-                serve.start(http_options={"host": "127.0.0.1", "port": port})
-                yield local, port
-            finally:
-                try:
-                    serve.shutdown()
-                finally:
-                    ray.shutdown()
-    finally:
-        local.stop()

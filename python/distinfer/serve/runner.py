@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 
 from distinfer.config import ModelsFile, app_args, cpus_reserved
-from distinfer.serve.local_ray import LocalRay, env_vars
+from distinfer.serve.local_ray import LocalRay, env_vars, free_ports
 from distinfer.serve.settings import resolve_api_key
 
 log = logging.getLogger(__name__)
@@ -22,11 +22,15 @@ log = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def connected_ray(
-    ray_address: str | None, num_cpus: int | None = None, haproxy: bool = False
+    ray_address: str | None,
+    num_cpus: int | None = None,
+    haproxy: bool = False,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[LocalRay | None]:
     """A driver connection to the given Ray, or to a private local Ray started (and stopped) here
-    (`haproxy`: with Serve's direct ingress behind HAProxy, local_ray.haproxy_env)."""
-    local = None if ray_address else LocalRay.start(num_cpus=num_cpus, haproxy=haproxy)
+    (`haproxy`: with Serve's direct ingress behind HAProxy, local_ray.haproxy_env; `extra_env`: its
+    processes' environment on top of this one's)."""
+    local = None if ray_address else LocalRay.start(num_cpus=num_cpus, haproxy=haproxy, extra_env=extra_env)
     try:
         with env_vars(local.env if local else {}):
             import ray  # after the auth env is set: ray reads the token mode when it loads
@@ -44,6 +48,24 @@ def connected_ray(
     finally:
         if local:
             local.stop()
+
+
+@contextlib.contextmanager
+def serve_on_private_ray(
+    num_cpus: int | None = None, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[LocalRay, int]]:
+    """A private local Ray (connected_ray) with Serve's HTTP proxy on a free port of 127.0.0.1: yields
+    the Ray and that port; Serve, the driver and that Ray stopped at the end (on failure too)."""
+    with connected_ray(None, num_cpus=num_cpus, extra_env=extra_env) as local:
+        assert local is not None  # no address given: always a private one
+        from ray import serve
+
+        (port,) = free_ports(1)
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        try:
+            yield local, port
+        finally:
+            serve.shutdown()
 
 
 def deploy(models: ModelsFile, host: str, port: int, app_name: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Callable
@@ -570,7 +571,7 @@ def ab_command(
         serve_run_deployer,
     )
     from distinfer.config import SyntheticModel, VllmModel, cpus_reserved, load_models_file, parse_models
-    from distinfer.serve.runner import connected_ray
+    from distinfer.serve.runner import connected_ray, serve_on_private_ray
 
     try:
         spec = load_models_file(models_file).model(model)
@@ -597,17 +598,14 @@ def ab_command(
     )
     arm = parse_models(arm_models(data, model, "prefix_aware", imbalanced_threshold))
     cpus = max(os.cpu_count() or 1, math.ceil(cpus_reserved(arm)))
-    with connected_ray(ray_address, num_cpus=cpus) as local:
-        base = url or "http://127.0.0.1:8000"
-        if local is not None:
-            from ray import serve
-
-            from distinfer.serve.local_ray import free_ports
-
-            (port,) = free_ports(1)
-            serve.start(http_options={"host": "127.0.0.1", "port": port})
+    with contextlib.ExitStack() as ray_stack:
+        if ray_address is None:
+            local, port = ray_stack.enter_context(serve_on_private_ray(num_cpus=cpus))
             base = url or f"http://127.0.0.1:{port}"
             metrics_url = metrics_url or f"http://127.0.0.1:{local.ports['--metrics-export-port']}/metrics"
+        else:
+            ray_stack.enter_context(connected_ray(ray_address))
+            base = url or "http://127.0.0.1:8000"
         source: HitSource = (
             TruthLog(Path(str(spec.truth_log)))
             if isinstance(spec, SyntheticModel)
